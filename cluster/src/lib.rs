@@ -1,0 +1,16 @@
+//! # cadre-cluster
+//!
+//! What a cadre cluster agrees on and how, with no actix and no sockets: wire messages and the
+//! handshake, the membership core, the discovery view, the status-store state machine, and the
+//! task scheduling and drain state machines.
+//!
+//! Every core here has the shape `handle(input, now) -> effects`: time, randomness and I/O
+//! come in as inputs and go out as effects, so each protocol is tested step by step without a
+//! socket or a clock. The actors in `cadre-actors` own the sockets, timers and disks, feed the
+//! cores and carry out what they ask.
+//!
+//! # Layout
+//! The crate is empty for now: the cores arrive with the transport, membership, store and task
+//! features.
+
+#![deny(missing_docs)]

@@ -1,0 +1,328 @@
+//! [`ActorRef`]: a handle that reaches the current instance of an actor across restarts.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use actix::dev::channel::AddressSender;
+use actix::dev::{SendError, ToEnvelope};
+use actix::{Actor, Context, Handler, Message};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::error::{AskError, TellError};
+use crate::exit::ExitReason;
+use crate::registry::RegistryInner;
+
+/// Where an actor stands, as its handle sees it.
+pub(crate) enum SlotState<A: Actor> {
+    /// Never started.
+    NotStarted,
+    /// An instance is running (or starting) with this mailbox.
+    Running {
+        tx: AddressSender<A>,
+        generation: u64,
+    },
+    /// The instance of this generation ended; its supervisor has not finished restarting it.
+    Down,
+    /// Ended for good.
+    Dead(ExitReason),
+}
+
+/// The shared cell behind every [`ActorRef`] of one supervised child: the supervisor swaps the
+/// mailbox in it on every restart, so handles never go stale.
+pub(crate) struct Slot<A: Actor> {
+    state: RwLock<SlotState<A>>,
+    changed: Notify,
+    labels: RwLock<(Arc<str>, Arc<str>)>,
+    supervised: bool,
+    names: Mutex<Vec<(Weak<RegistryInner>, Arc<str>)>>,
+}
+
+impl<A: Actor> Slot<A> {
+    pub(crate) fn new(path: Arc<str>, node: Arc<str>, supervised: bool) -> Arc<Self> {
+        Arc::new(Slot {
+            state: RwLock::new(SlotState::NotStarted),
+            changed: Notify::new(),
+            labels: RwLock::new((path, node)),
+            supervised,
+            names: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The path in the supervision tree (`root/app/db`).
+    pub(crate) fn path(&self) -> Arc<str> {
+        self.labels.read().0.clone()
+    }
+
+    /// The node the actor runs on.
+    pub(crate) fn node(&self) -> Arc<str> {
+        self.labels.read().1.clone()
+    }
+
+    /// Sets the path and node once the supervisor knows where the child sits.
+    pub(crate) fn set_labels(&self, path: Arc<str>, node: Arc<str>) {
+        *self.labels.write() = (path, node);
+    }
+
+    pub(crate) fn install(&self, tx: AddressSender<A>, generation: u64) {
+        *self.state.write() = SlotState::Running { tx, generation };
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn mark_down(&self, generation: u64) {
+        let mut st = self.state.write();
+        if matches!(*st, SlotState::Running { generation: g, .. } if g == generation) {
+            *st = SlotState::Down;
+            drop(st);
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub(crate) fn mark_dead(&self, reason: ExitReason) {
+        *self.state.write() = SlotState::Dead(reason);
+        let names = std::mem::take(&mut *self.names.lock());
+        for (registry, name) in names {
+            if let Some(registry) = registry.upgrade() {
+                registry.remove_slot(&name, self as *const Self as usize);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn add_name(&self, registry: Weak<RegistryInner>, name: Arc<str>) {
+        self.names.lock().push((registry, name));
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        matches!(*self.state.read(), SlotState::Dead(_))
+    }
+}
+
+/// A handle to an actor that survives its restarts.
+///
+/// Every `ActorRef` of a supervised child reaches the child's *current* instance: when the child
+/// is restarted, its supervisor points the handle at the new instance's mailbox. Cheap to clone,
+/// `Send` and `Sync`.
+///
+/// # Delivery
+/// - **Bounded.** Each instance has a bounded mailbox ([`ChildSpec::mailbox`], 1024 by default).
+///   [`tell`](ActorRef::tell) never waits and never exceeds the bound: a full mailbox gives the
+///   message back in [`TellError::Full`].
+/// - **Never lost without a word.** While the child is between instances (it ended and its
+///   supervisor has not yet restarted it) a send fails with [`TellError::Restarting`]; once it
+///   ended for good, with [`TellError::Dead`]. Each error gives the message back.
+/// - **Ordering.** Messages from one sender to one instance are handled in the order sent. A
+///   message accepted by an instance that then crashes is lost with that instance's mailbox (as
+///   in Erlang): an [`ask`](ActorRef::ask) among them fails at once with
+///   [`AskError::ActorDied`], a tell is gone.
+///
+/// [`ChildSpec::mailbox`]: crate::ChildSpec::mailbox
+pub struct ActorRef<A: Actor> {
+    slot: Arc<Slot<A>>,
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        ActorRef {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorRef")
+            .field("path", &self.slot.path())
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+impl<A: Actor> PartialEq for ActorRef<A> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.slot, &other.slot)
+    }
+}
+
+impl<A: Actor> Eq for ActorRef<A> {}
+
+impl<A: Actor> ActorRef<A> {
+    pub(crate) fn from_slot(slot: Arc<Slot<A>>) -> Self {
+        ActorRef { slot }
+    }
+
+    pub(crate) fn slot(&self) -> &Arc<Slot<A>> {
+        &self.slot
+    }
+
+    /// The actor's path in its supervision tree (`root/app/db`).
+    pub fn path(&self) -> Arc<str> {
+        self.slot.path()
+    }
+
+    /// The generation of the current instance (1 for the first start, +1 on every restart), or
+    /// `None` while no instance runs.
+    pub fn generation(&self) -> Option<u64> {
+        match &*self.slot.state.read() {
+            SlotState::Running { generation, .. } => Some(*generation),
+            _ => None,
+        }
+    }
+
+    /// The current instance's actix address (it does not follow restarts).
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    pub(crate) fn current_addr(&self) -> Option<actix::Addr<A>> {
+        match &*self.slot.state.read() {
+            SlotState::Running { tx, .. } => Some(actix::Addr::new(tx.clone())),
+            _ => None,
+        }
+    }
+
+    /// True while an instance is running.
+    pub fn is_running(&self) -> bool {
+        matches!(*self.slot.state.read(), SlotState::Running { .. })
+    }
+
+    /// Why the actor ended for good, or `None` while it may still run.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        match &*self.slot.state.read() {
+            SlotState::Dead(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// Waits until the actor has ended for good and returns why. Bound it with a timeout (the
+    /// testkit's [`expect_terminated`](crate::testkit::expect_terminated) does).
+    pub async fn terminated(&self) -> ExitReason {
+        loop {
+            let notified = self.slot.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let SlotState::Dead(r) = &*self.slot.state.read() {
+                return r.clone();
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until an instance of at least generation `generation` runs, or the actor is dead.
+    /// Returns the running generation, `None` if the actor ended for good.
+    pub async fn running_generation(&self, generation: u64) -> Option<u64> {
+        loop {
+            let notified = self.slot.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match &*self.slot.state.read() {
+                SlotState::Running { generation: g, .. } if *g >= generation => return Some(*g),
+                SlotState::Dead(_) => return None,
+                _ => {}
+            }
+            notified.await;
+        }
+    }
+
+    fn not_running<M>(&self, state: &SlotState<A>, msg: M) -> TellError<M> {
+        match state {
+            SlotState::Dead(_) => TellError::Dead(msg),
+            SlotState::NotStarted => TellError::NotStarted(msg),
+            SlotState::Down if self.slot.supervised => TellError::Restarting(msg),
+            SlotState::Down => TellError::Dead(msg),
+            SlotState::Running { .. } if self.slot.supervised => TellError::Restarting(msg),
+            SlotState::Running { .. } => TellError::Dead(msg),
+        }
+    }
+
+    /// Sends a message without waiting. Never blocks and never exceeds the mailbox bound.
+    ///
+    /// # Errors
+    /// Gives the message back in [`TellError::Full`], [`TellError::Restarting`],
+    /// [`TellError::Dead`] or [`TellError::NotStarted`].
+    pub fn tell<M>(&self, msg: M) -> Result<(), TellError<M>>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let state = self.slot.state.read();
+        match &*state {
+            SlotState::Running { tx, .. } => match tx.try_send(msg, true) {
+                Ok(()) => Ok(()),
+                Err(SendError::Full(m)) => Err(TellError::Full(m)),
+                Err(SendError::Closed(m)) => Err(self.not_running(&state, m)),
+            },
+            other => Err(self.not_running(other, msg)),
+        }
+    }
+
+    /// Sends a request and waits at most `timeout` for the reply.
+    ///
+    /// # Errors
+    /// - [`AskError::Full`], [`AskError::Restarting`], [`AskError::Dead`],
+    ///   [`AskError::NotStarted`]: not delivered; the message comes back.
+    /// - [`AskError::ActorDied`]: the instance ended before replying; reported at once, not when
+    ///   the timeout runs out. The message may or may not have been handled.
+    /// - [`AskError::Timeout`]: no reply within `timeout`.
+    pub async fn ask<M>(&self, msg: M, timeout: Duration) -> Result<M::Result, AskError<M>>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let rx = {
+            let state = self.slot.state.read();
+            match &*state {
+                SlotState::Running { tx, .. } => match tx.send(msg) {
+                    Ok(rx) => rx,
+                    Err(SendError::Full(m)) => return Err(AskError::Full(m)),
+                    Err(SendError::Closed(m)) => {
+                        return Err(self.not_running(&state, m).into());
+                    }
+                },
+                other => return Err(self.not_running(other, msg).into()),
+            }
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(AskError::ActorDied),
+            Err(_) => Err(AskError::Timeout(timeout)),
+        }
+    }
+}
+
+/// Spawns `actor` on the current arbiter with no supervisor, behind a bounded mailbox of
+/// `mailbox` messages, and returns its handle.
+///
+/// A panic ends it with [`ExitReason::Panic`] (see [`ActorRef::exit_reason`]) without touching
+/// the other actors of the arbiter; nothing restarts it. It stops by itself once every handle
+/// is dropped and its mailbox is empty. Must be called inside an actix system.
+pub fn spawn<A>(name: &str, mailbox: usize, actor: A) -> ActorRef<A>
+where
+    A: Actor<Context = Context<A>>,
+{
+    let slot = Slot::new(name.into(), "local".into(), false);
+    let weak = Arc::downgrade(&slot);
+    let name: Arc<str> = name.into();
+    crate::instance::spawn(
+        &slot,
+        1,
+        mailbox.max(1),
+        actor,
+        Box::new(move |ev| {
+            let reason = match ev {
+                crate::instance::InstanceEvent::Started(Ok(())) => return,
+                crate::instance::InstanceEvent::Started(Err(r))
+                | crate::instance::InstanceEvent::Exited(r) => r,
+            };
+            if reason.is_abnormal() {
+                tracing::warn!(actor = %name, %reason, "unsupervised actor exited");
+            }
+            if let Some(slot) = weak.upgrade() {
+                slot.mark_dead(reason);
+            }
+        }),
+    );
+    ActorRef::from_slot(slot)
+}

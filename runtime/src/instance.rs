@@ -1,0 +1,347 @@
+//! One running instance of an actor: the task that drives actix's context future, catches
+//! panics, acknowledges the start and reports the exit.
+//!
+//! actix runs an actor as a `ContextFut` spawned on the arbiter; it gives no join handle and its
+//! own `Supervisor` does not survive a panic. cadre spawns the context future itself, wrapped in
+//! [`Instance`], so that:
+//! - a panic in a handler, a lifecycle hook or a spawned actor future is caught on the poll that
+//!   raised it and becomes [`ExitReason::Panic`]; the arbiter thread and its other actors go on;
+//! - the start is acknowledged after the first poll (which runs `Actor::started`), or later when
+//!   the actor deferred it with [`defer_start`];
+//! - the exit is reported exactly once, with the reason the actor gave ([`ContextExt::fail`]),
+//!   [`ExitReason::Shutdown`] when it was asked to stop, [`ExitReason::Killed`] when its task was
+//!   dropped, or [`ExitReason::Normal`].
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use actix::dev::channel;
+use actix::dev::ContextFut;
+use actix::{Actor, ActorContext, Context};
+use tokio::task::AbortHandle;
+
+use crate::actor_ref::Slot;
+use crate::exit::ExitReason;
+
+/// What an instance tells whoever started it.
+#[derive(Debug)]
+pub(crate) enum InstanceEvent {
+    /// The start finished: `Ok` once `started` ran (or the deferred start was confirmed), `Err`
+    /// when the instance ended before that.
+    Started(Result<(), ExitReason>),
+    /// The instance ended after a successful start.
+    Exited(ExitReason),
+}
+
+/// Receives an instance's events; runs on the instance's arbiter thread.
+pub(crate) type Reporter = Box<dyn Fn(InstanceEvent)>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ack {
+    Pending,
+    Deferred,
+    Sent,
+}
+
+/// The control block shared by an instance and its supervisor (both on one arbiter thread).
+pub(crate) struct InstanceCtl {
+    stop_requested: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+    exit: RefCell<Option<ExitReason>>,
+    ack: Cell<Ack>,
+    finished: Cell<bool>,
+    report: Reporter,
+}
+
+impl InstanceCtl {
+    pub(crate) fn new(report: Reporter) -> Rc<Self> {
+        Rc::new(InstanceCtl {
+            stop_requested: Cell::new(false),
+            waker: RefCell::new(None),
+            exit: RefCell::new(None),
+            ack: Cell::new(Ack::Pending),
+            finished: Cell::new(false),
+            report,
+        })
+    }
+
+    /// Asks the instance to stop gracefully (as if it called `ctx.stop()`); it exits with
+    /// [`ExitReason::Shutdown`] unless it already recorded another reason.
+    pub(crate) fn request_stop(&self) {
+        if !self.stop_requested.replace(true) {
+            if let Some(w) = self.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn set_exit(&self, reason: ExitReason) {
+        let mut exit = self.exit.borrow_mut();
+        if exit.is_none() {
+            *exit = Some(reason);
+        }
+    }
+
+    fn confirm_start(&self) {
+        if matches!(self.ack.get(), Ack::Pending | Ack::Deferred) && !self.finished.get() {
+            self.ack.set(Ack::Sent);
+            (self.report)(InstanceEvent::Started(Ok(())));
+        }
+    }
+
+    fn finish(&self, reason: ExitReason) {
+        if self.finished.replace(true) {
+            return;
+        }
+        if self.ack.replace(Ack::Sent) != Ack::Sent {
+            if reason.is_normal() {
+                (self.report)(InstanceEvent::Started(Ok(())));
+            } else {
+                (self.report)(InstanceEvent::Started(Err(reason)));
+                return;
+            }
+        }
+        (self.report)(InstanceEvent::Exited(reason));
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<InstanceCtl>>> = const { RefCell::new(None) };
+}
+
+/// Sets [`CURRENT`] for the duration of a poll (or drop) of an instance.
+struct Enter(Option<Rc<InstanceCtl>>);
+
+impl Enter {
+    fn new(ctl: &Rc<InstanceCtl>) -> Self {
+        Enter(
+            CURRENT
+                .try_with(|c| c.replace(Some(ctl.clone())))
+                .ok()
+                .flatten(),
+        )
+    }
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        let _ = CURRENT.try_with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+fn with_current<R>(f: impl FnOnce(&Rc<InstanceCtl>) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| c.borrow().as_ref().map(f))
+        .ok()
+        .flatten()
+}
+
+/// Records an exit reason for the instance being polled on this thread. Returns false when the
+/// caller is not inside a cadre-spawned actor.
+pub(crate) fn record_exit(reason: ExitReason) -> bool {
+    with_current(|ctl| ctl.set_exit(reason)).is_some()
+}
+
+/// Extra operations on an actor's context.
+pub trait ContextExt {
+    /// Stops the actor with an error: its exit reason becomes [`ExitReason::Error`], an abnormal
+    /// exit, so a [`Restart::Transient`](crate::Restart::Transient) child is restarted. Called
+    /// during `started`, it fails the start with that error.
+    ///
+    /// Outside a cadre-spawned actor (one started with plain `Actor::start`), this only stops it.
+    fn fail(&mut self, error: impl std::fmt::Display);
+}
+
+impl<A: Actor<Context = Context<A>>> ContextExt for Context<A> {
+    fn fail(&mut self, error: impl std::fmt::Display) {
+        if !record_exit(ExitReason::error(error)) {
+            tracing::warn!("ContextExt::fail called outside a cadre-spawned actor; stopping it");
+        }
+        self.stop();
+    }
+}
+
+/// A deferred start, confirmed later with [`StartGate::ready`].
+///
+/// Obtained with [`defer_start`] inside `Actor::started`. Until the gate is confirmed, the
+/// supervisor that started the actor waits (its start is sequential, left to right) and the
+/// actor's handle already accepts messages, which queue in its bounded mailbox. To fail the
+/// start, stop the actor with [`ContextExt::fail`]; dropping the gate without confirming
+/// leaves the start pending until the actor stops.
+pub struct StartGate {
+    ctl: Weak<InstanceCtl>,
+}
+
+impl StartGate {
+    /// Confirms the start: the supervisor goes on to the next child.
+    pub fn ready(self) {
+        if let Some(ctl) = self.ctl.upgrade() {
+            ctl.confirm_start();
+        }
+    }
+}
+
+impl std::fmt::Debug for StartGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartGate")
+    }
+}
+
+/// Defers the start acknowledgement of the actor being started, for actors whose
+/// initialisation is asynchronous (connect first, then accept work). Call it in
+/// `Actor::started`; returns `None` outside a cadre-spawned actor or after the start was
+/// already acknowledged.
+pub fn defer_start() -> Option<StartGate> {
+    with_current(|ctl| {
+        if ctl.ack.get() == Ack::Pending {
+            ctl.ack.set(Ack::Deferred);
+            Some(StartGate {
+                ctl: Rc::downgrade(ctl),
+            })
+        } else {
+            None
+        }
+    })
+    .flatten()
+}
+
+/// The future of one instance: actix's context future plus panic isolation and reporting.
+struct Instance<A: Actor<Context = Context<A>>> {
+    fut: Option<ContextFut<A, Context<A>>>,
+    ctl: Rc<InstanceCtl>,
+    stop_delivered: bool,
+    span: tracing::Span,
+}
+
+/// Drops a context future (which may run `stopping`/`stopped`), catching a panic there.
+fn drop_fut<A: Actor<Context = Context<A>>>(
+    fut: &mut Option<ContextFut<A, Context<A>>>,
+    ctl: &Rc<InstanceCtl>,
+) -> Option<ExitReason> {
+    let fut = fut.take()?;
+    let _enter = Enter::new(ctl);
+    catch_unwind(AssertUnwindSafe(move || drop(fut)))
+        .err()
+        .map(|p| ExitReason::from_panic(&*p))
+}
+
+impl<A: Actor<Context = Context<A>>> Future for Instance<A> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let Instance {
+            fut: slot,
+            ctl,
+            stop_delivered,
+            span,
+        } = self.get_mut();
+        let Some(fut) = slot.as_mut() else {
+            return Poll::Ready(());
+        };
+        let _span = span.enter();
+        if ctl.stop_requested.get() && !*stop_delivered {
+            *stop_delivered = true;
+            fut.ctx().stop();
+        }
+        if !*stop_delivered {
+            let mut waker = ctl.waker.borrow_mut();
+            match waker.as_ref() {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        let polled = {
+            let _enter = Enter::new(ctl);
+            catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *fut).poll(cx)))
+        };
+        match polled {
+            Ok(Poll::Pending) => {
+                if ctl.ack.get() == Ack::Pending {
+                    ctl.confirm_start();
+                }
+                Poll::Pending
+            }
+            Ok(Poll::Ready(())) => {
+                let late_panic = drop_fut(slot, ctl);
+                let recorded = ctl.exit.borrow_mut().take();
+                let reason = late_panic.or(recorded).unwrap_or(if *stop_delivered {
+                    ExitReason::Shutdown
+                } else {
+                    ExitReason::Normal
+                });
+                ctl.finish(reason);
+                Poll::Ready(())
+            }
+            Err(payload) => {
+                let reason = ExitReason::from_panic(&*payload);
+                let _ = drop_fut(slot, ctl);
+                ctl.finish(reason);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Drop for Instance<A> {
+    fn drop(&mut self) {
+        if !self.ctl.finished.get() {
+            // Dropped before it ended by itself: aborted (killed) or its arbiter shut down.
+            let _ = drop_fut(&mut self.fut, &self.ctl);
+            self.ctl.finish(ExitReason::Killed);
+        }
+    }
+}
+
+/// A spawned instance, as its supervisor holds it.
+pub(crate) struct Spawned {
+    pub(crate) ctl: Rc<InstanceCtl>,
+    pub(crate) abort: AbortHandle,
+}
+
+/// Spawns `actor` on the current arbiter as generation `generation` of `slot`, with a bounded
+/// mailbox of `mailbox` messages. The slot points at the new mailbox before this returns, so
+/// messages sent from now on reach the new instance. When the instance ends, the slot is marked
+/// down (if it still holds this generation) before `report` hears of it.
+pub(crate) fn spawn<A>(
+    slot: &Arc<Slot<A>>,
+    generation: u64,
+    mailbox: usize,
+    actor: A,
+    report: Reporter,
+) -> Spawned
+where
+    A: Actor<Context = Context<A>>,
+{
+    let (tx, rx) = channel::channel(mailbox);
+    let ctx = Context::with_receiver(rx);
+    slot.install(tx, generation);
+    let weak = Arc::downgrade(slot);
+    let ctl = InstanceCtl::new(Box::new(move |ev: InstanceEvent| {
+        if matches!(
+            ev,
+            InstanceEvent::Started(Err(_)) | InstanceEvent::Exited(_)
+        ) {
+            if let Some(slot) = weak.upgrade() {
+                slot.mark_down(generation);
+            }
+        }
+        report(ev)
+    }));
+    let span = tracing::info_span!("actor", name = %slot.path(), node = %slot.node(), generation);
+    let handle = tokio::task::spawn_local(Instance {
+        fut: Some(ctx.into_future(actor)),
+        ctl: ctl.clone(),
+        stop_delivered: false,
+        span,
+    });
+    Spawned {
+        ctl,
+        abort: handle.abort_handle(),
+    }
+}

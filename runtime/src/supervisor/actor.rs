@@ -1,0 +1,373 @@
+//! The supervisor actor: a thin actix driver around [`Core`]. It feeds the core what its
+//! children report and carries out what the core decides: spawn, stop (by shutdown policy),
+//! arm timers, publish events, exit.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::events::SupervisionEvent;
+use crate::exit::ExitReason;
+use crate::instance::{defer_start, record_exit, InstanceEvent, Reporter, Spawned, StartGate};
+use crate::runtime::Runtime;
+use crate::supervisor::core::{Action, ChildInfo, ChildKey, Core, Input, Kind, Phase};
+use crate::supervisor::spec::{Child, ErasedChild, Intensity, Shutdown, StartCx};
+
+/// A running supervisor. Built fresh from its spec on every start.
+pub(crate) struct SupervisorActor {
+    path: Arc<str>,
+    runtime: Runtime,
+    core: Core,
+    children: BTreeMap<ChildKey, Arc<dyn ErasedChild>>,
+    live: HashMap<ChildKey, Live>,
+    gate: Option<StartGate>,
+    me: Option<Addr<SupervisorActor>>,
+    adds: HashMap<ChildKey, oneshot::Sender<Result<(), ExitReason>>>,
+    removes: HashMap<ChildKey, Vec<oneshot::Sender<()>>>,
+    next_key: ChildKey,
+    exited: bool,
+}
+
+struct Live {
+    generation: u64,
+    spawned: Spawned,
+}
+
+impl SupervisorActor {
+    pub(crate) fn new(
+        path: Arc<str>,
+        runtime: Runtime,
+        kind: Kind,
+        intensity: Intensity,
+        children: &[Child],
+    ) -> Self {
+        let mut core = Core::new(kind, intensity, fastrand::u64(..));
+        let mut map = BTreeMap::new();
+        for (key, child) in children.iter().enumerate() {
+            let key = key as ChildKey;
+            core.add_initial(key, child.0.meta().clone());
+            map.insert(key, child.0.clone());
+        }
+        SupervisorActor {
+            path,
+            runtime,
+            core,
+            next_key: map.len() as ChildKey,
+            children: map,
+            live: HashMap::new(),
+            gate: None,
+            me: None,
+            adds: HashMap::new(),
+            removes: HashMap::new(),
+            exited: false,
+        }
+    }
+
+    fn feed(&mut self, input: Input, ctx: &mut Context<Self>) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            for action in self.core.handle(input, Instant::now()) {
+                self.apply(action, ctx, &mut queue);
+            }
+        }
+    }
+
+    fn reporter(&self, key: ChildKey, generation: u64) -> Reporter {
+        let me = self
+            .me
+            .clone()
+            .expect("a supervisor knows its address once started");
+        Box::new(move |event| {
+            me.do_send(ChildEvent {
+                key,
+                generation,
+                event,
+            })
+        })
+    }
+
+    fn apply(&mut self, action: Action, ctx: &mut Context<Self>, queue: &mut VecDeque<Input>) {
+        match action {
+            Action::Start { key, generation } => {
+                let Some(child) = self.children.get(&key).cloned() else {
+                    queue.push_back(Input::Started {
+                        key,
+                        generation,
+                        result: Err(ExitReason::error("no such child")),
+                    });
+                    return;
+                };
+                let cx = StartCx {
+                    runtime: &self.runtime,
+                    parent_path: &self.path,
+                };
+                match child.start(&cx, generation, self.reporter(key, generation)) {
+                    Ok(spawned) => {
+                        self.live.insert(
+                            key,
+                            Live {
+                                generation,
+                                spawned,
+                            },
+                        );
+                    }
+                    Err(reason) => queue.push_back(Input::Started {
+                        key,
+                        generation,
+                        result: Err(reason),
+                    }),
+                }
+            }
+            Action::Stop { key, generation } => {
+                let (Some(live), Some(child)) = (self.live.get(&key), self.children.get(&key))
+                else {
+                    return; // its exit report is already on the way
+                };
+                if live.generation != generation {
+                    return;
+                }
+                match child.meta().shutdown {
+                    Shutdown::Kill => live.spawned.abort.abort(),
+                    Shutdown::Timeout(limit) => {
+                        live.spawned.ctl.request_stop();
+                        ctx.run_later(limit, move |act, _| {
+                            if let Some(live) = act.live.get(&key) {
+                                if live.generation == generation {
+                                    tracing::warn!(
+                                        supervisor = %act.path, child = key, ?limit,
+                                        "child overran its shutdown timeout; killing it"
+                                    );
+                                    live.spawned.abort.abort();
+                                }
+                            }
+                        });
+                    }
+                    Shutdown::Infinity => live.spawned.ctl.request_stop(),
+                }
+            }
+            Action::RestartAfter {
+                key,
+                generation,
+                delay,
+            } => {
+                ctx.run_later(delay, move |act, ctx| {
+                    act.feed(Input::RestartDue { key, generation }, ctx)
+                });
+            }
+            Action::ResumeAfter { token, delay } => {
+                ctx.run_later(delay, move |act, ctx| {
+                    act.feed(Input::Resume { token }, ctx)
+                });
+            }
+            Action::Forget { key, reason } => {
+                if let Some(child) = self.children.get(&key) {
+                    child.forget(reason);
+                }
+                if !self.core.contains(key) {
+                    self.children.remove(&key);
+                }
+            }
+            Action::StartResult { key, result } => {
+                if let Some(reply) = self.adds.remove(&key) {
+                    let _ = reply.send(result);
+                }
+            }
+            Action::Removed { key } => {
+                self.children.remove(&key);
+                for reply in self.removes.remove(&key).unwrap_or_default() {
+                    let _ = reply.send(());
+                }
+            }
+            Action::Event { child, kind } => self.runtime.publish(SupervisionEvent {
+                supervisor: self.path.clone(),
+                child,
+                kind,
+            }),
+            Action::Ready => {
+                if let Some(gate) = self.gate.take() {
+                    gate.ready();
+                }
+            }
+            Action::Exit(reason) => {
+                self.exited = true;
+                record_exit(reason);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Actor for SupervisorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(ctx.address());
+        self.gate = defer_start();
+        self.feed(Input::Start, ctx);
+    }
+
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> actix::Running {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // The arbiter is being torn down (its tasks are dropped): no orderly shutdown is
+            // possible any more; `Drop` kills the children.
+            return actix::Running::Stop;
+        }
+        if self.core.phase() != Phase::Done {
+            self.feed(Input::Shutdown, ctx);
+        }
+        if self.core.phase() == Phase::Done {
+            actix::Running::Stop
+        } else {
+            actix::Running::Continue
+        }
+    }
+}
+
+impl Drop for SupervisorActor {
+    fn drop(&mut self) {
+        if self.exited {
+            return;
+        }
+        // The supervisor itself crashed or was killed: its children go with it (as linked
+        // processes do in Erlang), and their handles say so.
+        for live in self.live.values() {
+            live.spawned.abort.abort();
+        }
+        for child in self.children.values() {
+            child.forget(ExitReason::Killed);
+        }
+    }
+}
+
+/// An instance of a child reports.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ChildEvent {
+    key: ChildKey,
+    generation: u64,
+    event: InstanceEvent,
+}
+
+impl Handler<ChildEvent> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildEvent, ctx: &mut Context<Self>) {
+        let ChildEvent {
+            key,
+            generation,
+            event,
+        } = msg;
+        let input = match event {
+            InstanceEvent::Started(result) => {
+                if result.is_err() {
+                    self.drop_live(key, generation);
+                }
+                Input::Started {
+                    key,
+                    generation,
+                    result,
+                }
+            }
+            InstanceEvent::Exited(reason) => {
+                self.drop_live(key, generation);
+                Input::Exited {
+                    key,
+                    generation,
+                    reason,
+                }
+            }
+        };
+        self.feed(input, ctx);
+    }
+}
+
+impl SupervisorActor {
+    fn drop_live(&mut self, key: ChildKey, generation: u64) {
+        if self
+            .live
+            .get(&key)
+            .is_some_and(|l| l.generation == generation)
+        {
+            self.live.remove(&key);
+        }
+    }
+}
+
+/// Adds a child (pools).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AddChild {
+    pub(crate) child: Child,
+    pub(crate) reply: oneshot::Sender<Result<(), ExitReason>>,
+}
+
+impl Handler<AddChild> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddChild, ctx: &mut Context<Self>) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let meta = msg.child.0.meta().clone();
+        self.children.insert(key, msg.child.0);
+        self.adds.insert(key, msg.reply);
+        self.feed(Input::Add { key, meta }, ctx);
+    }
+}
+
+/// Stops and removes the child whose slot is `slot_id`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RemoveChild {
+    pub(crate) slot_id: usize,
+    pub(crate) reply: oneshot::Sender<()>,
+}
+
+impl Handler<RemoveChild> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveChild, ctx: &mut Context<Self>) {
+        let key = self
+            .children
+            .iter()
+            .find(|(_, c)| c.slot_id() == msg.slot_id)
+            .map(|(k, _)| *k);
+        match key {
+            Some(key) => {
+                self.removes.entry(key).or_default().push(msg.reply);
+                self.feed(Input::Remove { key }, ctx);
+            }
+            None => {
+                let _ = msg.reply.send(());
+            }
+        }
+    }
+}
+
+/// Lists the children.
+#[derive(Message)]
+#[rtype(result = "Vec<ChildInfo>")]
+pub(crate) struct WhichChildren;
+
+impl Handler<WhichChildren> for SupervisorActor {
+    type Result = MessageResult<WhichChildren>;
+
+    fn handle(&mut self, _: WhichChildren, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.children())
+    }
+}
+
+/// Stops the supervisor (and so its children, right to left).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopSupervisor;
+
+impl Handler<StopSupervisor> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopSupervisor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
