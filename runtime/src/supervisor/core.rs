@@ -651,3 +651,312 @@ impl ChildState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::spec::Shutdown;
+
+    fn meta(id: &str, restart: Restart) -> ChildMeta {
+        ChildMeta {
+            id: id.into(),
+            restart,
+            shutdown: Shutdown::Infinity,
+            backoff: None,
+        }
+    }
+
+    fn core(strategy: Strategy, ids: &[&str]) -> Core {
+        let mut c = Core::new(Kind::Static(strategy), Intensity::default(), 7);
+        for (k, id) in ids.iter().enumerate() {
+            c.add_initial(k as ChildKey, meta(id, Restart::Permanent));
+        }
+        c
+    }
+
+    /// The actions without the events.
+    fn work(actions: Vec<Action>) -> Vec<Action> {
+        actions
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Event { .. } | Action::StartResult { .. }))
+            .collect()
+    }
+
+    fn ok(key: ChildKey, generation: u64) -> Input {
+        Input::Started {
+            key,
+            generation,
+            result: Ok(()),
+        }
+    }
+
+    fn exit(key: ChildKey, generation: u64, reason: ExitReason) -> Input {
+        Input::Exited {
+            key,
+            generation,
+            reason,
+        }
+    }
+
+    fn boom() -> ExitReason {
+        ExitReason::Panic("boom".into())
+    }
+
+    /// Starts every child of `c` (generation 1).
+    fn start_all(c: &mut Core, n: u64, now: Instant) {
+        assert_eq!(
+            work(c.handle(Input::Start, now)),
+            [Action::Start {
+                key: 0,
+                generation: 1
+            }]
+        );
+        for k in 0..n {
+            let next = c.handle(ok(k, 1), now);
+            let expect = if k + 1 < n {
+                vec![Action::Start {
+                    key: k + 1,
+                    generation: 1,
+                }]
+            } else {
+                vec![Action::Ready]
+            };
+            assert_eq!(work(next), expect);
+        }
+    }
+
+    #[test]
+    fn start_is_sequential_and_waits_for_each_ack() {
+        let now = Instant::now();
+        let mut c = core(Strategy::OneForOne, &["a", "b", "c"]);
+        start_all(&mut c, 3, now);
+        assert_eq!(c.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn stale_exit_report_is_ignored() {
+        let now = Instant::now();
+        let mut c = core(Strategy::OneForOne, &["a"]);
+        start_all(&mut c, 1, now);
+        assert_eq!(
+            work(c.handle(exit(0, 1, boom()), now)),
+            [Action::Start {
+                key: 0,
+                generation: 2
+            }]
+        );
+        assert_eq!(work(c.handle(ok(0, 2), now)), []);
+        // Generation 1 reports again (a late duplicate): nothing happens.
+        assert_eq!(c.handle(exit(0, 1, boom()), now), []);
+        assert_eq!(c.children()[0].generation, 2);
+    }
+
+    #[test]
+    fn one_for_all_stops_right_to_left_then_starts_left_to_right() {
+        let now = Instant::now();
+        let mut c = core(Strategy::OneForAll, &["a", "b", "c"]);
+        start_all(&mut c, 3, now);
+        let stop = |key| Action::Stop { key, generation: 1 };
+        let start = |key| Action::Start { key, generation: 2 };
+        assert_eq!(work(c.handle(exit(1, 1, boom()), now)), [stop(2)]);
+        assert_eq!(
+            work(c.handle(exit(2, 1, ExitReason::Shutdown), now)),
+            [stop(0)]
+        );
+        assert_eq!(
+            work(c.handle(exit(0, 1, ExitReason::Shutdown), now)),
+            [start(0)]
+        );
+        assert_eq!(work(c.handle(ok(0, 2), now)), [start(1)]);
+        assert_eq!(work(c.handle(ok(1, 2), now)), [start(2)]);
+        assert_eq!(work(c.handle(ok(2, 2), now)), []);
+    }
+
+    #[test]
+    fn exit_of_a_child_the_group_restart_stops_anyway_is_absorbed() {
+        let now = Instant::now();
+        let mut c = core(Strategy::OneForAll, &["a", "b", "c"]);
+        start_all(&mut c, 3, now);
+        // b crashes; the supervisor stops c; meanwhile a crashes by itself.
+        assert_eq!(
+            work(c.handle(exit(1, 1, boom()), now)),
+            [Action::Stop {
+                key: 2,
+                generation: 1
+            }]
+        );
+        assert_eq!(work(c.handle(exit(0, 1, boom()), now)), []);
+        // c's exit completes the stops (a is already down), and the restart begins: once.
+        assert_eq!(
+            work(c.handle(exit(2, 1, ExitReason::Shutdown), now)),
+            [Action::Start {
+                key: 0,
+                generation: 2
+            }]
+        );
+        assert_eq!(c.restarts.len(), 1, "one failure, one restart counted");
+    }
+
+    #[test]
+    fn exit_during_a_plan_is_handled_after_it() {
+        let now = Instant::now();
+        let mut c = core(Strategy::OneForOne, &["a", "b"]);
+        start_all(&mut c, 2, now);
+        assert_eq!(
+            work(c.handle(exit(0, 1, boom()), now)),
+            [Action::Start {
+                key: 0,
+                generation: 2
+            }]
+        );
+        // b dies while a's restart waits for its ack: deferred.
+        assert_eq!(work(c.handle(exit(1, 1, boom()), now)), []);
+        assert_eq!(
+            work(c.handle(ok(0, 2), now)),
+            [Action::Start {
+                key: 1,
+                generation: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn intensity_counts_restarts_within_the_window_only() {
+        let t0 = Instant::now();
+        let mut c = Core::new(
+            Kind::Static(Strategy::OneForOne),
+            Intensity::new(1, Duration::from_secs(5)),
+            7,
+        );
+        c.add_initial(0, meta("a", Restart::Permanent));
+        start_all(&mut c, 1, t0);
+        c.handle(exit(0, 1, boom()), t0);
+        c.handle(ok(0, 2), t0);
+        // 6 s later the first restart is out of the window.
+        let t1 = t0 + Duration::from_secs(6);
+        assert_eq!(
+            work(c.handle(exit(0, 2, boom()), t1)),
+            [Action::Start {
+                key: 0,
+                generation: 3
+            }]
+        );
+        c.handle(ok(0, 3), t1);
+        // 1 s after that: two restarts within 5 s, one allowed: escalate.
+        let t2 = t1 + Duration::from_secs(1);
+        let actions = c.handle(exit(0, 3, boom()), t2);
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Event {
+                kind: EventKind::Escalated { .. },
+                ..
+            }
+        )));
+        assert!(matches!(
+            work(actions).as_slice(),
+            [
+                Action::Forget { .. },
+                Action::Exit(ExitReason::Escalated { .. })
+            ]
+        ));
+        assert_eq!(c.phase(), Phase::Done);
+    }
+
+    #[test]
+    fn shutdown_during_start_waits_for_the_pending_ack_then_stops_right_to_left() {
+        let now = Instant::now();
+        let mut c = core(Strategy::OneForOne, &["a", "b", "c"]);
+        c.handle(Input::Start, now);
+        c.handle(ok(0, 1), now); // b is starting
+        assert_eq!(work(c.handle(Input::Shutdown, now)), []);
+        assert_eq!(
+            work(c.handle(ok(1, 1), now)),
+            [Action::Stop {
+                key: 1,
+                generation: 1
+            }]
+        );
+        assert_eq!(
+            work(c.handle(exit(1, 1, ExitReason::Shutdown), now)),
+            [
+                Action::Forget {
+                    key: 1,
+                    reason: ExitReason::Shutdown
+                },
+                Action::Stop {
+                    key: 0,
+                    generation: 1
+                }
+            ]
+        );
+        let last = work(c.handle(exit(0, 1, ExitReason::Shutdown), now));
+        assert_eq!(last.last(), Some(&Action::Exit(ExitReason::Shutdown)));
+        // c never started; it is forgotten with the supervisor.
+        assert!(last.contains(&Action::Forget {
+            key: 2,
+            reason: ExitReason::Shutdown
+        }));
+    }
+
+    #[test]
+    fn backoff_restart_is_a_timer_and_a_stale_timer_does_nothing() {
+        let now = Instant::now();
+        let mut c = Core::new(Kind::Pool, Intensity::new(10, Duration::from_secs(60)), 1);
+        let mut m = meta("w", Restart::Permanent);
+        m.backoff = Some(
+            crate::Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1))
+                .with_jitter(0.0),
+        );
+        c.handle(Input::Start, now);
+        c.handle(Input::Add { key: 0, meta: m }, now);
+        c.handle(ok(0, 1), now);
+        assert_eq!(
+            work(c.handle(exit(0, 1, boom()), now)),
+            [Action::RestartAfter {
+                key: 0,
+                generation: 1,
+                delay: Duration::from_millis(10)
+            }]
+        );
+        assert_eq!(
+            work(c.handle(
+                Input::RestartDue {
+                    key: 0,
+                    generation: 1
+                },
+                now
+            )),
+            [Action::Start {
+                key: 0,
+                generation: 2
+            }]
+        );
+        c.handle(ok(0, 2), now);
+        assert_eq!(
+            work(c.handle(
+                Input::RestartDue {
+                    key: 0,
+                    generation: 1
+                },
+                now
+            )),
+            []
+        );
+    }
+
+    #[test]
+    fn backoff_delay_doubles_up_to_the_maximum() {
+        let b = crate::Backoff::exponential(Duration::from_millis(10), Duration::from_millis(50))
+            .with_jitter(0.0);
+        let d: Vec<_> = (1..=5).map(|n| b.delay(n, 0.3).as_millis()).collect();
+        assert_eq!(d, [10, 20, 40, 50, 50]);
+        let j = b.with_jitter(1.0);
+        assert_eq!(j.delay(2, 0.0).as_millis(), 10); // 20 · 0.5
+        assert_eq!(j.delay(2, 1.0).as_millis(), 30); // 20 · 1.5
+        assert_eq!(
+            j.delay(1, 0.0),
+            Duration::from_millis(10),
+            "never below min"
+        );
+    }
+}
