@@ -37,6 +37,9 @@ pub(crate) struct Slot<A: Actor> {
     labels: RwLock<(Arc<str>, Arc<str>)>,
     supervised: bool,
     names: Mutex<Vec<(Weak<RegistryInner>, Arc<str>)>>,
+    /// The highest generation ever installed: generations keep counting up when a supervisor
+    /// above restarts the whole subtree.
+    last_generation: std::sync::atomic::AtomicU64,
 }
 
 impl<A: Actor> Slot<A> {
@@ -47,6 +50,7 @@ impl<A: Actor> Slot<A> {
             labels: RwLock::new((path, node)),
             supervised,
             names: Mutex::new(Vec::new()),
+            last_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -66,8 +70,15 @@ impl<A: Actor> Slot<A> {
     }
 
     pub(crate) fn install(&self, tx: AddressSender<A>, generation: u64) {
+        self.last_generation
+            .fetch_max(generation, std::sync::atomic::Ordering::Relaxed);
         *self.state.write() = SlotState::Running { tx, generation };
         self.changed.notify_waiters();
+    }
+
+    pub(crate) fn last_generation(&self) -> u64 {
+        self.last_generation
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn mark_down(&self, generation: u64) {

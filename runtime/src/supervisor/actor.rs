@@ -48,7 +48,7 @@ impl SupervisorActor {
         let mut map = BTreeMap::new();
         for (key, child) in children.iter().enumerate() {
             let key = key as ChildKey;
-            core.add_initial(key, child.0.meta().clone());
+            core.add_initial(key, child.0.meta().clone(), child.0.last_generation());
             map.insert(key, child.0.clone());
         }
         SupervisorActor {

@@ -187,9 +187,12 @@ impl Core {
         }
     }
 
-    /// Adds a child before the start (static children, in order).
-    pub(crate) fn add_initial(&mut self, key: ChildKey, meta: ChildMeta) {
-        self.children.insert(key, ChildState::new(meta));
+    /// Adds a child before the start (static children, in order); its generations continue
+    /// from `last_generation`.
+    pub(crate) fn add_initial(&mut self, key: ChildKey, meta: ChildMeta, last_generation: u64) {
+        let mut child = ChildState::new(meta);
+        child.generation = last_generation;
+        self.children.insert(key, child);
     }
 
     /// Whether the core still tracks `key`.
@@ -669,7 +672,7 @@ mod tests {
     fn core(strategy: Strategy, ids: &[&str]) -> Core {
         let mut c = Core::new(Kind::Static(strategy), Intensity::default(), 7);
         for (k, id) in ids.iter().enumerate() {
-            c.add_initial(k as ChildKey, meta(id, Restart::Permanent));
+            c.add_initial(k as ChildKey, meta(id, Restart::Permanent), 0);
         }
         c
     }
@@ -828,7 +831,7 @@ mod tests {
             Intensity::new(1, Duration::from_secs(5)),
             7,
         );
-        c.add_initial(0, meta("a", Restart::Permanent));
+        c.add_initial(0, meta("a", Restart::Permanent), 0);
         start_all(&mut c, 1, t0);
         c.handle(exit(0, 1, boom()), t0);
         c.handle(ok(0, 2), t0);

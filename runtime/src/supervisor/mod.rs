@@ -240,6 +240,10 @@ impl ErasedChild for SupervisorSpec {
         Arc::as_ptr(&self.slot) as usize
     }
 
+    fn last_generation(&self) -> u64 {
+        self.slot.last_generation()
+    }
+
     fn boxed_clone(&self) -> Box<dyn ErasedChild> {
         Box::new(self.clone())
     }

@@ -189,6 +189,8 @@ pub(crate) trait ErasedChild: Send + Sync {
     fn forget(&self, reason: ExitReason);
     /// The identity of the child's slot (to find it from a handle).
     fn slot_id(&self) -> usize;
+    /// The last generation this child's handle has seen (0: never started).
+    fn last_generation(&self) -> u64;
     /// A copy sharing the same handles.
     fn boxed_clone(&self) -> Box<dyn ErasedChild>;
 }
@@ -387,6 +389,10 @@ impl<A: Actor<Context = Context<A>>> ErasedChild for ChildSpec<A> {
 
     fn slot_id(&self) -> usize {
         Arc::as_ptr(&self.slot) as usize
+    }
+
+    fn last_generation(&self) -> u64 {
+        self.slot.last_generation()
     }
 
     fn boxed_clone(&self) -> Box<dyn ErasedChild> {
