@@ -1,18 +1,17 @@
 //! [`ActorRef`]: a handle that reaches the current instance of an actor across restarts.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::dev::channel::AddressSender;
 use actix::dev::{SendError, ToEnvelope};
 use actix::{Actor, Context, Handler, Message};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::sync::Notify;
 
 use crate::error::{AskError, TellError};
 use crate::exit::ExitReason;
-use crate::registry::RegistryInner;
 
 /// Where an actor stands, as its handle sees it.
 pub(crate) enum SlotState<A: Actor> {
@@ -34,39 +33,32 @@ pub(crate) enum SlotState<A: Actor> {
 pub(crate) struct Slot<A: Actor> {
     state: RwLock<SlotState<A>>,
     changed: Notify,
-    labels: RwLock<(Arc<str>, Arc<str>)>,
+    path: RwLock<Arc<str>>,
     supervised: bool,
-    names: Mutex<Vec<(Weak<RegistryInner>, Arc<str>)>>,
     /// The highest generation ever installed: generations keep counting up when a supervisor
     /// above restarts the whole subtree.
     last_generation: std::sync::atomic::AtomicU64,
 }
 
 impl<A: Actor> Slot<A> {
-    pub(crate) fn new(path: Arc<str>, node: Arc<str>, supervised: bool) -> Arc<Self> {
+    pub(crate) fn new(path: Arc<str>, supervised: bool) -> Arc<Self> {
         Arc::new(Slot {
             state: RwLock::new(SlotState::NotStarted),
             changed: Notify::new(),
-            labels: RwLock::new((path, node)),
+            path: RwLock::new(path),
             supervised,
-            names: Mutex::new(Vec::new()),
             last_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// The path in the supervision tree (`root/app/db`).
     pub(crate) fn path(&self) -> Arc<str> {
-        self.labels.read().0.clone()
+        self.path.read().clone()
     }
 
-    /// The node the actor runs on.
-    pub(crate) fn node(&self) -> Arc<str> {
-        self.labels.read().1.clone()
-    }
-
-    /// Sets the path and node once the supervisor knows where the child sits.
-    pub(crate) fn set_labels(&self, path: Arc<str>, node: Arc<str>) {
-        *self.labels.write() = (path, node);
+    /// Sets the path once the supervisor knows where the child sits.
+    pub(crate) fn set_path(&self, path: Arc<str>) {
+        *self.path.write() = path;
     }
 
     pub(crate) fn install(&self, tx: AddressSender<A>, generation: u64) {
@@ -92,21 +84,23 @@ impl<A: Actor> Slot<A> {
 
     pub(crate) fn mark_dead(&self, reason: ExitReason) {
         *self.state.write() = SlotState::Dead(reason);
-        let names = std::mem::take(&mut *self.names.lock());
-        for (registry, name) in names {
-            if let Some(registry) = registry.upgrade() {
-                registry.remove_slot(&name, self as *const Self as usize);
-            }
-        }
         self.changed.notify_waiters();
-    }
-
-    pub(crate) fn add_name(&self, registry: Weak<RegistryInner>, name: Arc<str>) {
-        self.names.lock().push((registry, name));
     }
 
     pub(crate) fn is_dead(&self) -> bool {
         matches!(*self.state.read(), SlotState::Dead(_))
+    }
+}
+
+/// What an ending instance does to its handle's slot.
+pub(crate) trait MarkDown {
+    /// The instance of `generation` ended; marks the slot down if it still holds it.
+    fn mark_down(&self, generation: u64);
+}
+
+impl<A: Actor> MarkDown for Slot<A> {
+    fn mark_down(&self, generation: u64) {
+        Slot::mark_down(self, generation)
     }
 }
 
@@ -165,6 +159,10 @@ impl<A: Actor> ActorRef<A> {
 
     pub(crate) fn slot(&self) -> &Arc<Slot<A>> {
         &self.slot
+    }
+
+    pub(crate) fn slot_id(&self) -> usize {
+        Arc::as_ptr(&self.slot) as usize
     }
 
     /// The actor's path in its supervision tree (`root/app/db`).
@@ -313,14 +311,15 @@ pub fn spawn<A>(name: &str, mailbox: usize, actor: A) -> ActorRef<A>
 where
     A: Actor<Context = Context<A>>,
 {
-    let slot = Slot::new(name.into(), "local".into(), false);
-    let weak = Arc::downgrade(&slot);
     let name: Arc<str> = name.into();
+    let slot = Slot::new(name.clone(), false);
+    let weak = Arc::downgrade(&slot);
     crate::instance::spawn(
         &slot,
         1,
         mailbox.max(1),
         actor,
+        "local",
         Box::new(move |ev| {
             let reason = match ev {
                 crate::instance::InstanceEvent::Started(Ok(())) => return,

@@ -25,7 +25,7 @@ use actix::dev::ContextFut;
 use actix::{Actor, ActorContext, Context};
 use tokio::task::AbortHandle;
 
-use crate::actor_ref::Slot;
+use crate::actor_ref::{MarkDown, Slot};
 use crate::exit::ExitReason;
 
 /// What an instance tells whoever started it.
@@ -55,17 +55,23 @@ pub(crate) struct InstanceCtl {
     exit: RefCell<Option<ExitReason>>,
     ack: Cell<Ack>,
     finished: Cell<bool>,
+    /// The handle's slot, marked down (if it still holds this generation) before the exit is
+    /// reported.
+    slot: std::sync::Weak<dyn MarkDown>,
+    generation: u64,
     report: Reporter,
 }
 
 impl InstanceCtl {
-    pub(crate) fn new(report: Reporter) -> Rc<Self> {
+    fn new(report: Reporter, slot: std::sync::Weak<dyn MarkDown>, generation: u64) -> Rc<Self> {
         Rc::new(InstanceCtl {
             stop_requested: Cell::new(false),
             waker: RefCell::new(None),
             exit: RefCell::new(None),
             ack: Cell::new(Ack::Pending),
             finished: Cell::new(false),
+            slot,
+            generation,
             report,
         })
     }
@@ -98,15 +104,18 @@ impl InstanceCtl {
         if self.finished.replace(true) {
             return;
         }
-        if self.ack.replace(Ack::Sent) != Ack::Sent {
-            if reason.is_normal() {
-                (self.report)(InstanceEvent::Started(Ok(())));
-            } else {
-                (self.report)(InstanceEvent::Started(Err(reason)));
-                return;
-            }
+        let acked = self.ack.replace(Ack::Sent) == Ack::Sent;
+        if !acked && reason.is_normal() {
+            (self.report)(InstanceEvent::Started(Ok(())));
         }
-        (self.report)(InstanceEvent::Exited(reason));
+        if let Some(slot) = self.slot.upgrade() {
+            slot.mark_down(self.generation);
+        }
+        if !acked && reason.is_abnormal() {
+            (self.report)(InstanceEvent::Started(Err(reason)));
+        } else {
+            (self.report)(InstanceEvent::Exited(reason));
+        }
     }
 }
 
@@ -305,14 +314,16 @@ pub(crate) struct Spawned {
 }
 
 /// Spawns `actor` on the current arbiter as generation `generation` of `slot`, with a bounded
-/// mailbox of `mailbox` messages. The slot points at the new mailbox before this returns, so
-/// messages sent from now on reach the new instance. When the instance ends, the slot is marked
-/// down (if it still holds this generation) before `report` hears of it.
+/// mailbox of `mailbox` messages, on the node called `node` (for its tracing span). The slot
+/// points at the new mailbox before this returns, so messages sent from now on reach the new
+/// instance. When the instance ends, the slot is marked down (if it still holds this
+/// generation) before `report` hears of it.
 pub(crate) fn spawn<A>(
     slot: &Arc<Slot<A>>,
     generation: u64,
     mailbox: usize,
     actor: A,
+    node: &str,
     report: Reporter,
 ) -> Spawned
 where
@@ -321,19 +332,9 @@ where
     let (tx, rx) = channel::channel(mailbox);
     let ctx = Context::with_receiver(rx);
     slot.install(tx, generation);
-    let weak = Arc::downgrade(slot);
-    let ctl = InstanceCtl::new(Box::new(move |ev: InstanceEvent| {
-        if matches!(
-            ev,
-            InstanceEvent::Started(Err(_)) | InstanceEvent::Exited(_)
-        ) {
-            if let Some(slot) = weak.upgrade() {
-                slot.mark_down(generation);
-            }
-        }
-        report(ev)
-    }));
-    let span = tracing::info_span!("actor", name = %slot.path(), node = %slot.node(), generation);
+    let weak: std::sync::Weak<dyn MarkDown> = Arc::downgrade(slot) as _;
+    let ctl = InstanceCtl::new(report, weak, generation);
+    let span = tracing::info_span!("actor", name = %slot.path(), node, generation);
     let handle = tokio::task::spawn_local(Instance {
         fut: Some(ctx.into_future(actor)),
         ctl: ctl.clone(),

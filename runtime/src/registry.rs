@@ -15,29 +15,34 @@ use crate::actor_ref::ActorRef;
 #[error("the name `{0}` is already registered to another live actor")]
 pub struct NameTaken(pub Arc<str>);
 
-struct Entry {
-    /// The address of the actor's slot: an identity, only ever compared.
-    slot_id: usize,
-    handle: Box<dyn Any + Send + Sync>,
+/// A registered handle, type-erased.
+trait Named: Send + Sync {
+    fn is_dead(&self) -> bool;
+    fn slot_id(&self) -> usize;
+    fn as_any(&self) -> &dyn Any;
 }
 
-pub(crate) struct RegistryInner {
-    names: RwLock<HashMap<Arc<str>, Entry>>,
-}
-
-impl RegistryInner {
-    pub(crate) fn remove_slot(&self, name: &str, slot_id: usize) {
-        let mut names = self.names.write();
-        if names.get(name).is_some_and(|e| e.slot_id == slot_id) {
-            names.remove(name);
-        }
+impl<A: Actor> Named for ActorRef<A> {
+    fn is_dead(&self) -> bool {
+        self.slot().is_dead()
     }
+    fn slot_id(&self) -> usize {
+        Arc::as_ptr(self.slot()) as usize
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+struct RegistryInner {
+    names: RwLock<HashMap<Arc<str>, Box<dyn Named>>>,
 }
 
 /// Actors by name, on one node.
 ///
 /// A registered name follows the actor across restarts (it names the [`ActorRef`], which
-/// always reaches the current instance) and goes away when the actor ends for good. Names are
+/// always reaches the current instance) and goes away when the actor ends for good: from then
+/// on it is neither found nor listed, and another actor may take it. Names are
 /// registered by [`ChildSpec::register`](crate::ChildSpec::register) when the child first
 /// starts, or by hand with [`Registry::register`].
 #[derive(Clone)]
@@ -72,15 +77,9 @@ impl Registry {
     /// under the same name succeeds.
     pub fn register<A: Actor>(&self, name: &str, actor: &ActorRef<A>) -> Result<(), NameTaken> {
         if actor.slot().is_dead() {
-            return Ok(());
+            return Ok(()); // it would be gone at once
         }
-        self.register_slot(name, actor)?;
-        // The actor may have died while it was being registered.
-        if actor.slot().is_dead() {
-            self.inner
-                .remove_slot(name, Arc::as_ptr(actor.slot()) as usize);
-        }
-        Ok(())
+        self.register_slot(name, actor)
     }
 
     /// Registers without looking at whether the actor is alive: for a supervisor about to
@@ -90,48 +89,60 @@ impl Registry {
         name: &str,
         actor: &ActorRef<A>,
     ) -> Result<(), NameTaken> {
-        let slot = actor.slot();
-        let slot_id = Arc::as_ptr(slot) as usize;
-        let name: Arc<str> = name.into();
-        {
-            let mut names = self.inner.names.write();
-            if let Some(existing) = names.get(&name) {
-                return if existing.slot_id == slot_id {
-                    Ok(())
-                } else {
-                    Err(NameTaken(name))
-                };
+        let mut names = self.inner.names.write();
+        if let Some(existing) = names.get(name) {
+            if existing.slot_id() == actor.slot_id() {
+                return Ok(());
             }
-            names.insert(
-                name.clone(),
-                Entry {
-                    slot_id,
-                    handle: Box::new(actor.clone()),
-                },
-            );
+            if !existing.is_dead() {
+                return Err(NameTaken(name.into()));
+            }
         }
-        slot.add_name(Arc::downgrade(&self.inner), name);
+        names.insert(name.into(), Box::new(actor.clone()));
         Ok(())
     }
 
-    /// The actor registered under `name`, if it is of type `A`.
+    /// The actor registered under `name`, if it is of type `A` and has not ended for good.
     pub fn lookup<A: Actor>(&self, name: &str) -> Option<ActorRef<A>> {
-        self.inner
-            .names
-            .read()
-            .get(name)
-            .and_then(|e| e.handle.downcast_ref::<ActorRef<A>>())
-            .cloned()
+        let found = {
+            let names = self.inner.names.read();
+            let entry = names.get(name)?;
+            if entry.is_dead() {
+                None
+            } else {
+                Some(entry.as_any().downcast_ref::<ActorRef<A>>().cloned())
+            }
+        };
+        match found {
+            Some(handle) => handle,
+            None => {
+                self.prune(name);
+                None
+            }
+        }
+    }
+
+    fn prune(&self, name: &str) {
+        let mut names = self.inner.names.write();
+        if names.get(name).is_some_and(|e| e.is_dead()) {
+            names.remove(name);
+        }
     }
 
     /// True if some actor is registered under `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.inner.names.read().contains_key(name)
+        self.inner
+            .names
+            .read()
+            .get(name)
+            .is_some_and(|e| !e.is_dead())
     }
 
     /// The registered names, sorted.
     pub fn names(&self) -> Vec<Arc<str>> {
-        let mut v: Vec<_> = self.inner.names.read().keys().cloned().collect();
+        let mut names = self.inner.names.write();
+        names.retain(|_, e| !e.is_dead());
+        let mut v: Vec<_> = names.keys().cloned().collect();
         v.sort();
         v
     }

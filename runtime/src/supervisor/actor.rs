@@ -3,6 +3,7 @@
 //! arm timers, publish events, exit.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult};
@@ -21,19 +22,31 @@ pub(crate) struct SupervisorActor {
     path: Arc<str>,
     runtime: Runtime,
     core: Core,
-    children: BTreeMap<ChildKey, Arc<dyn ErasedChild>>,
-    live: HashMap<ChildKey, Live>,
+    children: BTreeMap<ChildKey, Entry>,
     gate: Option<StartGate>,
-    me: Option<Addr<SupervisorActor>>,
+    /// Shared by the reporters of all children: one address, not one per child.
+    me: Option<Rc<Addr<SupervisorActor>>>,
     adds: HashMap<ChildKey, oneshot::Sender<Result<(), ExitReason>>>,
     removes: HashMap<ChildKey, Vec<oneshot::Sender<()>>>,
     next_key: ChildKey,
     exited: bool,
 }
 
+/// A child: its spec, and its running instance if any.
+struct Entry {
+    child: Arc<dyn ErasedChild>,
+    live: Option<Live>,
+}
+
 struct Live {
     generation: u64,
     spawned: Spawned,
+}
+
+impl Entry {
+    fn live(&self, generation: u64) -> Option<&Live> {
+        self.live.as_ref().filter(|l| l.generation == generation)
+    }
 }
 
 impl SupervisorActor {
@@ -49,7 +62,13 @@ impl SupervisorActor {
         for (key, child) in children.iter().enumerate() {
             let key = key as ChildKey;
             core.add_initial(key, child.0.meta().clone(), child.0.last_generation());
-            map.insert(key, child.0.clone());
+            map.insert(
+                key,
+                Entry {
+                    child: child.0.clone(),
+                    live: None,
+                },
+            );
         }
         SupervisorActor {
             path,
@@ -57,7 +76,6 @@ impl SupervisorActor {
             core,
             next_key: map.len() as ChildKey,
             children: map,
-            live: HashMap::new(),
             gate: None,
             me: None,
             adds: HashMap::new(),
@@ -92,7 +110,7 @@ impl SupervisorActor {
     fn apply(&mut self, action: Action, ctx: &mut Context<Self>, queue: &mut VecDeque<Input>) {
         match action {
             Action::Start { key, generation } => {
-                let Some(child) = self.children.get(&key).cloned() else {
+                let Some(child) = self.children.get(&key).map(|e| e.child.clone()) else {
                     queue.push_back(Input::Started {
                         key,
                         generation,
@@ -106,13 +124,12 @@ impl SupervisorActor {
                 };
                 match child.start(&cx, generation, self.reporter(key, generation)) {
                     Ok(spawned) => {
-                        self.live.insert(
-                            key,
-                            Live {
+                        if let Some(entry) = self.children.get_mut(&key) {
+                            entry.live = Some(Live {
                                 generation,
                                 spawned,
-                            },
-                        );
+                            });
+                        }
                     }
                     Err(reason) => queue.push_back(Input::Started {
                         key,
@@ -122,26 +139,24 @@ impl SupervisorActor {
                 }
             }
             Action::Stop { key, generation } => {
-                let (Some(live), Some(child)) = (self.live.get(&key), self.children.get(&key))
-                else {
+                let Some(entry) = self.children.get(&key) else {
+                    return;
+                };
+                let Some(live) = entry.live(generation) else {
                     return; // its exit report is already on the way
                 };
-                if live.generation != generation {
-                    return;
-                }
-                match child.meta().shutdown {
+                match entry.child.meta().policy.shutdown {
                     Shutdown::Kill => live.spawned.abort.abort(),
                     Shutdown::Timeout(limit) => {
                         live.spawned.ctl.request_stop();
                         ctx.run_later(limit, move |act, _| {
-                            if let Some(live) = act.live.get(&key) {
-                                if live.generation == generation {
-                                    tracing::warn!(
-                                        supervisor = %act.path, child = key, ?limit,
-                                        "child overran its shutdown timeout; killing it"
-                                    );
-                                    live.spawned.abort.abort();
-                                }
+                            let live = act.children.get(&key).and_then(|e| e.live(generation));
+                            if let Some(live) = live {
+                                tracing::warn!(
+                                    supervisor = %act.path, child = key, ?limit,
+                                    "child overran its shutdown timeout; killing it"
+                                );
+                                live.spawned.abort.abort();
                             }
                         });
                     }
@@ -163,8 +178,8 @@ impl SupervisorActor {
                 });
             }
             Action::Forget { key, reason } => {
-                if let Some(child) = self.children.get(&key) {
-                    child.forget(reason);
+                if let Some(entry) = self.children.get(&key) {
+                    entry.child.forget(reason);
                 }
                 if !self.core.contains(key) {
                     self.children.remove(&key);
@@ -204,7 +219,7 @@ impl Actor for SupervisorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.me = Some(ctx.address());
+        self.me = Some(Rc::new(ctx.address()));
         self.gate = defer_start();
         self.feed(Input::Start, ctx);
     }
@@ -233,11 +248,11 @@ impl Drop for SupervisorActor {
         }
         // The supervisor itself crashed or was killed: its children go with it (as linked
         // processes do in Erlang), and their handles say so.
-        for live in self.live.values() {
-            live.spawned.abort.abort();
-        }
-        for child in self.children.values() {
-            child.forget(ExitReason::Killed);
+        for entry in self.children.values() {
+            if let Some(live) = &entry.live {
+                live.spawned.abort.abort();
+            }
+            entry.child.forget(ExitReason::Killed);
         }
     }
 }
@@ -286,12 +301,10 @@ impl Handler<ChildEvent> for SupervisorActor {
 
 impl SupervisorActor {
     fn drop_live(&mut self, key: ChildKey, generation: u64) {
-        if self
-            .live
-            .get(&key)
-            .is_some_and(|l| l.generation == generation)
-        {
-            self.live.remove(&key);
+        if let Some(entry) = self.children.get_mut(&key) {
+            if entry.live(generation).is_some() {
+                entry.live = None;
+            }
         }
     }
 }
@@ -311,7 +324,13 @@ impl Handler<AddChild> for SupervisorActor {
         let key = self.next_key;
         self.next_key += 1;
         let meta = msg.child.0.meta().clone();
-        self.children.insert(key, msg.child.0);
+        self.children.insert(
+            key,
+            Entry {
+                child: msg.child.0,
+                live: None,
+            },
+        );
         self.adds.insert(key, msg.reply);
         self.feed(Input::Add { key, meta }, ctx);
     }
@@ -332,7 +351,7 @@ impl Handler<RemoveChild> for SupervisorActor {
         let key = self
             .children
             .iter()
-            .find(|(_, c)| c.slot_id() == msg.slot_id)
+            .find(|(_, e)| e.child.slot_id() == msg.slot_id)
             .map(|(k, _)| *k);
         match key {
             Some(key) => {

@@ -369,7 +369,7 @@ impl Core {
         }
         child.status = Status::Idle;
         let id = child.meta.id.clone();
-        let temporary = child.meta.restart == Restart::Temporary;
+        let temporary = child.meta.policy.restart == Restart::Temporary;
         self.event(
             id,
             EventKind::Exited {
@@ -409,7 +409,7 @@ impl Core {
         let Some(child) = self.children.get(&key) else {
             return;
         };
-        let restart = match child.meta.restart {
+        let restart = match child.meta.policy.restart {
             Restart::Permanent => true,
             Restart::Transient => reason.is_abnormal(),
             Restart::Temporary => false,
@@ -497,7 +497,7 @@ impl Core {
     fn backoff_delay(&mut self, key: ChildKey, now: Instant) -> Duration {
         let unit = self.rng.f64();
         let child = self.children.get_mut(&key).expect("caller checked");
-        let Some(backoff) = child.meta.backoff else {
+        let Some(backoff) = child.meta.policy.backoff else {
             return Duration::ZERO;
         };
         let stayed_up = child
@@ -531,7 +531,7 @@ impl Core {
         let Some(child) = self.children.get_mut(&key) else {
             return;
         };
-        let remove = self.kind == Kind::Pool || child.meta.restart == Restart::Temporary;
+        let remove = self.kind == Kind::Pool || child.meta.policy.restart == Restart::Temporary;
         child.status = Status::Done;
         if remove {
             self.children.remove(&key);
@@ -661,12 +661,7 @@ mod tests {
     use crate::supervisor::spec::Shutdown;
 
     fn meta(id: &str, restart: Restart) -> ChildMeta {
-        ChildMeta {
-            id: id.into(),
-            restart,
-            shutdown: Shutdown::Infinity,
-            backoff: None,
-        }
+        ChildMeta::new(id.into(), restart, Shutdown::Infinity)
     }
 
     fn core(strategy: Strategy, ids: &[&str]) -> Core {
@@ -906,7 +901,7 @@ mod tests {
         let now = Instant::now();
         let mut c = Core::new(Kind::Pool, Intensity::new(10, Duration::from_secs(60)), 1);
         let mut m = meta("w", Restart::Permanent);
-        m.backoff = Some(
+        m.policy_mut().backoff = Some(
             crate::Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1))
                 .with_jitter(0.0),
         );

@@ -76,13 +76,8 @@ impl SupervisorSpec {
     pub fn new(id: impl Into<Arc<str>>) -> Self {
         let id = id.into();
         SupervisorSpec {
-            slot: Slot::new(id.clone(), "local".into(), true),
-            meta: ChildMeta {
-                id,
-                restart: Restart::Permanent,
-                shutdown: Shutdown::Infinity,
-                backoff: None,
-            },
+            slot: Slot::new(id.clone(), true),
+            meta: ChildMeta::new(id, Restart::Permanent, Shutdown::Infinity),
             kind: Kind::Static(Strategy::OneForOne),
             intensity: Intensity::default(),
             children: Vec::new(),
@@ -103,19 +98,19 @@ impl SupervisorSpec {
 
     /// Sets this supervisor's restart type under its parent (default permanent).
     pub fn restart(mut self, restart: Restart) -> Self {
-        self.meta.restart = restart;
+        self.meta.policy_mut().restart = restart;
         self
     }
 
     /// Sets this supervisor's shutdown policy under its parent (default infinity).
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
-        self.meta.shutdown = shutdown;
+        self.meta.policy_mut().shutdown = shutdown;
         self
     }
 
     /// Delays this supervisor's restarts under its parent.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.meta.backoff = Some(backoff);
+        self.meta.policy_mut().backoff = Some(backoff);
         self
     }
 
@@ -214,8 +209,7 @@ impl ErasedChild for SupervisorSpec {
         } else {
             format!("{}/{}", cx.parent_path, self.meta.id).into()
         };
-        self.slot
-            .set_labels(path.clone(), cx.runtime.node().clone());
+        self.slot.set_path(path.clone());
         let actor = SupervisorActor::new(
             path,
             cx.runtime.clone(),
@@ -228,6 +222,7 @@ impl ErasedChild for SupervisorSpec {
             generation,
             DEFAULT_MAILBOX,
             actor,
+            cx.runtime.node(),
             report,
         ))
     }

@@ -159,13 +159,37 @@ pub enum Strategy {
     RestForOne,
 }
 
-/// What the supervisor's core needs to know of a child.
-#[derive(Clone, Debug)]
-pub(crate) struct ChildMeta {
-    pub(crate) id: Arc<str>,
+/// How a child is restarted and stopped; shared by all the children of a pool.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Policy {
     pub(crate) restart: Restart,
     pub(crate) shutdown: Shutdown,
     pub(crate) backoff: Option<Backoff>,
+}
+
+/// What the supervisor's core needs to know of a child: small, as a supervisor keeps one per
+/// child.
+#[derive(Clone, Debug)]
+pub(crate) struct ChildMeta {
+    pub(crate) id: Arc<str>,
+    pub(crate) policy: Arc<Policy>,
+}
+
+impl ChildMeta {
+    pub(crate) fn new(id: Arc<str>, restart: Restart, shutdown: Shutdown) -> Self {
+        ChildMeta {
+            id,
+            policy: Arc::new(Policy {
+                restart,
+                shutdown,
+                backoff: None,
+            }),
+        }
+    }
+
+    pub(crate) fn policy_mut(&mut self) -> &mut Policy {
+        Arc::make_mut(&mut self.policy)
+    }
 }
 
 /// Where a child is being started.
@@ -275,13 +299,12 @@ impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
     ) -> Self {
         let id = id.into();
         ChildSpec {
-            slot: Slot::new(id.clone(), "local".into(), true),
-            meta: ChildMeta {
+            slot: Slot::new(id.clone(), true),
+            meta: ChildMeta::new(
                 id,
-                restart: Restart::Permanent,
-                shutdown: Shutdown::Timeout(DEFAULT_SHUTDOWN_TIMEOUT),
-                backoff: None,
-            },
+                Restart::Permanent,
+                Shutdown::Timeout(DEFAULT_SHUTDOWN_TIMEOUT),
+            ),
             factory: Arc::new(factory),
             mailbox: DEFAULT_MAILBOX,
             name: None,
@@ -295,20 +318,20 @@ impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
 
     /// Sets the restart type (default [`Restart::Permanent`]).
     pub fn restart(mut self, restart: Restart) -> Self {
-        self.meta.restart = restart;
+        self.meta.policy_mut().restart = restart;
         self
     }
 
     /// Sets the shutdown policy (default: [`Shutdown::Timeout`] of
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`]).
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
-        self.meta.shutdown = shutdown;
+        self.meta.policy_mut().shutdown = shutdown;
         self
     }
 
     /// Delays restarts with an exponential backoff (default: restart at once).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.meta.backoff = Some(backoff);
+        self.meta.policy_mut().backoff = Some(backoff);
         self
     }
 
@@ -334,10 +357,10 @@ impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
     /// A copy of this spec with its own id and a handle of its own (for pools).
     pub(crate) fn fresh(&self, id: Arc<str>) -> Self {
         ChildSpec {
-            slot: Slot::new(id.clone(), "local".into(), true),
+            slot: Slot::new(id.clone(), true),
             meta: ChildMeta {
                 id,
-                ..self.meta.clone()
+                policy: self.meta.policy.clone(),
             },
             factory: self.factory.clone(),
             mailbox: self.mailbox,
@@ -358,8 +381,7 @@ impl<A: Actor<Context = Context<A>>> ErasedChild for ChildSpec<A> {
         report: Reporter,
     ) -> Result<Spawned, ExitReason> {
         let path: Arc<str> = format!("{}/{}", cx.parent_path, self.meta.id).into();
-        self.slot
-            .set_labels(path.clone(), cx.runtime.node().clone());
+        self.slot.set_path(path.clone());
         let ctx = ChildContext {
             path,
             generation,
@@ -379,6 +401,7 @@ impl<A: Actor<Context = Context<A>>> ErasedChild for ChildSpec<A> {
             generation,
             self.mailbox,
             actor,
+            cx.runtime.node(),
             report,
         ))
     }
