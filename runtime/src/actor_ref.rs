@@ -202,7 +202,7 @@ impl<A: Actor> ActorRef<A> {
     }
 
     /// Waits until the actor has ended for good and returns why. Bound it with a timeout (the
-    /// testkit's [`expect_terminated`](crate::testkit::expect_terminated) does).
+    /// testkit's `expect_terminated` does).
     pub async fn terminated(&self) -> ExitReason {
         loop {
             let notified = self.slot.changed.notified();

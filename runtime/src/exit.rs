@@ -13,8 +13,7 @@ use std::time::Duration;
 pub enum ExitReason {
     /// The actor stopped itself (`ctx.stop()`) or ran out of work.
     Normal,
-    /// The actor was stopped by its supervisor (or by [`ActorRef::stop`](crate::ActorRef::stop))
-    /// and stopped within its shutdown policy.
+    /// The actor was stopped by its supervisor and stopped within its shutdown policy.
     Shutdown,
     /// The actor stopped with an error (see [`ContextExt::fail`](crate::ContextExt::fail)), or its
     /// start failed with that error.

@@ -46,7 +46,8 @@
 //! - [`ActorRef`] (`actor_ref.rs`): the restart-proof handle; [`spawn`] for an unsupervised
 //!   actor.
 //! - [`Registry`], [`Runtime`], [`SupervisionEvent`]: names, the per-node context, events.
-//! - [`testkit`] (feature `testkit`): probes and expectations for actor-level tests.
+//! - `testkit` (feature `testkit`): probes, expectations with timeouts, and runners for
+//!   actor-level tests, with tokio's virtual time where it works under actix.
 //!
 //! # Guarantees
 //!
