@@ -1,7 +1,8 @@
 //! [`ActorRef`]: a handle that reaches the current instance of an actor across restarts.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::dev::channel::AddressSender;
@@ -37,7 +38,10 @@ pub(crate) struct Slot<A: Actor> {
     supervised: bool,
     /// The highest generation ever installed: generations keep counting up when a supervisor
     /// above restarts the whole subtree.
-    last_generation: std::sync::atomic::AtomicU64,
+    last_generation: AtomicU64,
+    /// The generation of the running instance, 0 when none runs: what a handle's cached sender
+    /// is checked against, without taking `state`'s lock.
+    running: AtomicU64,
 }
 
 impl<A: Actor> Slot<A> {
@@ -47,7 +51,8 @@ impl<A: Actor> Slot<A> {
             changed: Notify::new(),
             path: RwLock::new(path),
             supervised,
-            last_generation: std::sync::atomic::AtomicU64::new(0),
+            last_generation: AtomicU64::new(0),
+            running: AtomicU64::new(0),
         })
     }
 
@@ -63,19 +68,20 @@ impl<A: Actor> Slot<A> {
 
     pub(crate) fn install(&self, tx: AddressSender<A>, generation: u64) {
         self.last_generation
-            .fetch_max(generation, std::sync::atomic::Ordering::Relaxed);
+            .fetch_max(generation, Ordering::Relaxed);
         *self.state.write() = SlotState::Running { tx, generation };
+        self.running.store(generation, Ordering::Release);
         self.changed.notify_waiters();
     }
 
     pub(crate) fn last_generation(&self) -> u64 {
-        self.last_generation
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.last_generation.load(Ordering::Relaxed)
     }
 
     pub(crate) fn mark_down(&self, generation: u64) {
         let mut st = self.state.write();
         if matches!(*st, SlotState::Running { generation: g, .. } if g == generation) {
+            self.running.store(0, Ordering::Release);
             *st = SlotState::Down;
             drop(st);
             self.changed.notify_waiters();
@@ -83,7 +89,10 @@ impl<A: Actor> Slot<A> {
     }
 
     pub(crate) fn mark_dead(&self, reason: ExitReason) {
-        *self.state.write() = SlotState::Dead(reason);
+        let mut st = self.state.write();
+        self.running.store(0, Ordering::Release);
+        *st = SlotState::Dead(reason);
+        drop(st);
         self.changed.notify_waiters();
     }
 
@@ -111,7 +120,8 @@ impl<A: Actor> MarkDown for Slot<A> {
 /// `Send` and `Sync`.
 ///
 /// # Delivery
-/// - **Bounded.** Each instance has a bounded mailbox ([`ChildSpec::mailbox`], 1024 by default).
+/// - **Bounded.** Each instance has a bounded mailbox ([`ChildSpec::mailbox`], 1024 by default;
+///   as in actix, each sending handle may add one message beyond it).
 ///   [`tell`](ActorRef::tell) never waits and never exceeds the bound: a full mailbox gives the
 ///   message back in [`TellError::Full`].
 /// - **Never lost without a word.** While the child is between instances (it ended and its
@@ -122,16 +132,23 @@ impl<A: Actor> MarkDown for Slot<A> {
 ///   in Erlang): an [`ask`](ActorRef::ask) among them fails at once with
 ///   [`AskError::ActorDied`], a tell is gone.
 ///
+///
+/// # Cost
+/// A handle remembers the mailbox of the instance it last reached: sending again to that same
+/// instance costs two atomic loads on top of actix's own send. A send that finds another
+/// instance (after a restart) goes through the child's shared slot, under a read lock; a clone
+/// of the handle starts afresh and caches the current instance again.
+///
 /// [`ChildSpec::mailbox`]: crate::ChildSpec::mailbox
 pub struct ActorRef<A: Actor> {
     slot: Arc<Slot<A>>,
+    /// The sender of the first instance this handle sent to, with its generation.
+    cache: OnceLock<(u64, AddressSender<A>)>,
 }
 
 impl<A: Actor> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
-        ActorRef {
-            slot: self.slot.clone(),
-        }
+        ActorRef::from_slot(self.slot.clone())
     }
 }
 
@@ -154,7 +171,36 @@ impl<A: Actor> Eq for ActorRef<A> {}
 
 impl<A: Actor> ActorRef<A> {
     pub(crate) fn from_slot(slot: Arc<Slot<A>>) -> Self {
-        ActorRef { slot }
+        ActorRef {
+            slot,
+            cache: OnceLock::new(),
+        }
+    }
+
+    /// The cached sender, if it belongs to the running instance.
+    #[inline]
+    fn cached(&self) -> Option<&AddressSender<A>> {
+        let (generation, tx) = self.cache.get()?;
+        (self.slot.running.load(Ordering::Acquire) == *generation).then_some(tx)
+    }
+
+    /// Under the slot's lock: the sender to use for the running instance (caching it in this
+    /// handle the first time).
+    fn sender<'a>(&'a self, state: &'a SlotState<A>) -> Option<&'a AddressSender<A>> {
+        let SlotState::Running { tx, generation } = state else {
+            return None;
+        };
+        match self.cache.get() {
+            Some((g, cached)) if g == generation => Some(cached),
+            Some(_) => Some(tx),
+            None => {
+                let _ = self.cache.set((*generation, tx.clone()));
+                match self.cache.get() {
+                    Some((g, cached)) if g == generation => Some(cached),
+                    _ => Some(tx),
+                }
+            }
+        }
     }
 
     pub(crate) fn slot(&self) -> &Arc<Slot<A>> {
@@ -247,6 +293,7 @@ impl<A: Actor> ActorRef<A> {
     /// # Errors
     /// Gives the message back in [`TellError::Full`], [`TellError::Restarting`],
     /// [`TellError::Dead`] or [`TellError::NotStarted`].
+    #[inline]
     pub fn tell<M>(&self, msg: M) -> Result<(), TellError<M>>
     where
         A: Handler<M>,
@@ -254,14 +301,33 @@ impl<A: Actor> ActorRef<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
+        let msg = match self.cached() {
+            Some(tx) => match tx.try_send(msg, true) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(m)) => return Err(TellError::Full(m)),
+                // That instance just ended: ask the slot what runs now.
+                Err(SendError::Closed(m)) => m,
+            },
+            None => msg,
+        };
+        self.tell_slow(msg)
+    }
+
+    fn tell_slow<M>(&self, msg: M) -> Result<(), TellError<M>>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
         let state = self.slot.state.read();
-        match &*state {
-            SlotState::Running { tx, .. } => match tx.try_send(msg, true) {
+        match self.sender(&state) {
+            Some(tx) => match tx.try_send(msg, true) {
                 Ok(()) => Ok(()),
                 Err(SendError::Full(m)) => Err(TellError::Full(m)),
                 Err(SendError::Closed(m)) => Err(self.not_running(&state, m)),
             },
-            other => Err(self.not_running(other, msg)),
+            None => Err(self.not_running(&state, msg)),
         }
     }
 
@@ -280,17 +346,28 @@ impl<A: Actor> ActorRef<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let rx = {
-            let state = self.slot.state.read();
-            match &*state {
-                SlotState::Running { tx, .. } => match tx.send(msg) {
-                    Ok(rx) => rx,
-                    Err(SendError::Full(m)) => return Err(AskError::Full(m)),
-                    Err(SendError::Closed(m)) => {
-                        return Err(self.not_running(&state, m).into());
-                    }
-                },
-                other => return Err(self.not_running(other, msg).into()),
+        let sent = match self.cached() {
+            Some(tx) => match tx.send(msg) {
+                Ok(rx) => Ok(rx),
+                Err(SendError::Full(m)) => return Err(AskError::Full(m)),
+                Err(SendError::Closed(m)) => Err(m),
+            },
+            None => Err(msg),
+        };
+        let rx = match sent {
+            Ok(rx) => rx,
+            Err(msg) => {
+                let state = self.slot.state.read();
+                match self.sender(&state) {
+                    Some(tx) => match tx.send(msg) {
+                        Ok(rx) => rx,
+                        Err(SendError::Full(m)) => return Err(AskError::Full(m)),
+                        Err(SendError::Closed(m)) => {
+                            return Err(self.not_running(&state, m).into());
+                        }
+                    },
+                    None => return Err(self.not_running(&state, msg).into()),
+                }
             }
         };
         match tokio::time::timeout(timeout, rx).await {

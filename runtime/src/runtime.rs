@@ -72,24 +72,27 @@ impl Runtime {
 
     pub(crate) fn publish(&self, event: SupervisionEvent) {
         use crate::events::EventKind::*;
-        let path = event.path();
-        match &event.kind {
-            Started { generation } => tracing::debug!(child = %path, generation, "child started"),
+        // Field values are only evaluated when the level is enabled: no formatting otherwise.
+        let e = &event;
+        match &e.kind {
+            Started { generation } => {
+                tracing::debug!(child = %e.path(), generation, "child started")
+            }
             StartFailed { generation, reason } => {
-                tracing::warn!(child = %path, generation, %reason, "child failed to start")
+                tracing::warn!(child = %e.path(), generation, %reason, "child failed to start")
             }
             Exited { generation, reason } if reason.is_abnormal() => {
-                tracing::warn!(child = %path, generation, %reason, "child exited")
+                tracing::warn!(child = %e.path(), generation, %reason, "child exited")
             }
             Exited { generation, reason } => {
-                tracing::debug!(child = %path, generation, %reason, "child exited")
+                tracing::debug!(child = %e.path(), generation, %reason, "child exited")
             }
-            Restarting { delay } => tracing::info!(child = %path, ?delay, "restarting child"),
+            Restarting { delay } => tracing::info!(child = %e.path(), ?delay, "restarting child"),
             NotRestarted { reason } => {
-                tracing::debug!(child = %path, %reason, "child not restarted")
+                tracing::debug!(child = %e.path(), %reason, "child not restarted")
             }
             Escalated { reason } => {
-                tracing::error!(supervisor = %event.supervisor, %reason, "supervisor escalates")
+                tracing::error!(supervisor = %e.supervisor, %reason, "supervisor escalates")
             }
         }
         // No subscriber is not an error.
