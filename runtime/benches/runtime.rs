@@ -8,7 +8,8 @@
 //!   `started`) vs N × `Actor::start` until all ran `started`;
 //! - restart latency after a panic (panic in a handler → the new instance's `started`), p50 and
 //!   p99, beside actix's floor: `Actor::start` → `started` of a fresh actor;
-//! - memory per idle actor: supervised (in a pool) vs `Actor::start`, live heap bytes per actor.
+//! - memory per idle actor: supervised (in a pool) vs `Actor::start`, live heap bytes per actor;
+//! - stop cost per child for trees of 1 000 and 20 000 children (stopping is linear).
 //!
 //! Each figure is printed with the baseline and the ratio after criterion's own report.
 
@@ -356,6 +357,21 @@ fn memory_per_unsupervised(n: usize) -> f64 {
     })
 }
 
+/// Time to stop a tree of `n` idle children (graceful stops, right to left), per child.
+fn stop_cost_per_child(n: u64) -> Duration {
+    System::new().block_on(async move {
+        let rt = Runtime::default();
+        let mut spec = SupervisorSpec::new("root");
+        for i in 0..n {
+            spec = spec.child(ChildSpec::new(format!("c{i}"), || Idle(counter())));
+        }
+        let root = spec.start(&rt).await.unwrap();
+        let t0 = Instant::now();
+        root.stop(Duration::from_secs(600)).await.unwrap();
+        t0.elapsed() / n as u32
+    })
+}
+
 fn criterion_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("criterion")
 }
@@ -408,6 +424,13 @@ fn main() {
         p99.as_secs_f64() * 1e6,
         ap50.as_secs_f64() * 1e6,
         ap99.as_secs_f64() * 1e6
+    );
+    let small = stop_cost_per_child(1_000);
+    let large = stop_cost_per_child(20_000);
+    println!(
+        "stop cost:        {:.2} µs per child with 1 000 children, {:.2} µs with 20 000 (linear: equal)",
+        small.as_secs_f64() * 1e6,
+        large.as_secs_f64() * 1e6
     );
     let (ma, mc) = memory_per_actor(10_000);
     let mu = memory_per_unsupervised(10_000);

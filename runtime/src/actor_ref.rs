@@ -66,6 +66,24 @@ impl<A: Actor> Slot<A> {
         *self.path.write() = path;
     }
 
+    /// The path `parent/id`, set on the slot if it differs (built once, not on every restart).
+    pub(crate) fn path_under(&self, parent: &str, id: &str) -> Arc<str> {
+        {
+            let current = self.path.read();
+            let p = current.as_bytes();
+            let same = p.len() == parent.len() + 1 + id.len()
+                && p.starts_with(parent.as_bytes())
+                && p[parent.len()] == b'/'
+                && p.ends_with(id.as_bytes());
+            if same {
+                return current.clone();
+            }
+        }
+        let path: Arc<str> = format!("{parent}/{id}").into();
+        self.set_path(path.clone());
+        path
+    }
+
     pub(crate) fn install(&self, tx: AddressSender<A>, generation: u64) {
         self.last_generation
             .fetch_max(generation, Ordering::Relaxed);

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle,
+};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -30,6 +32,8 @@ pub(crate) struct SupervisorActor {
     removes: HashMap<ChildKey, Vec<oneshot::Sender<()>>>,
     next_key: ChildKey,
     exited: bool,
+    /// The core's output buffer, kept between inputs.
+    actions: Vec<Action>,
 }
 
 /// A child: its spec, and its running instance if any.
@@ -41,6 +45,9 @@ struct Entry {
 struct Live {
     generation: u64,
     spawned: Spawned,
+    /// The shutdown timer armed when the child was asked to stop; cancelled when it exits, so
+    /// timers never pile up in the supervisor's context.
+    kill_timer: Option<SpawnHandle>,
 }
 
 impl Entry {
@@ -81,16 +88,21 @@ impl SupervisorActor {
             adds: HashMap::new(),
             removes: HashMap::new(),
             exited: false,
+            actions: Vec::new(),
         }
     }
 
     fn feed(&mut self, input: Input, ctx: &mut Context<Self>) {
-        let mut queue = VecDeque::from([input]);
-        while let Some(input) = queue.pop_front() {
-            for action in self.core.handle(input, Instant::now()) {
+        let mut queue = VecDeque::new();
+        let mut next = Some(input);
+        let mut actions = std::mem::take(&mut self.actions);
+        while let Some(input) = next.take().or_else(|| queue.pop_front()) {
+            self.core.handle_into(input, Instant::now(), &mut actions);
+            for action in actions.drain(..) {
                 self.apply(action, ctx, &mut queue);
             }
         }
+        self.actions = actions;
     }
 
     fn reporter(&self, key: ChildKey, generation: u64) -> Reporter {
@@ -128,6 +140,7 @@ impl SupervisorActor {
                             entry.live = Some(Live {
                                 generation,
                                 spawned,
+                                kill_timer: None,
                             });
                         }
                     }
@@ -139,17 +152,18 @@ impl SupervisorActor {
                 }
             }
             Action::Stop { key, generation } => {
-                let Some(entry) = self.children.get(&key) else {
+                let Some(entry) = self.children.get_mut(&key) else {
                     return;
                 };
-                let Some(live) = entry.live(generation) else {
+                let shutdown = entry.child.meta().policy.shutdown;
+                let Some(live) = entry.live.as_mut().filter(|l| l.generation == generation) else {
                     return; // its exit report is already on the way
                 };
-                match entry.child.meta().policy.shutdown {
+                match shutdown {
                     Shutdown::Kill => live.spawned.abort.abort(),
                     Shutdown::Timeout(limit) => {
                         live.spawned.ctl.request_stop();
-                        ctx.run_later(limit, move |act, _| {
+                        live.kill_timer = Some(ctx.run_later(limit, move |act, _| {
                             let live = act.children.get(&key).and_then(|e| e.live(generation));
                             if let Some(live) = live {
                                 tracing::warn!(
@@ -158,7 +172,7 @@ impl SupervisorActor {
                                 );
                                 live.spawned.abort.abort();
                             }
-                        });
+                        }));
                     }
                     Shutdown::Infinity => live.spawned.ctl.request_stop(),
                 }
@@ -278,7 +292,7 @@ impl Handler<ChildEvent> for SupervisorActor {
         let input = match event {
             InstanceEvent::Started(result) => {
                 if result.is_err() {
-                    self.drop_live(key, generation);
+                    self.drop_live(key, generation, ctx);
                 }
                 Input::Started {
                     key,
@@ -287,7 +301,7 @@ impl Handler<ChildEvent> for SupervisorActor {
                 }
             }
             InstanceEvent::Exited(reason) => {
-                self.drop_live(key, generation);
+                self.drop_live(key, generation, ctx);
                 Input::Exited {
                     key,
                     generation,
@@ -300,10 +314,12 @@ impl Handler<ChildEvent> for SupervisorActor {
 }
 
 impl SupervisorActor {
-    fn drop_live(&mut self, key: ChildKey, generation: u64) {
+    fn drop_live(&mut self, key: ChildKey, generation: u64, ctx: &mut Context<Self>) {
         if let Some(entry) = self.children.get_mut(&key) {
             if entry.live(generation).is_some() {
-                entry.live = None;
+                if let Some(timer) = entry.live.take().and_then(|l| l.kill_timer) {
+                    ctx.cancel_future(timer);
+                }
             }
         }
     }

@@ -116,10 +116,13 @@ struct ChildState {
 enum Step {
     Start(ChildKey),
     Stop(ChildKey),
-    /// Stop the rightmost running child with a key `>= from` (other than `except`), repeatedly.
+    /// Stop the rightmost running child with a key `>= from` and `< below` (other than
+    /// `except`), repeatedly. `below` moves left as children stop, so stopping n children scans
+    /// each once: nothing starts while a plan stops.
     StopAll {
         from: ChildKey,
         except: Option<ChildKey>,
+        below: ChildKey,
     },
     Wait(Duration),
     Remove(ChildKey),
@@ -216,7 +219,21 @@ impl Core {
     }
 
     /// Feeds one input at time `now`; returns the actions to carry out, in order.
+    #[cfg(test)]
     pub(crate) fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.handle_into(input, now, &mut out);
+        out
+    }
+
+    /// Feeds one input at time `now`; appends the actions to carry out, in order, to `out`.
+    pub(crate) fn handle_into(&mut self, input: Input, now: Instant, out: &mut Vec<Action>) {
+        std::mem::swap(&mut self.out, out);
+        self.step(input, now);
+        std::mem::swap(&mut self.out, out);
+    }
+
+    fn step(&mut self, input: Input, now: Instant) {
         match input {
             Input::Start => self.on_start(),
             Input::Started {
@@ -266,7 +283,6 @@ impl Core {
             }
         }
         self.advance(now);
-        std::mem::take(&mut self.out)
     }
 
     fn on_start(&mut self) {
@@ -336,6 +352,7 @@ impl Core {
                         self.plan.push_back(Step::StopAll {
                             from: 0,
                             except: None,
+                            below: ChildKey::MAX,
                         });
                         self.plan.push_back(Step::Exit(ExitReason::StartFailed {
                             child: id,
@@ -399,7 +416,11 @@ impl Core {
     fn plan_stops(&self, key: ChildKey) -> bool {
         self.plan.iter().any(|s| match s {
             Step::Stop(k) => *k == key,
-            Step::StopAll { from, except } => key >= *from && *except != Some(key),
+            Step::StopAll {
+                from,
+                except,
+                below,
+            } => key >= *from && key < *below && *except != Some(key),
             _ => false,
         })
     }
@@ -454,6 +475,7 @@ impl Core {
             self.plan.push_back(Step::StopAll {
                 from: 0,
                 except: None,
+                below: ChildKey::MAX,
             });
             self.plan.push_back(Step::Exit(exit));
             return;
@@ -484,6 +506,7 @@ impl Core {
                 self.plan.push_back(Step::StopAll {
                     from,
                     except: Some(key),
+                    below: ChildKey::MAX,
                 });
                 if !delay.is_zero() {
                     self.plan.push_back(Step::Wait(delay));
@@ -523,6 +546,7 @@ impl Core {
         self.plan.push_back(Step::StopAll {
             from: 0,
             except: None,
+            below: ChildKey::MAX,
         });
         self.plan.push_back(Step::Exit(reason));
     }
@@ -577,10 +601,14 @@ impl Core {
                     self.out.push(Action::Start { key, generation });
                 }
                 Step::Stop(key) => self.stop(key),
-                Step::StopAll { from, except } => {
+                Step::StopAll {
+                    from,
+                    except,
+                    below,
+                } => {
                     let next = self
                         .children
-                        .range(from..)
+                        .range(from..below)
                         .rev()
                         .find(|(k, c)| {
                             Some(**k) != except
@@ -588,7 +616,11 @@ impl Core {
                         })
                         .map(|(k, _)| *k);
                     if let Some(key) = next {
-                        self.plan.push_front(Step::StopAll { from, except });
+                        self.plan.push_front(Step::StopAll {
+                            from,
+                            except,
+                            below: key,
+                        });
                         self.stop(key);
                     }
                 }

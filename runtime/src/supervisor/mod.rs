@@ -414,7 +414,8 @@ pub struct PoolRef<A: Actor<Context = Context<A>>> {
     sup: SupervisorRef,
     template: ChildSpec<A>,
     counter: Arc<AtomicU64>,
-    members: Arc<Mutex<Vec<ActorRef<A>>>>,
+    /// The children added so far (their slots: a handle is made on demand).
+    members: Arc<Mutex<Vec<Arc<Slot<A>>>>>,
 }
 
 impl<A: Actor<Context = Context<A>>> Clone for PoolRef<A> {
@@ -440,7 +441,7 @@ impl<A: Actor<Context = Context<A>>> PoolRef<A> {
         let spec = self
             .template
             .fresh(format!("{}-{n}", self.template.id()).into());
-        self.members.lock().push(spec.actor_ref());
+        self.members.lock().push(spec.actor_ref().slot().clone());
         spec
     }
 
@@ -502,11 +503,16 @@ impl<A: Actor<Context = Context<A>>> PoolRef<A> {
     /// The children that may still run (not ended for good), in the order they were added.
     pub fn members(&self) -> Vec<ActorRef<A>> {
         let mut members = self.members.lock();
-        members.retain(|m| m.exit_reason().is_none());
-        members.clone()
+        members.retain(|m| !m.is_dead());
+        members
+            .iter()
+            .map(|slot| ActorRef::from_slot(slot.clone()))
+            .collect()
     }
 
     fn forget_member(&self, child: &ActorRef<A>) {
-        self.members.lock().retain(|m| m != child);
+        self.members
+            .lock()
+            .retain(|m| !Arc::ptr_eq(m, child.slot()));
     }
 }

@@ -380,8 +380,7 @@ impl<A: Actor<Context = Context<A>>> ErasedChild for ChildSpec<A> {
         generation: u64,
         report: Reporter,
     ) -> Result<Spawned, ExitReason> {
-        let path: Arc<str> = format!("{}/{}", cx.parent_path, self.meta.id).into();
-        self.slot.set_path(path.clone());
+        let path = self.slot.path_under(cx.parent_path, &self.meta.id);
         let ctx = ChildContext {
             path,
             generation,
