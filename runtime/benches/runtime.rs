@@ -11,7 +11,9 @@
 //! - memory per idle actor: supervised (in a pool) vs `Actor::start`, live heap bytes per actor;
 //! - stop cost per child for trees of 1 000 and 20 000 children (stopping is linear).
 //!
-//! Each figure is printed with the baseline and the ratio after criterion's own report.
+//! Criterion reports each side; then a summary measures actix and cadre in alternating pairs
+//! (medians of 15 rounds, so drift of a shared machine hits both sides alike) and prints each
+//! figure with its baseline and the ratio.
 
 use std::alloc::System as SystemAlloc;
 use std::cell::{Cell, RefCell};
@@ -155,89 +157,118 @@ fn raw_sink() -> Addr<Sink> {
 
 // ---------------------------------------------------------------- criterion benches
 
+/// Sends `n` messages to a plain actix actor; the time until it has handled them all.
+fn tell_actix(n: u64) -> Duration {
+    System::new().block_on(async move {
+        let sink = raw_sink();
+        let (tx, rx) = oneshot::channel();
+        sink.send(Arm(n, tx)).await.unwrap();
+        let t0 = Instant::now();
+        pump_actix(&sink, n).await;
+        rx.await.unwrap();
+        t0.elapsed()
+    })
+}
+
+/// Sends `n` messages to a supervised actor; the time until it has handled them all.
+fn tell_cadre(n: u64) -> Duration {
+    System::new().block_on(async move {
+        let rt = Runtime::default();
+        let spec = ChildSpec::new("sink", Sink::default).mailbox(MAILBOX);
+        let sink = spec.actor_ref();
+        let root = SupervisorSpec::new("root")
+            .child(spec)
+            .start(&rt)
+            .await
+            .unwrap();
+        let (tx, rx) = oneshot::channel();
+        sink.ask(Arm(n, tx), Duration::from_secs(5)).await.unwrap();
+        let t0 = Instant::now();
+        pump_cadre(&sink, n).await;
+        rx.await.unwrap();
+        let elapsed = t0.elapsed();
+        root.stop(Duration::from_secs(5)).await.unwrap();
+        elapsed
+    })
+}
+
+/// Starts `n` plain actix actors; the time until all ran `started`.
+fn spawn_actix(n: u64) -> Duration {
+    System::new().block_on(async move {
+        let started = Rc::new(Cell::new(0));
+        let t0 = Instant::now();
+        let addrs: Vec<_> = (0..n).map(|_| Idle(started.clone()).start()).collect();
+        while started.get() < n {
+            tokio::task::yield_now().await;
+        }
+        let elapsed = t0.elapsed();
+        drop(addrs);
+        elapsed
+    })
+}
+
+/// Starts a supervision tree of `n` children; the time until its start returns (all started).
+fn spawn_cadre(n: u64) -> Duration {
+    System::new().block_on(async move {
+        let rt = Runtime::default();
+        let started = Rc::new(Cell::new(0));
+        let mut spec = SupervisorSpec::new("root");
+        for i in 0..n {
+            // A factory is Send + Sync: it reaches the (thread-local) counter through
+            // `counter()`, as actors on one arbiter share its thread.
+            spec = spec.child(ChildSpec::new(format!("c{i}"), || Idle(counter())));
+        }
+        COUNTER.with(|c| *c.borrow_mut() = Some(started.clone()));
+        let t0 = Instant::now();
+        let root = spec.start(&rt).await.unwrap();
+        let elapsed = t0.elapsed();
+        assert_eq!(started.get(), n);
+        root.stop(Duration::from_secs(600)).await.unwrap();
+        elapsed
+    })
+}
+
 fn tell_throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("tell");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("actix", |b| {
-        b.iter_custom(|iters| {
-            System::new().block_on(async move {
-                let sink = raw_sink();
-                let (tx, rx) = oneshot::channel();
-                sink.send(Arm(iters, tx)).await.unwrap();
-                let t0 = Instant::now();
-                pump_actix(&sink, iters).await;
-                rx.await.unwrap();
-                t0.elapsed()
-            })
-        })
-    });
-    g.bench_function("cadre", |b| {
-        b.iter_custom(|iters| {
-            System::new().block_on(async move {
-                let rt = Runtime::default();
-                let spec = ChildSpec::new("sink", Sink::default).mailbox(MAILBOX);
-                let sink = spec.actor_ref();
-                let root = SupervisorSpec::new("root")
-                    .child(spec)
-                    .start(&rt)
-                    .await
-                    .unwrap();
-                let (tx, rx) = oneshot::channel();
-                sink.ask(Arm(iters, tx), Duration::from_secs(5))
-                    .await
-                    .unwrap();
-                let t0 = Instant::now();
-                pump_cadre(&sink, iters).await;
-                rx.await.unwrap();
-                let elapsed = t0.elapsed();
-                root.stop(Duration::from_secs(5)).await.unwrap();
-                elapsed
-            })
-        })
-    });
+    g.bench_function("actix", |b| b.iter_custom(tell_actix));
+    g.bench_function("cadre", |b| b.iter_custom(tell_cadre));
     g.finish();
 }
 
 fn spawn_cost(c: &mut Criterion) {
     let mut g = c.benchmark_group("spawn");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("actix", |b| {
-        b.iter_custom(|iters| {
-            System::new().block_on(async move {
-                let started = Rc::new(Cell::new(0));
-                let t0 = Instant::now();
-                let addrs: Vec<_> = (0..iters).map(|_| Idle(started.clone()).start()).collect();
-                while started.get() < iters {
-                    tokio::task::yield_now().await;
-                }
-                let elapsed = t0.elapsed();
-                drop(addrs);
-                elapsed
-            })
-        })
-    });
-    g.bench_function("cadre", |b| {
-        b.iter_custom(|iters| {
-            System::new().block_on(async move {
-                let rt = Runtime::default();
-                let started = Rc::new(Cell::new(0));
-                let mut spec = SupervisorSpec::new("root");
-                for i in 0..iters {
-                    // A factory is Send + Sync: it reaches the (thread-local) counter through
-                    // `counter()`, as actors on one arbiter share its thread.
-                    spec = spec.child(ChildSpec::new(format!("c{i}"), || Idle(counter())));
-                }
-                COUNTER.with(|c| *c.borrow_mut() = Some(started.clone()));
-                let t0 = Instant::now();
-                let root = spec.start(&rt).await.unwrap();
-                let elapsed = t0.elapsed();
-                assert_eq!(started.get(), iters);
-                root.stop(Duration::from_secs(60)).await.unwrap();
-                elapsed
-            })
-        })
-    });
+    g.bench_function("actix", |b| b.iter_custom(spawn_actix));
+    g.bench_function("cadre", |b| b.iter_custom(spawn_cadre));
     g.finish();
+}
+
+/// Runs `base` and `ours` alternately `rounds` times (swapping which goes first) and returns
+/// the median of each and the median of the per-round ratios `ours / base`: drift of a shared,
+/// noisy machine hits both sides of a pair alike.
+fn paired(
+    rounds: usize,
+    mut base: impl FnMut() -> Duration,
+    mut ours: impl FnMut() -> Duration,
+) -> (Duration, Duration, f64) {
+    let (mut b, mut o, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let (tb, to) = if i % 2 == 0 {
+            let tb = base();
+            (tb, ours())
+        } else {
+            let to = ours();
+            (base(), to)
+        };
+        b.push(tb);
+        o.push(to);
+        r.push(to.as_secs_f64() / tb.as_secs_f64());
+    }
+    b.sort();
+    o.sort();
+    r.sort_by(f64::total_cmp);
+    (b[rounds / 2], o[rounds / 2], r[rounds / 2])
 }
 
 thread_local! {
@@ -376,18 +407,6 @@ fn criterion_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("criterion")
 }
 
-/// Criterion's mean estimate (ns per iteration) for `group/id` from this run.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let path = criterion_dir()
-        .join(group)
-        .join(id)
-        .join("new")
-        .join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
-}
-
 fn main() {
     // The panics of the restart benchmark are expected; keep the output readable.
     std::panic::set_hook(Box::new(|_| {}));
@@ -401,21 +420,24 @@ fn main() {
     spawn_cost(&mut c);
     c.final_summary();
 
-    println!("\n== cadre-runtime vs raw actix (same run) ==");
-    if let (Some(a), Some(s)) = (mean_ns("tell", "actix"), mean_ns("tell", "cadre")) {
-        println!(
-            "tell throughput:  actix {:.2} M msg/s | cadre {:.2} M msg/s | ratio {:.3} (target >= 0.95)",
-            1e3 / a,
-            1e3 / s,
-            a / s
-        );
-    }
-    if let (Some(a), Some(s)) = (mean_ns("spawn", "actix"), mean_ns("spawn", "cadre")) {
-        println!(
-            "spawn cost:       actix {a:.0} ns | cadre {s:.0} ns per actor | ratio {:.2}x (target <= 2x)",
-            s / a
-        );
-    }
+    println!("\n== cadre-runtime vs raw actix (same run; paired rounds, medians) ==");
+    const TELLS: u64 = 500_000;
+    let (a, c, r) = paired(15, || tell_actix(TELLS), || tell_cadre(TELLS));
+    let rate = |d: Duration| TELLS as f64 / d.as_secs_f64() / 1e6;
+    println!(
+        "tell throughput:  actix {:.2} M msg/s | cadre {:.2} M msg/s | cadre/actix {:.3} (target >= 0.95)",
+        rate(a),
+        rate(c),
+        1.0 / r
+    );
+    const SPAWNS: u64 = 5_000;
+    let (a, c, r) = paired(15, || spawn_actix(SPAWNS), || spawn_cadre(SPAWNS));
+    let per = |d: Duration| d.as_secs_f64() * 1e9 / SPAWNS as f64;
+    println!(
+        "spawn cost:       actix {:.0} ns | cadre {:.0} ns per actor | cadre/actix {r:.2}x (target <= 2x)",
+        per(a),
+        per(c)
+    );
     let (ap50, ap99) = actix_start_latency(2_000);
     let (p50, p99) = restart_latency(10_000);
     println!(

@@ -428,6 +428,7 @@ where
                 slot.mark_dead(reason);
             }
         }),
+        false,
     );
     ActorRef::from_slot(slot)
 }

@@ -60,6 +60,10 @@ pub(crate) struct InstanceCtl {
     slot: std::sync::Weak<dyn MarkDown>,
     generation: u64,
     report: Reporter,
+    /// While the spawner polls the instance inline, its events are kept here for the spawner
+    /// instead of being reported.
+    capture: Cell<bool>,
+    captured: RefCell<Vec<InstanceEvent>>,
 }
 
 impl InstanceCtl {
@@ -73,7 +77,17 @@ impl InstanceCtl {
             slot,
             generation,
             report,
+            capture: Cell::new(false),
+            captured: RefCell::new(Vec::new()),
         })
+    }
+
+    fn emit(&self, event: InstanceEvent) {
+        if self.capture.get() {
+            self.captured.borrow_mut().push(event);
+        } else {
+            (self.report)(event);
+        }
     }
 
     /// Asks the instance to stop gracefully (as if it called `ctx.stop()`); it exits with
@@ -96,7 +110,7 @@ impl InstanceCtl {
     fn confirm_start(&self) {
         if matches!(self.ack.get(), Ack::Pending | Ack::Deferred) && !self.finished.get() {
             self.ack.set(Ack::Sent);
-            (self.report)(InstanceEvent::Started(Ok(())));
+            self.emit(InstanceEvent::Started(Ok(())));
         }
     }
 
@@ -106,15 +120,15 @@ impl InstanceCtl {
         }
         let acked = self.ack.replace(Ack::Sent) == Ack::Sent;
         if !acked && reason.is_normal() {
-            (self.report)(InstanceEvent::Started(Ok(())));
+            self.emit(InstanceEvent::Started(Ok(())));
         }
         if let Some(slot) = self.slot.upgrade() {
             slot.mark_down(self.generation);
         }
         if !acked && reason.is_abnormal() {
-            (self.report)(InstanceEvent::Started(Err(reason)));
+            self.emit(InstanceEvent::Started(Err(reason)));
         } else {
-            (self.report)(InstanceEvent::Exited(reason));
+            self.emit(InstanceEvent::Exited(reason));
         }
     }
 }
@@ -310,7 +324,18 @@ impl<A: Actor<Context = Context<A>>> Drop for Instance<A> {
 /// A spawned instance, as its supervisor holds it.
 pub(crate) struct Spawned {
     pub(crate) ctl: Rc<InstanceCtl>,
-    pub(crate) abort: AbortHandle,
+    /// Kills the instance's task; `None` when the instance already ended in its first poll.
+    pub(crate) abort: Option<AbortHandle>,
+    /// With `capture`: what the instance reported during its first poll (normally its start).
+    pub(crate) early: Vec<InstanceEvent>,
+}
+
+impl Spawned {
+    pub(crate) fn kill(&self) {
+        if let Some(abort) = &self.abort {
+            abort.abort();
+        }
+    }
 }
 
 /// Spawns `actor` on the current arbiter as generation `generation` of `slot`, with a bounded
@@ -318,6 +343,12 @@ pub(crate) struct Spawned {
 /// points at the new mailbox before this returns, so messages sent from now on reach the new
 /// instance. When the instance ends, the slot is marked down (if it still holds this
 /// generation) before `report` hears of it.
+///
+/// The instance's first poll, which runs `Actor::started`, happens here, inline: a spawner on
+/// the same thread learns at once whether the start succeeded, with no round trip through the
+/// executor. With `capture`, what the instance reports during that poll is returned in
+/// [`Spawned::early`] instead of going to `report`. The task is then handed to the executor,
+/// whose first poll registers the real waker.
 pub(crate) fn spawn<A>(
     slot: &Arc<Slot<A>>,
     generation: u64,
@@ -325,6 +356,7 @@ pub(crate) fn spawn<A>(
     actor: A,
     node: &str,
     report: Reporter,
+    capture: bool,
 ) -> Spawned
 where
     A: Actor<Context = Context<A>>,
@@ -335,14 +367,19 @@ where
     let weak: std::sync::Weak<dyn MarkDown> = Arc::downgrade(slot) as _;
     let ctl = InstanceCtl::new(report, weak, generation);
     let span = tracing::info_span!("actor", name = %slot.path(), node, generation);
-    let handle = tokio::task::spawn_local(Instance {
+    let mut instance = Instance {
         fut: Some(ctx.into_future(actor)),
         ctl: ctl.clone(),
         stop_delivered: false,
         span,
-    });
-    Spawned {
-        ctl,
-        abort: handle.abort_handle(),
-    }
+    };
+    ctl.capture.set(capture);
+    let first = Pin::new(&mut instance).poll(&mut TaskContext::from_waker(Waker::noop()));
+    ctl.capture.set(false);
+    let early = std::mem::take(&mut *ctl.captured.borrow_mut());
+    let abort = match first {
+        Poll::Ready(()) => None,
+        Poll::Pending => Some(tokio::task::spawn_local(instance).abort_handle()),
+    };
+    Spawned { ctl, abort, early }
 }

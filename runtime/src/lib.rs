@@ -77,7 +77,9 @@
 //!   once every child has started (ran `started`, or confirmed a [`defer_start`]). A child
 //!   that fails to start fails its supervisor's start with [`ExitReason::StartFailed`] after
 //!   the children already started are stopped. Children stop right to left, each within its
-//!   [`Shutdown`] policy.
+//!   [`Shutdown`] policy. Children run on their supervisor's arbiter, and the supervisor runs a
+//!   new instance's first poll (its `started` hook) inline, so it knows at once whether the
+//!   start succeeded: a whole tree of non-deferred children starts in one pass.
 //! - **Panic isolation.** A panic in any handler, lifecycle hook, spawned actor future or
 //!   factory is an abnormal exit carrying the panic message; the other actors on the same
 //!   arbiter keep running.

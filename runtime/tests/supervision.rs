@@ -615,3 +615,47 @@ fn events_report_every_restart_with_its_reason() {
         );
     });
 }
+
+/// Panics on a timer, shortly after every start.
+struct CrashesSoon;
+impl actix::Actor for CrashesSoon {
+    type Context = actix::Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        use actix::AsyncContext;
+        ctx.run_later(Duration::from_millis(1), |_, _| panic!("crashes soon"));
+    }
+}
+
+#[test]
+fn escalation_at_the_root_makes_run_root_fail() {
+    let result = cadre_runtime::run_root(|_| {
+        SupervisorSpec::new("root")
+            .intensity(Intensity::new(2, Duration::from_secs(60)))
+            .child(
+                SupervisorSpec::new("inner")
+                    .intensity(Intensity::new(1, Duration::from_secs(60)))
+                    .child(ChildSpec::new("crasher", || CrashesSoon)),
+            )
+    });
+    let reason = result.unwrap_err();
+    // The root gave up on `inner`, which had given up on `crasher`.
+    let ExitReason::Escalated { child, cause, .. } = &reason else {
+        panic!("expected an escalation, got {reason}");
+    };
+    assert_eq!(&**child, "inner");
+    assert!(
+        matches!(&**cause, ExitReason::Escalated { child, .. } if &**child == "crasher"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn start_failure_makes_run_root_fail() {
+    let result = cadre_runtime::run_root(|_| {
+        SupervisorSpec::new("root").child(ChildSpec::new("db", || FailsToStart))
+    });
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "child `db` failed to start: error: no database"
+    );
+}

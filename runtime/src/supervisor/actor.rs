@@ -133,15 +133,22 @@ impl SupervisorActor {
                 let cx = StartCx {
                     runtime: &self.runtime,
                     parent_path: &self.path,
+                    capture: true,
                 };
                 match child.start(&cx, generation, self.reporter(key, generation)) {
-                    Ok(spawned) => {
+                    Ok(mut spawned) => {
+                        let early = std::mem::take(&mut spawned.early);
                         if let Some(entry) = self.children.get_mut(&key) {
                             entry.live = Some(Live {
                                 generation,
                                 spawned,
                                 kill_timer: None,
                             });
+                        }
+                        // Its first poll already ran: its start (or failure) is known now.
+                        for event in early {
+                            let input = self.instance_event(key, generation, event, ctx);
+                            queue.push_back(input);
                         }
                     }
                     Err(reason) => queue.push_back(Input::Started {
@@ -160,7 +167,7 @@ impl SupervisorActor {
                     return; // its exit report is already on the way
                 };
                 match shutdown {
-                    Shutdown::Kill => live.spawned.abort.abort(),
+                    Shutdown::Kill => live.spawned.kill(),
                     Shutdown::Timeout(limit) => {
                         live.spawned.ctl.request_stop();
                         live.kill_timer = Some(ctx.run_later(limit, move |act, _| {
@@ -170,7 +177,7 @@ impl SupervisorActor {
                                     supervisor = %act.path, child = key, ?limit,
                                     "child overran its shutdown timeout; killing it"
                                 );
-                                live.spawned.abort.abort();
+                                live.spawned.kill();
                             }
                         }));
                     }
@@ -264,7 +271,7 @@ impl Drop for SupervisorActor {
         // processes do in Erlang), and their handles say so.
         for entry in self.children.values() {
             if let Some(live) = &entry.live {
-                live.spawned.abort.abort();
+                live.spawned.kill();
             }
             entry.child.forget(ExitReason::Killed);
         }
@@ -284,12 +291,21 @@ impl Handler<ChildEvent> for SupervisorActor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildEvent, ctx: &mut Context<Self>) {
-        let ChildEvent {
-            key,
-            generation,
-            event,
-        } = msg;
-        let input = match event {
+        let input = self.instance_event(msg.key, msg.generation, msg.event, ctx);
+        self.feed(input, ctx);
+    }
+}
+
+impl SupervisorActor {
+    /// What an instance reported, as an input for the core; forgets an instance that ended.
+    fn instance_event(
+        &mut self,
+        key: ChildKey,
+        generation: u64,
+        event: InstanceEvent,
+        ctx: &mut Context<Self>,
+    ) -> Input {
+        match event {
             InstanceEvent::Started(result) => {
                 if result.is_err() {
                     self.drop_live(key, generation, ctx);
@@ -308,12 +324,9 @@ impl Handler<ChildEvent> for SupervisorActor {
                     reason,
                 }
             }
-        };
-        self.feed(input, ctx);
+        }
     }
-}
 
-impl SupervisorActor {
     fn drop_live(&mut self, key: ChildKey, generation: u64, ctx: &mut Context<Self>) {
         if let Some(entry) = self.children.get_mut(&key) {
             if entry.live(generation).is_some() {

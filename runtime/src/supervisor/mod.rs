@@ -188,6 +188,7 @@ async fn start_root(spec: &dyn ErasedChild, runtime: &Runtime) -> Result<(), Exi
     let cx = StartCx {
         runtime,
         parent_path: "",
+        capture: false,
     };
     let _spawned: Spawned = spec.start(&cx, 1, report)?;
     rx.await.unwrap_or(Err(ExitReason::Killed))
@@ -224,6 +225,7 @@ impl ErasedChild for SupervisorSpec {
             actor,
             cx.runtime.node(),
             report,
+            cx.capture,
         ))
     }
 

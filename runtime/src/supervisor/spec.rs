@@ -196,6 +196,9 @@ impl ChildMeta {
 pub(crate) struct StartCx<'a> {
     pub(crate) runtime: &'a Runtime,
     pub(crate) parent_path: &'a str,
+    /// Whether the spawner takes the instance's first-poll events from
+    /// [`Spawned::early`] (a supervisor) or lets them go to the reporter (a root).
+    pub(crate) capture: bool,
 }
 
 /// A child spec with its actor type erased, as a supervisor holds it.
@@ -402,6 +405,7 @@ impl<A: Actor<Context = Context<A>>> ErasedChild for ChildSpec<A> {
             actor,
             cx.runtime.node(),
             report,
+            cx.capture,
         ))
     }
 
