@@ -1,7 +1,7 @@
 //! [`ActorRef`]: a handle that reaches the current instance of an actor across restarts.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,7 +34,10 @@ pub(crate) enum SlotState<A: Actor> {
 pub(crate) struct Slot<A: Actor> {
     state: RwLock<SlotState<A>>,
     changed: Notify,
-    path: RwLock<Arc<str>>,
+    /// How many tasks wait on `changed`: state changes skip the notification when none does.
+    watchers: AtomicUsize,
+    /// The supervisor's path and the child's id.
+    place: RwLock<(Arc<str>, Arc<str>)>,
     supervised: bool,
     /// The highest generation ever installed: generations keep counting up when a supervisor
     /// above restarts the whole subtree.
@@ -45,11 +48,12 @@ pub(crate) struct Slot<A: Actor> {
 }
 
 impl<A: Actor> Slot<A> {
-    pub(crate) fn new(path: Arc<str>, supervised: bool) -> Arc<Self> {
+    pub(crate) fn new(id: Arc<str>, supervised: bool) -> Arc<Self> {
         Arc::new(Slot {
             state: RwLock::new(SlotState::NotStarted),
             changed: Notify::new(),
-            path: RwLock::new(path),
+            watchers: AtomicUsize::new(0),
+            place: RwLock::new(("".into(), id)),
             supervised,
             last_generation: AtomicU64::new(0),
             running: AtomicU64::new(0),
@@ -58,30 +62,31 @@ impl<A: Actor> Slot<A> {
 
     /// The path in the supervision tree (`root/app/db`).
     pub(crate) fn path(&self) -> Arc<str> {
-        self.path.read().clone()
+        let (parent, id) = &*self.place.read();
+        if parent.is_empty() {
+            id.clone()
+        } else {
+            format!("{parent}/{id}").into()
+        }
     }
 
-    /// Sets the path once the supervisor knows where the child sits.
-    pub(crate) fn set_path(&self, path: Arc<str>) {
-        *self.path.write() = path;
-    }
-
-    /// The path `parent/id`, set on the slot if it differs (built once, not on every restart).
-    pub(crate) fn path_under(&self, parent: &str, id: &str) -> Arc<str> {
+    /// Records where the child sits (its supervisor's path and its id): shared strings, no
+    /// allocation per child.
+    pub(crate) fn set_place(&self, parent: &Arc<str>, id: &Arc<str>) {
         {
-            let current = self.path.read();
-            let p = current.as_bytes();
-            let same = p.len() == parent.len() + 1 + id.len()
-                && p.starts_with(parent.as_bytes())
-                && p[parent.len()] == b'/'
-                && p.ends_with(id.as_bytes());
-            if same {
-                return current.clone();
+            let place = self.place.read();
+            if Arc::ptr_eq(&place.0, parent) && Arc::ptr_eq(&place.1, id) {
+                return;
             }
         }
-        let path: Arc<str> = format!("{parent}/{id}").into();
-        self.set_path(path.clone());
-        path
+        *self.place.write() = (parent.clone(), id.clone());
+    }
+
+    /// Wakes the tasks waiting in `terminated` or `running_generation`, if any.
+    fn changed(&self) {
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 
     pub(crate) fn install(&self, tx: AddressSender<A>, generation: u64) {
@@ -89,7 +94,7 @@ impl<A: Actor> Slot<A> {
             .fetch_max(generation, Ordering::Relaxed);
         *self.state.write() = SlotState::Running { tx, generation };
         self.running.store(generation, Ordering::Release);
-        self.changed.notify_waiters();
+        self.changed();
     }
 
     pub(crate) fn last_generation(&self) -> u64 {
@@ -102,7 +107,7 @@ impl<A: Actor> Slot<A> {
             self.running.store(0, Ordering::Release);
             *st = SlotState::Down;
             drop(st);
-            self.changed.notify_waiters();
+            self.changed();
         }
     }
 
@@ -111,11 +116,27 @@ impl<A: Actor> Slot<A> {
         self.running.store(0, Ordering::Release);
         *st = SlotState::Dead(reason);
         drop(st);
-        self.changed.notify_waiters();
+        self.changed();
     }
 
     pub(crate) fn is_dead(&self) -> bool {
         matches!(*self.state.read(), SlotState::Dead(_))
+    }
+}
+
+/// Counts a task waiting on a slot's changes for as long as it lives.
+struct Watching<'a>(&'a AtomicUsize);
+
+impl<'a> Watching<'a> {
+    fn new(watchers: &'a AtomicUsize) -> Self {
+        watchers.fetch_add(1, Ordering::SeqCst);
+        Watching(watchers)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -268,6 +289,7 @@ impl<A: Actor> ActorRef<A> {
     /// Waits until the actor has ended for good and returns why. Bound it with a timeout (the
     /// testkit's `expect_terminated` does).
     pub async fn terminated(&self) -> ExitReason {
+        let _watching = Watching::new(&self.slot.watchers);
         loop {
             let notified = self.slot.changed.notified();
             tokio::pin!(notified);
@@ -282,6 +304,7 @@ impl<A: Actor> ActorRef<A> {
     /// Waits until an instance of at least generation `generation` runs, or the actor is dead.
     /// Returns the running generation, `None` if the actor ended for good.
     pub async fn running_generation(&self, generation: u64) -> Option<u64> {
+        let _watching = Watching::new(&self.slot.watchers);
         loop {
             let notified = self.slot.changed.notified();
             tokio::pin!(notified);
@@ -415,7 +438,8 @@ where
         mailbox.max(1),
         actor,
         "local",
-        Box::new(move |ev| {
+        0,
+        std::rc::Rc::new(move |_, _, ev| {
             let reason = match ev {
                 crate::instance::InstanceEvent::Started(Ok(())) => return,
                 crate::instance::InstanceEvent::Started(Err(r))

@@ -38,8 +38,14 @@ pub(crate) enum InstanceEvent {
     Exited(ExitReason),
 }
 
-/// Receives an instance's events; runs on the instance's arbiter thread.
-pub(crate) type Reporter = Box<dyn Fn(InstanceEvent)>;
+/// Receives instances' events, with the key of the child and the generation of the instance
+/// that reports; runs on the instances' arbiter thread. One reporter serves all the children
+/// of a supervisor.
+pub(crate) type Reporter = Rc<dyn Fn(u64, u64, InstanceEvent)>;
+
+/// The events of an instance's first poll, when its spawner takes them ([`spawn`]'s
+/// `capture`): at most a start and an exit.
+pub(crate) type Early = [Option<InstanceEvent>; 2];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Ack {
@@ -58,16 +64,21 @@ pub(crate) struct InstanceCtl {
     /// The handle's slot, marked down (if it still holds this generation) before the exit is
     /// reported.
     slot: std::sync::Weak<dyn MarkDown>,
+    key: u64,
     generation: u64,
     report: Reporter,
-    /// While the spawner polls the instance inline, its events are kept here for the spawner
-    /// instead of being reported.
+    /// While the spawner polls the instance inline, its events go to [`CAPTURED`] for the
+    /// spawner instead of to `report`.
     capture: Cell<bool>,
-    captured: RefCell<Vec<InstanceEvent>>,
 }
 
 impl InstanceCtl {
-    fn new(report: Reporter, slot: std::sync::Weak<dyn MarkDown>, generation: u64) -> Rc<Self> {
+    fn new(
+        report: Reporter,
+        key: u64,
+        slot: std::sync::Weak<dyn MarkDown>,
+        generation: u64,
+    ) -> Rc<Self> {
         Rc::new(InstanceCtl {
             stop_requested: Cell::new(false),
             waker: RefCell::new(None),
@@ -75,18 +86,19 @@ impl InstanceCtl {
             ack: Cell::new(Ack::Pending),
             finished: Cell::new(false),
             slot,
+            key,
             generation,
             report,
             capture: Cell::new(false),
-            captured: RefCell::new(Vec::new()),
         })
     }
 
     fn emit(&self, event: InstanceEvent) {
         if self.capture.get() {
-            self.captured.borrow_mut().push(event);
+            let id = self as *const Self as usize;
+            CAPTURED.with(|c| c.borrow_mut().push((id, event)));
         } else {
-            (self.report)(event);
+            (self.report)(self.key, self.generation, event);
         }
     }
 
@@ -135,6 +147,9 @@ impl InstanceCtl {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<InstanceCtl>>> = const { RefCell::new(None) };
+    /// Events of instances being polled inline by their spawner, tagged with their control
+    /// block's address. Reused: no allocation per start once warm.
+    static CAPTURED: RefCell<Vec<(usize, InstanceEvent)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Sets [`CURRENT`] for the duration of a poll (or drop) of an instance.
@@ -326,8 +341,6 @@ pub(crate) struct Spawned {
     pub(crate) ctl: Rc<InstanceCtl>,
     /// Kills the instance's task; `None` when the instance already ended in its first poll.
     pub(crate) abort: Option<AbortHandle>,
-    /// With `capture`: what the instance reported during its first poll (normally its start).
-    pub(crate) early: Vec<InstanceEvent>,
 }
 
 impl Spawned {
@@ -346,18 +359,20 @@ impl Spawned {
 ///
 /// The instance's first poll, which runs `Actor::started`, happens here, inline: a spawner on
 /// the same thread learns at once whether the start succeeded, with no round trip through the
-/// executor. With `capture`, what the instance reports during that poll is returned in
-/// [`Spawned::early`] instead of going to `report`. The task is then handed to the executor,
+/// executor. With `capture`, what the instance reports during that poll is returned as
+/// [`Early`] events instead of going to `report`. The task is then handed to the executor,
 /// whose first poll registers the real waker.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn<A>(
     slot: &Arc<Slot<A>>,
     generation: u64,
     mailbox: usize,
     actor: A,
     node: &str,
+    key: u64,
     report: Reporter,
     capture: bool,
-) -> Spawned
+) -> (Spawned, Early)
 where
     A: Actor<Context = Context<A>>,
 {
@@ -365,7 +380,7 @@ where
     let ctx = Context::with_receiver(rx);
     slot.install(tx, generation);
     let weak: std::sync::Weak<dyn MarkDown> = Arc::downgrade(slot) as _;
-    let ctl = InstanceCtl::new(report, weak, generation);
+    let ctl = InstanceCtl::new(report, key, weak, generation);
     let span = tracing::info_span!("actor", name = %slot.path(), node, generation);
     let mut instance = Instance {
         fut: Some(ctx.into_future(actor)),
@@ -373,13 +388,29 @@ where
         stop_delivered: false,
         span,
     };
+    let mark = CAPTURED.with(|c| c.borrow().len());
     ctl.capture.set(capture);
     let first = Pin::new(&mut instance).poll(&mut TaskContext::from_waker(Waker::noop()));
     ctl.capture.set(false);
-    let early = std::mem::take(&mut *ctl.captured.borrow_mut());
+    let mut early: Early = [None, None];
+    if capture {
+        let id = Rc::as_ptr(&ctl) as usize;
+        CAPTURED.with(|c| {
+            let mut c = c.borrow_mut();
+            // Nested spawns took their own events out already: what follows `mark` is ours.
+            let mut n = 0;
+            for (owner, event) in c.drain(mark..) {
+                debug_assert_eq!(owner, id, "an inline poll left foreign events behind");
+                if n < early.len() {
+                    early[n] = Some(event);
+                    n += 1;
+                }
+            }
+        });
+    }
     let abort = match first {
         Poll::Ready(()) => None,
         Poll::Pending => Some(tokio::task::spawn_local(instance).abort_handle()),
     };
-    Spawned { ctl, abort, early }
+    (Spawned { ctl, abort }, early)
 }

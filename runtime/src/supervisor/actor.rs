@@ -2,12 +2,12 @@
 //! children report and carries out what the core decides: spawn, stop (by shutdown policy),
 //! arm timers, publish events, exit.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle,
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -17,6 +17,7 @@ use crate::exit::ExitReason;
 use crate::instance::{defer_start, record_exit, InstanceEvent, Reporter, Spawned, StartGate};
 use crate::runtime::Runtime;
 use crate::supervisor::core::{Action, ChildInfo, ChildKey, Core, Input, Kind, Phase};
+use crate::supervisor::keyed::KeyedVec;
 use crate::supervisor::spec::{Child, ErasedChild, Intensity, Shutdown, StartCx};
 
 /// A running supervisor. Built fresh from its spec on every start.
@@ -24,10 +25,10 @@ pub(crate) struct SupervisorActor {
     path: Arc<str>,
     runtime: Runtime,
     core: Core,
-    children: BTreeMap<ChildKey, Entry>,
+    children: KeyedVec<Entry>,
     gate: Option<StartGate>,
-    /// Shared by the reporters of all children: one address, not one per child.
-    me: Option<Rc<Addr<SupervisorActor>>>,
+    /// Where all children report: the supervisor's own address, wrapped once.
+    reporter: Option<Reporter>,
     adds: HashMap<ChildKey, oneshot::Sender<Result<(), ExitReason>>>,
     removes: HashMap<ChildKey, Vec<oneshot::Sender<()>>>,
     next_key: ChildKey,
@@ -65,7 +66,8 @@ impl SupervisorActor {
         children: &[Child],
     ) -> Self {
         let mut core = Core::new(kind, intensity, fastrand::u64(..));
-        let mut map = BTreeMap::new();
+        core.reserve(children.len());
+        let mut map = KeyedVec::with_capacity(children.len());
         for (key, child) in children.iter().enumerate() {
             let key = key as ChildKey;
             core.add_initial(key, child.0.meta().clone(), child.0.last_generation());
@@ -84,7 +86,7 @@ impl SupervisorActor {
             next_key: map.len() as ChildKey,
             children: map,
             gate: None,
-            me: None,
+            reporter: None,
             adds: HashMap::new(),
             removes: HashMap::new(),
             exited: false,
@@ -105,20 +107,6 @@ impl SupervisorActor {
         self.actions = actions;
     }
 
-    fn reporter(&self, key: ChildKey, generation: u64) -> Reporter {
-        let me = self
-            .me
-            .clone()
-            .expect("a supervisor knows its address once started");
-        Box::new(move |event| {
-            me.do_send(ChildEvent {
-                key,
-                generation,
-                event,
-            })
-        })
-    }
-
     fn apply(&mut self, action: Action, ctx: &mut Context<Self>, queue: &mut VecDeque<Input>) {
         match action {
             Action::Start { key, generation } => {
@@ -130,14 +118,19 @@ impl SupervisorActor {
                     });
                     return;
                 };
+                let report = self
+                    .reporter
+                    .clone()
+                    .expect("a supervisor has its reporter once started");
                 let cx = StartCx {
                     runtime: &self.runtime,
                     parent_path: &self.path,
+                    key,
+                    report: &report,
                     capture: true,
                 };
-                match child.start(&cx, generation, self.reporter(key, generation)) {
-                    Ok(mut spawned) => {
-                        let early = std::mem::take(&mut spawned.early);
+                match child.start(&cx, generation) {
+                    Ok((spawned, early)) => {
                         if let Some(entry) = self.children.get_mut(&key) {
                             entry.live = Some(Live {
                                 generation,
@@ -146,7 +139,7 @@ impl SupervisorActor {
                             });
                         }
                         // Its first poll already ran: its start (or failure) is known now.
-                        for event in early {
+                        for event in early.into_iter().flatten() {
                             let input = self.instance_event(key, generation, event, ctx);
                             queue.push_back(input);
                         }
@@ -240,7 +233,14 @@ impl Actor for SupervisorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.me = Some(Rc::new(ctx.address()));
+        let me = ctx.address();
+        self.reporter = Some(Rc::new(move |key, generation, event| {
+            me.do_send(ChildEvent {
+                key,
+                generation,
+                event,
+            })
+        }));
         self.gate = defer_start();
         self.feed(Input::Start, ctx);
     }

@@ -8,7 +8,7 @@
 //! child and waits for its exit before the next. Exits that arrive in the middle of a plan are
 //! absorbed when the plan stops that child anyway, and otherwise handled once the plan is done.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::events::EventKind;
 use crate::exit::ExitReason;
+use crate::supervisor::keyed::KeyedVec;
 use crate::supervisor::spec::{ChildMeta, Intensity, Restart, Strategy};
 
 /// A child's key: its position among its siblings (keys only grow; a pool's new child gets the
@@ -163,7 +164,7 @@ pub(crate) struct Core {
     kind: Kind,
     intensity: Intensity,
     restarts: VecDeque<Instant>,
-    children: BTreeMap<ChildKey, ChildState>,
+    children: KeyedVec<ChildState>,
     plan: VecDeque<Step>,
     waiting: Waiting,
     deferred: VecDeque<(ChildKey, u64, ExitReason)>,
@@ -179,7 +180,7 @@ impl Core {
             kind,
             intensity,
             restarts: VecDeque::new(),
-            children: BTreeMap::new(),
+            children: KeyedVec::default(),
             plan: VecDeque::new(),
             waiting: Waiting::Nothing,
             deferred: VecDeque::new(),
@@ -188,6 +189,11 @@ impl Core {
             next_token: 0,
             out: Vec::new(),
         }
+    }
+
+    /// Makes room for `n` more children.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.children.reserve(n);
     }
 
     /// Adds a child before the start (static children, in order); its generations continue

@@ -3,6 +3,7 @@
 
 pub(crate) mod actor;
 pub(crate) mod core;
+pub(crate) mod keyed;
 pub(crate) mod spec;
 
 use std::cell::RefCell;
@@ -19,7 +20,7 @@ use crate::actor_ref::{ActorRef, Slot};
 use crate::error::AskError;
 use crate::events::{EventKind, SupervisionEvent};
 use crate::exit::ExitReason;
-use crate::instance::{self, InstanceEvent, Reporter, Spawned};
+use crate::instance::{self, Early, InstanceEvent, Reporter, Spawned};
 use crate::runtime::Runtime;
 use actor::{AddChild, RemoveChild, StopSupervisor, SupervisorActor, WhichChildren};
 pub use core::ChildInfo;
@@ -154,7 +155,7 @@ async fn start_root(spec: &dyn ErasedChild, runtime: &Runtime) -> Result<(), Exi
     let id = spec.meta().id.clone();
     let rt = runtime.clone();
     let forget: Arc<dyn ErasedChild> = Arc::from(spec.boxed_clone());
-    let report: Reporter = Box::new(move |event| {
+    let report: Reporter = std::rc::Rc::new(move |_, _, event| {
         let reason = match event {
             InstanceEvent::Started(Ok(())) => {
                 if let Some(tx) = tx.borrow_mut().take() {
@@ -187,10 +188,12 @@ async fn start_root(spec: &dyn ErasedChild, runtime: &Runtime) -> Result<(), Exi
     });
     let cx = StartCx {
         runtime,
-        parent_path: "",
+        parent_path: &Arc::from(""),
+        key: 0,
+        report: &report,
         capture: false,
     };
-    let _spawned: Spawned = spec.start(&cx, 1, report)?;
+    let _spawned: (Spawned, Early) = spec.start(&cx, 1)?;
     rx.await.unwrap_or(Err(ExitReason::Killed))
 }
 
@@ -199,18 +202,13 @@ impl ErasedChild for SupervisorSpec {
         &self.meta
     }
 
-    fn start(
-        &self,
-        cx: &StartCx<'_>,
-        generation: u64,
-        report: Reporter,
-    ) -> Result<Spawned, ExitReason> {
+    fn start(&self, cx: &StartCx<'_>, generation: u64) -> Result<(Spawned, Early), ExitReason> {
         let path: Arc<str> = if cx.parent_path.is_empty() {
             self.meta.id.clone()
         } else {
             format!("{}/{}", cx.parent_path, self.meta.id).into()
         };
-        self.slot.set_path(path.clone());
+        self.slot.set_place(cx.parent_path, &self.meta.id);
         let actor = SupervisorActor::new(
             path,
             cx.runtime.clone(),
@@ -224,7 +222,8 @@ impl ErasedChild for SupervisorSpec {
             DEFAULT_MAILBOX,
             actor,
             cx.runtime.node(),
-            report,
+            cx.key,
+            cx.report.clone(),
             cx.capture,
         ))
     }

@@ -10,7 +10,7 @@ use actix::{Actor, Context};
 
 use crate::actor_ref::{ActorRef, Slot};
 use crate::exit::ExitReason;
-use crate::instance::{self, Reporter, Spawned};
+use crate::instance::{self, Early, Reporter, Spawned};
 use crate::runtime::Runtime;
 
 /// The default mailbox capacity of a supervised actor, in messages.
@@ -195,7 +195,10 @@ impl ChildMeta {
 /// Where a child is being started.
 pub(crate) struct StartCx<'a> {
     pub(crate) runtime: &'a Runtime,
-    pub(crate) parent_path: &'a str,
+    pub(crate) parent_path: &'a Arc<str>,
+    /// The child's key among its siblings, passed back to `report`.
+    pub(crate) key: u64,
+    pub(crate) report: &'a Reporter,
     /// Whether the spawner takes the instance's first-poll events from
     /// [`Spawned::early`] (a supervisor) or lets them go to the reporter (a root).
     pub(crate) capture: bool,
@@ -206,12 +209,7 @@ pub(crate) trait ErasedChild: Send + Sync {
     fn meta(&self) -> &ChildMeta;
     /// Builds a fresh instance and spawns it on the current arbiter. `Err` when the factory
     /// panicked or the child's name is taken.
-    fn start(
-        &self,
-        cx: &StartCx<'_>,
-        generation: u64,
-        report: Reporter,
-    ) -> Result<Spawned, ExitReason>;
+    fn start(&self, cx: &StartCx<'_>, generation: u64) -> Result<(Spawned, Early), ExitReason>;
     /// The child ended for good: its handles go dead and its names away.
     fn forget(&self, reason: ExitReason);
     /// The identity of the child's slot (to find it from a handle).
@@ -234,24 +232,27 @@ impl fmt::Debug for Child {
 }
 
 /// What a child's factory may look at when it builds an instance.
-pub struct ChildContext<A: Actor> {
-    /// The child's path (`root/app/db`).
-    pub path: Arc<str>,
+pub struct ChildContext<'a, A: Actor> {
     /// The generation about to start (1 for the first start).
     pub generation: u64,
     /// The runtime of the tree.
-    pub runtime: Runtime,
-    myself: ActorRef<A>,
+    pub runtime: &'a Runtime,
+    myself: &'a Arc<Slot<A>>,
 }
 
-impl<A: Actor> ChildContext<A> {
+impl<A: Actor> ChildContext<'_, A> {
+    /// The child's path (`root/app/db`).
+    pub fn path(&self) -> Arc<str> {
+        self.myself.path()
+    }
+
     /// The child's own handle, which survives its restarts.
     pub fn myself(&self) -> ActorRef<A> {
-        self.myself.clone()
+        ActorRef::from_slot(self.myself.clone())
     }
 }
 
-type Factory<A> = dyn Fn(&ChildContext<A>) -> A + Send + Sync;
+type Factory<A> = dyn Fn(&ChildContext<'_, A>) -> A + Send + Sync;
 
 /// How to start, restart and stop one actor child.
 ///
@@ -298,7 +299,7 @@ impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
     /// Like [`ChildSpec::new`], with a factory that sees the [`ChildContext`].
     pub fn with_context(
         id: impl Into<Arc<str>>,
-        factory: impl Fn(&ChildContext<A>) -> A + Send + Sync + 'static,
+        factory: impl Fn(&ChildContext<'_, A>) -> A + Send + Sync + 'static,
     ) -> Self {
         let id = id.into();
         ChildSpec {
@@ -377,18 +378,12 @@ impl<A: Actor<Context = Context<A>>> ErasedChild for ChildSpec<A> {
         &self.meta
     }
 
-    fn start(
-        &self,
-        cx: &StartCx<'_>,
-        generation: u64,
-        report: Reporter,
-    ) -> Result<Spawned, ExitReason> {
-        let path = self.slot.path_under(cx.parent_path, &self.meta.id);
+    fn start(&self, cx: &StartCx<'_>, generation: u64) -> Result<(Spawned, Early), ExitReason> {
+        self.slot.set_place(cx.parent_path, &self.meta.id);
         let ctx = ChildContext {
-            path,
             generation,
-            runtime: cx.runtime.clone(),
-            myself: self.actor_ref(),
+            runtime: cx.runtime,
+            myself: &self.slot,
         };
         if let Some(name) = &self.name {
             cx.runtime
@@ -404,7 +399,8 @@ impl<A: Actor<Context = Context<A>>> ErasedChild for ChildSpec<A> {
             self.mailbox,
             actor,
             cx.runtime.node(),
-            report,
+            cx.key,
+            cx.report.clone(),
             cx.capture,
         ))
     }
