@@ -26,7 +26,7 @@ pub(crate) enum SlotState<A: Actor> {
     /// The instance of this generation ended; its supervisor has not finished restarting it.
     Down,
     /// Ended for good.
-    Dead(ExitReason),
+    Dead(Box<ExitReason>),
 }
 
 /// The shared cell behind every [`ActorRef`] of one supervised child: the supervisor swaps the
@@ -114,7 +114,7 @@ impl<A: Actor> Slot<A> {
     pub(crate) fn mark_dead(&self, reason: ExitReason) {
         let mut st = self.state.write();
         self.running.store(0, Ordering::Release);
-        *st = SlotState::Dead(reason);
+        *st = SlotState::Dead(Box::new(reason));
         drop(st);
         self.changed();
     }
@@ -281,7 +281,7 @@ impl<A: Actor> ActorRef<A> {
     /// Why the actor ended for good, or `None` while it may still run.
     pub fn exit_reason(&self) -> Option<ExitReason> {
         match &*self.slot.state.read() {
-            SlotState::Dead(r) => Some(r.clone()),
+            SlotState::Dead(r) => Some((**r).clone()),
             _ => None,
         }
     }
@@ -295,7 +295,7 @@ impl<A: Actor> ActorRef<A> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let SlotState::Dead(r) = &*self.slot.state.read() {
-                return r.clone();
+                return (**r).clone();
             }
             notified.await;
         }

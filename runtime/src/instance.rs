@@ -58,7 +58,8 @@ enum Ack {
 pub(crate) struct InstanceCtl {
     stop_requested: Cell<bool>,
     waker: RefCell<Option<Waker>>,
-    exit: RefCell<Option<ExitReason>>,
+    /// The reason the actor gave for stopping, if any (boxed: rarely set).
+    exit: RefCell<Option<Box<ExitReason>>>,
     ack: Cell<Ack>,
     finished: Cell<bool>,
     /// The handle's slot, marked down (if it still holds this generation) before the exit is
@@ -115,7 +116,7 @@ impl InstanceCtl {
     fn set_exit(&self, reason: ExitReason) {
         let mut exit = self.exit.borrow_mut();
         if exit.is_none() {
-            *exit = Some(reason);
+            *exit = Some(Box::new(reason));
         }
     }
 
@@ -307,7 +308,7 @@ impl<A: Actor<Context = Context<A>>> Future for Instance<A> {
             }
             Ok(Poll::Ready(())) => {
                 let late_panic = drop_fut(slot, ctl);
-                let recorded = ctl.exit.borrow_mut().take();
+                let recorded = ctl.exit.borrow_mut().take().map(|r| *r);
                 let reason = late_panic.or(recorded).unwrap_or(if *stop_delivered {
                     ExitReason::Shutdown
                 } else {

@@ -149,12 +149,12 @@ impl SupervisorSpec {
 }
 
 /// Starts `spec` as a root and waits for its start; its exit marks its slot dead.
-async fn start_root(spec: &dyn ErasedChild, runtime: &Runtime) -> Result<(), ExitReason> {
+async fn start_root(spec: &SupervisorSpec, runtime: &Runtime) -> Result<(), ExitReason> {
     let (tx, rx) = oneshot::channel();
     let tx = RefCell::new(Some(tx));
     let id = spec.meta().id.clone();
     let rt = runtime.clone();
-    let forget: Arc<dyn ErasedChild> = Arc::from(spec.boxed_clone());
+    let slot = spec.slot.clone();
     let report: Reporter = std::rc::Rc::new(move |_, _, event| {
         let reason = match event {
             InstanceEvent::Started(Ok(())) => {
@@ -184,7 +184,7 @@ async fn start_root(spec: &dyn ErasedChild, runtime: &Runtime) -> Result<(), Exi
                 reason
             }
         };
-        forget.forget(reason);
+        slot.mark_dead(reason);
     });
     let cx = StartCx {
         runtime,
@@ -238,10 +238,6 @@ impl ErasedChild for SupervisorSpec {
 
     fn last_generation(&self) -> u64 {
         self.slot.last_generation()
-    }
-
-    fn boxed_clone(&self) -> Box<dyn ErasedChild> {
-        Box::new(self.clone())
     }
 }
 

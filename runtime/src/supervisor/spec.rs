@@ -216,8 +216,6 @@ pub(crate) trait ErasedChild: Send + Sync {
     fn slot_id(&self) -> usize;
     /// The last generation this child's handle has seen (0: never started).
     fn last_generation(&self) -> u64;
-    /// A copy sharing the same handles.
-    fn boxed_clone(&self) -> Box<dyn ErasedChild>;
 }
 
 /// Anything a supervisor can supervise: a [`ChildSpec`], a nested
@@ -415,10 +413,6 @@ impl<A: Actor<Context = Context<A>>> ErasedChild for ChildSpec<A> {
 
     fn last_generation(&self) -> u64 {
         self.slot.last_generation()
-    }
-
-    fn boxed_clone(&self) -> Box<dyn ErasedChild> {
-        Box::new(self.clone())
     }
 }
 
