@@ -382,7 +382,7 @@ where
     slot.install(tx, generation);
     let weak: std::sync::Weak<dyn MarkDown> = Arc::downgrade(slot) as _;
     let ctl = InstanceCtl::new(report, key, weak, generation);
-    let span = tracing::info_span!("actor", name = %slot.path(), node, generation);
+    let span = tracing::info_span!("actor", name = %slot.path(), node = %node, generation);
     let mut instance = Instance {
         fut: Some(ctx.into_future(actor)),
         ctl: ctl.clone(),

@@ -324,13 +324,21 @@ fn panic_in_handler_restarts_child_and_spares_neighbours() {
     });
 }
 
-/// Panics in a chosen lifecycle hook.
+/// Panics in a chosen lifecycle hook, or in a timer it arms.
 struct PanicsIn(&'static str);
 impl Actor for PanicsIn {
     type Context = Context<Self>;
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         if self.0 == "started" {
             panic!("panic in started");
+        }
+        if self.0 == "timer" {
+            ctx.run_later(Duration::from_millis(1), |_, _| panic!("panic in a timer"));
+        }
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if self.0 == "stopped" {
+            panic!("panic in stopped");
         }
     }
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
