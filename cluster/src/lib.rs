@@ -10,7 +10,10 @@
 //! cores and carry out what they ask.
 //!
 //! # Layout
-//! The crate is empty for now: the cores arrive with the transport, membership, store and task
-//! features.
+//! - [`wire`]: frames, the versioned envelope, and the authenticated handshake.
+//!
+//! Membership, the status store and task scheduling arrive with their features.
 
 #![deny(missing_docs)]
+
+pub mod wire;

@@ -1,0 +1,279 @@
+//! The versioned envelope every frame carries, encoded as MessagePack.
+
+use bytes::{BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::handshake::{Hello, Proof, Reject};
+
+/// One frame's content.
+///
+/// Encoded with `rmp-serde` (structs as arrays, enum variants by name). A variant this version
+/// does not know fails to decode with [`DecodeError`] naming it; the connection is then closed.
+/// New traffic (membership, store, tasks) comes as new variants with a new protocol version,
+/// which the handshake checks first.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// Handshake: who I am.
+    Hello(Hello),
+    /// Handshake: I know the cluster secret.
+    Proof(Proof),
+    /// Handshake refused, with the reason; the connection closes after it.
+    Reject(Reject),
+    /// A one-way message to a named actor.
+    Tell(Tell),
+    /// A request to a named actor; answered by a [`Reply`] with the same id.
+    Ask(Ask),
+    /// The answer to an [`Ask`].
+    Reply(Reply),
+}
+
+/// A one-way message to an actor exposed on the receiving node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Tell {
+    /// The name the actor is exposed under.
+    pub to: String,
+    /// The message type's stable tag.
+    pub tag: String,
+    /// The message, MessagePack-encoded.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// A request to an actor exposed on the receiving node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    /// Chosen by the asker, unique among its pending asks on this connection.
+    pub id: u64,
+    /// The name the actor is exposed under.
+    pub to: String,
+    /// The message type's stable tag.
+    pub tag: String,
+    /// The message, MessagePack-encoded.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// The answer to an [`Ask`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The id of the ask answered.
+    pub id: u64,
+    /// The reply, MessagePack-encoded, or why there is none.
+    pub result: Result<serde_bytes::ByteBuf, RemoteError>,
+}
+
+/// Why a remote node could not answer an ask (or dropped a tell, where it can say so).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// No actor is exposed under that name.
+    #[error("no actor is exposed as `{actor}`")]
+    NoSuchActor {
+        /// The name asked for.
+        actor: String,
+    },
+    /// The actor is exposed, but not for this message type.
+    #[error("actor `{actor}` does not accept messages tagged `{tag}`")]
+    UnknownTag {
+        /// The actor.
+        actor: String,
+        /// The tag sent.
+        tag: String,
+    },
+    /// The message (or the reply) did not decode as the type its tag names.
+    #[error("could not decode `{tag}`: {detail}")]
+    Decode {
+        /// The tag.
+        tag: String,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// The actor could not take the message (full mailbox, restarting, ended) or died before
+    /// replying.
+    #[error("actor `{actor}` did not handle the message: {detail}")]
+    Unavailable {
+        /// The actor.
+        actor: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The remote ask timed out on the serving node.
+    #[error("actor `{actor}` did not reply in time")]
+    Timeout {
+        /// The actor.
+        actor: String,
+    },
+}
+
+/// A frame body that is not a valid envelope of this protocol version.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed envelope: {0}")]
+pub struct DecodeError(String);
+
+/// An envelope that could not be encoded (it would exceed the frame limit).
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoded envelope is larger than the frame limit.
+    #[error("message of {len} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge {
+        /// The encoded size.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The serializer failed (a type whose `Serialize` errs).
+    #[error("could not encode: {0}")]
+    Serialize(String),
+}
+
+impl Envelope {
+    /// Decodes one frame body.
+    ///
+    /// # Errors
+    /// [`DecodeError`] names what was wrong (an unknown variant, a missing field, trailing
+    /// garbage, random bytes).
+    pub fn decode(body: &[u8]) -> Result<Envelope, DecodeError> {
+        let mut de = rmp_serde::Deserializer::new(body);
+        let env = Envelope::deserialize(&mut de).map_err(|e| DecodeError(e.to_string()))?;
+        let rest = de.into_inner();
+        if !rest.is_empty() {
+            return Err(DecodeError(format!(
+                "{} bytes of trailing garbage after the envelope",
+                rest.len()
+            )));
+        }
+        Ok(env)
+    }
+
+    /// Encodes this envelope as a whole frame (length prefix included) at the end of `dst`.
+    ///
+    /// # Errors
+    /// [`EncodeError::TooLarge`] if the body would exceed `max`; `dst` is then left as it was.
+    pub fn encode_frame(&self, max: u32, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = dst.len();
+        dst.put_u32(0);
+        let written = rmp_serde::encode::write(&mut dst.writer(), self);
+        if let Err(e) = written {
+            dst.truncate(start);
+            return Err(EncodeError::Serialize(e.to_string()));
+        }
+        let len = dst.len() - start - 4;
+        if len > max as usize {
+            dst.truncate(start);
+            return Err(EncodeError::TooLarge { len, max });
+        }
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Encodes a message body (the payload of a tell, ask or reply) as MessagePack.
+///
+/// # Errors
+/// [`EncodeError::Serialize`] if the value's `Serialize` fails.
+pub fn encode_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    rmp_serde::to_vec(value).map_err(|e| EncodeError::Serialize(e.to_string()))
+}
+
+/// Decodes a message body.
+///
+/// # Errors
+/// The decoder's complaint, as text.
+pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(body).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::FrameCodec;
+    use tokio_util::codec::Decoder;
+
+    fn tell() -> Envelope {
+        Envelope::Tell(Tell {
+            to: "counter".into(),
+            tag: "counter.add".into(),
+            body: encode_body(&5u64).unwrap(),
+        })
+    }
+
+    #[test]
+    fn envelopes_round_trip_through_frames() {
+        let envs = vec![
+            tell(),
+            Envelope::Ask(Ask {
+                id: 9,
+                to: "a".into(),
+                tag: "t".into(),
+                body: vec![1, 2, 3],
+            }),
+            Envelope::Reply(Reply {
+                id: 9,
+                result: Ok(serde_bytes::ByteBuf::from(vec![4u8])),
+            }),
+            Envelope::Reply(Reply {
+                id: 10,
+                result: Err(RemoteError::NoSuchActor { actor: "x".into() }),
+            }),
+        ];
+        let mut wire = BytesMut::new();
+        for e in &envs {
+            e.encode_frame(1 << 20, &mut wire).unwrap();
+        }
+        let mut codec = FrameCodec::default();
+        let mut back = Vec::new();
+        while let Some(f) = codec.decode(&mut wire).unwrap() {
+            back.push(Envelope::decode(&f).unwrap());
+        }
+        assert_eq!(back, envs);
+    }
+
+    #[test]
+    fn unknown_variant_is_rejected_by_name() {
+        #[derive(Serialize)]
+        enum Future {
+            Gossip(u32),
+        }
+        let body = rmp_serde::to_vec(&Future::Gossip(1)).unwrap();
+        let err = Envelope::decode(&body).unwrap_err().to_string();
+        assert!(err.contains("Gossip"), "{err}");
+    }
+
+    #[test]
+    fn random_bytes_and_trailing_garbage_are_rejected() {
+        let mut rng = 0x2545F4914F6CDD1Du64;
+        for _ in 0..1000 {
+            let len = (rng % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng as u8
+                })
+                .collect();
+            // Never panics; almost always an error.
+            let _ = Envelope::decode(&bytes);
+        }
+        let mut body = rmp_serde::to_vec(&tell()).unwrap();
+        body.push(0xc0);
+        assert!(Envelope::decode(&body)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
+    }
+
+    #[test]
+    fn oversized_envelope_is_not_encoded() {
+        let big = Envelope::Tell(Tell {
+            to: "a".into(),
+            tag: "t".into(),
+            body: vec![0; 2000],
+        });
+        let mut dst = BytesMut::from(&b"xy"[..]);
+        assert!(matches!(
+            big.encode_frame(1000, &mut dst),
+            Err(EncodeError::TooLarge { max: 1000, .. })
+        ));
+        assert_eq!(&dst[..], b"xy", "nothing written");
+    }
+}

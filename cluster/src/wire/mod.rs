@@ -1,0 +1,29 @@
+//! The wire protocol between cadre nodes.
+//!
+//! # Format
+//! A connection is a stream of frames: a `u32` big-endian length, then a body of that many
+//! bytes (at most [`DEFAULT_MAX_FRAME`] by default, configurable per node; a larger prefix closes
+//! the connection before anything is allocated). Each body is one [`Envelope`] in MessagePack
+//! (`rmp-serde`: structs as arrays, enum variants by name). User messages travel inside a
+//! `Tell`/`Ask`/`Reply` as their own MessagePack bytes, with the actor name and the message
+//! type's tag beside them, so a node routes a message without knowing its type.
+//!
+//! # Handshake
+//! Every connection starts with the exchange in [`handshake`]: magic, protocol version, cluster
+//! name, node id, incarnation and a fresh nonce from each side, then an HMAC-SHA256 proof of the
+//! cluster secret from each side over both hellos. Until it completes, nothing else is accepted.
+//!
+//! # Errors
+//! A bad frame ([`FrameError`]), an envelope that does not decode ([`DecodeError`]) or a failed
+//! handshake ([`HandshakeError`]) closes that one connection with the reason; none of them
+//! panics.
+
+mod envelope;
+mod frame;
+pub mod handshake;
+
+pub use envelope::{
+    decode_body, encode_body, Ask, DecodeError, EncodeError, Envelope, RemoteError, Reply, Tell,
+};
+pub use frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME};
+pub use handshake::{Handshake, HandshakeError, Hello, Peer, RejectReason, Secret, Step};
