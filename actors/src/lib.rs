@@ -5,10 +5,26 @@
 //! the task master and workers; and the `cadre` binary.
 //!
 //! # Layout
-//! The node's actors arrive with the cluster features; for now the crate holds the `cadre`
-//! binary's entry point. The supervision machinery they run under is `cadre-runtime`.
+//! - [`transport`]: the listener and connection actors, and [`Node`], the handle that
+//!   exposes local actors and connects to peers.
+//! - [`remote`]: [`RemoteMessage`], [`RemoteRef`] (tell and ask by node and actor name, the
+//!   same for a local actor) and their errors.
+//!
+//! # Wire format and guarantees
+//! Frames are a `u32` big-endian length and a MessagePack body; every connection starts with
+//! an authenticated handshake (HMAC-SHA256 over both sides' hellos, keyed by the cluster
+//! secret); see `cadre_cluster::wire`. Delivery is at most once, in order per sender–receiver
+//! pair over a connection; an ask pending over a connection that drops fails at once.
 
 #![deny(missing_docs)]
+
+pub mod remote;
+pub mod transport;
+
+pub use remote::{
+    Exposure, RemoteAskError, RemoteError, RemoteMessage, RemoteRef, RemoteTellError,
+};
+pub use transport::{ConfigError, Node, TransportConfig, TransportError};
 
 /// The version of cadre, as the binary reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

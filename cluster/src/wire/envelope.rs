@@ -48,6 +48,9 @@ pub struct Ask {
     pub to: String,
     /// The message type's stable tag.
     pub tag: String,
+    /// How long the asker waits, in milliseconds: the serving node gives up (and replies
+    /// [`RemoteError::Timeout`]) after that.
+    pub timeout_ms: u32,
     /// The message, MessagePack-encoded.
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
@@ -204,6 +207,7 @@ mod tests {
                 id: 9,
                 to: "a".into(),
                 tag: "t".into(),
+                timeout_ms: 1000,
                 body: vec![1, 2, 3],
             }),
             Envelope::Reply(Reply {

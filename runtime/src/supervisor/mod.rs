@@ -373,6 +373,10 @@ impl<A: Actor<Context = Context<A>>> PoolSpec<A> {
     pub fn size(mut self, n: usize) -> Self {
         for _ in 0..n {
             let spec = self.pool.next_child();
+            self.pool
+                .members
+                .lock()
+                .push(spec.actor_ref().slot().clone());
             self.sup.children.push(spec.into());
         }
         self
@@ -438,7 +442,6 @@ impl<A: Actor<Context = Context<A>>> PoolRef<A> {
         let spec = self
             .template
             .fresh(format!("{}-{n}", self.template.id()).into());
-        self.members.lock().push(spec.actor_ref().slot().clone());
         spec
     }
 
@@ -453,15 +456,28 @@ impl<A: Actor<Context = Context<A>>> PoolRef<A> {
     /// [`SupervisorError::StartFailed`] if it failed to start (it is not kept), or the pool is
     /// not running, busy, or too slow.
     pub async fn add(&self, timeout: Duration) -> Result<ActorRef<A>, SupervisorError> {
-        let spec = self.next_child();
+        self.add_child(self.next_child(), timeout).await
+    }
+
+    /// Adds a child built from its own spec (its own factory and policies, as with Elixir's
+    /// `DynamicSupervisor.start_child`), for children that each carry something of their own
+    /// (an accepted socket). Waits at most `timeout` until it has started.
+    ///
+    /// # Errors
+    /// As [`PoolRef::add`].
+    pub async fn add_child(
+        &self,
+        spec: ChildSpec<A>,
+        timeout: Duration,
+    ) -> Result<ActorRef<A>, SupervisorError> {
         let handle = spec.actor_ref();
+        self.members.lock().push(handle.slot().clone());
         let (reply, rx) = oneshot::channel();
         let sent = self.sup.inner.tell(AddChild {
             child: spec.into(),
             reply,
         });
-        let result = self.sup.call(rx, sent, timeout).await;
-        match result {
+        match self.sup.call(rx, sent, timeout).await {
             Ok(Ok(())) => Ok(handle),
             Ok(Err(reason)) => {
                 self.forget_member(&handle);

@@ -1,0 +1,409 @@
+//! One connection actor per peer connection: the handshake, then a reader and a writer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use bytes::{Bytes, BytesMut};
+use cadre_cluster::wire::{
+    Envelope, FrameCodec, FrameError, Handshake, HandshakeError, Hello, Peer, Reply, Step,
+};
+use cadre_runtime::ContextExt;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Decoder;
+
+use super::link::Link;
+use super::TransportInner;
+
+/// The largest frame accepted before the peer is authenticated.
+const HANDSHAKE_MAX_FRAME: u32 = 64 * 1024;
+
+/// How much a writer gathers from its queue into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Decode(#[from] cadre_cluster::wire::DecodeError),
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("handshake not finished within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// The first outcome of a dialer, for `Node::connect`.
+pub(crate) type FirstOutcome = Arc<Mutex<Option<oneshot::Sender<Result<Peer, String>>>>>;
+
+enum Kind {
+    Dial {
+        addr: SocketAddr,
+        first: FirstOutcome,
+    },
+    Accepted {
+        stream: Option<TcpStream>,
+        addr: SocketAddr,
+    },
+}
+
+/// A connection to one peer. A dialer reconnects by itself with backoff and gives up only when
+/// the peer refuses the handshake; an accepted connection ends with its socket.
+pub(crate) struct Connection {
+    inner: Arc<TransportInner>,
+    kind: Kind,
+}
+
+impl Connection {
+    pub(crate) fn dialer(
+        inner: Arc<TransportInner>,
+        addr: SocketAddr,
+        first: FirstOutcome,
+    ) -> Self {
+        Connection {
+            inner,
+            kind: Kind::Dial { addr, first },
+        }
+    }
+
+    pub(crate) fn accepted(
+        inner: Arc<TransportInner>,
+        stream: TcpStream,
+        addr: SocketAddr,
+    ) -> Self {
+        Connection {
+            inner,
+            kind: Kind::Accepted {
+                stream: Some(stream),
+                addr,
+            },
+        }
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let inner = self.inner.clone();
+        type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ConnError>>>>;
+        let run: Run = match &mut self.kind {
+            Kind::Dial { addr, first } => Box::pin(dial_loop(inner, *addr, first.clone())),
+            Kind::Accepted { stream, addr } => match stream.take() {
+                Some(stream) => Box::pin(accepted(inner, stream, *addr)),
+                None => Box::pin(async { Ok(()) }),
+            },
+        };
+        ctx.spawn(run.into_actor(self).map(|result, _, ctx| match result {
+            Ok(()) => ctx.stop(),
+            Err(e) => ctx.fail(e),
+        }));
+    }
+}
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    if getrandom::fill(&mut n).is_err() {
+        // No OS randomness: fall back to a non-cryptographic source rather than a constant.
+        n.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    }
+    n
+}
+
+fn hello(inner: &TransportInner) -> Hello {
+    Hello::new(
+        &inner.config.cluster,
+        &inner.config.node,
+        inner.incarnation,
+        nonce(),
+    )
+}
+
+/// Reads one whole frame, never past it (the bytes after a handshake belong to the reader).
+async fn read_envelope(stream: &mut TcpStream, max: u32) -> Result<Envelope, ConnError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len);
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: len.into(),
+            max,
+        }
+        .into());
+    }
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).await?;
+    Ok(Envelope::decode(&body)?)
+}
+
+async fn write_envelopes(stream: &mut TcpStream, envs: &[Envelope]) -> Result<(), ConnError> {
+    let mut buf = BytesMut::new();
+    for env in envs {
+        env.encode_frame(HANDSHAKE_MAX_FRAME, &mut buf)
+            .map_err(|e| ConnError::Protocol(e.to_string()))?;
+    }
+    stream.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Runs the handshake to its end on `stream`.
+async fn handshake(
+    inner: &TransportInner,
+    stream: &mut TcpStream,
+    dialer: bool,
+) -> Result<Peer, ConnError> {
+    let secret = inner.config.secret.clone();
+    let mut hs = if dialer {
+        let (hs, first) = Handshake::dialer(hello(inner), secret);
+        write_envelopes(stream, &[first]).await?;
+        hs
+    } else {
+        Handshake::acceptor(hello(inner), secret)
+    };
+    loop {
+        let msg = read_envelope(stream, HANDSHAKE_MAX_FRAME).await?;
+        match hs.handle(msg) {
+            Ok(Step::Continue(out)) => write_envelopes(stream, &out).await?,
+            Ok(Step::Established(out, peer)) => {
+                write_envelopes(stream, &out).await?;
+                return Ok(peer);
+            }
+            Err(e) => {
+                if let Some(reply) = e.reply() {
+                    // Best effort: the peer may already be gone.
+                    let _ = write_envelopes(stream, &[reply]).await;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+async fn timed_handshake(
+    inner: &TransportInner,
+    stream: &mut TcpStream,
+    dialer: bool,
+) -> Result<Peer, ConnError> {
+    let limit = inner.config.handshake_timeout;
+    tokio::time::timeout(limit, handshake(inner, stream, dialer))
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout(limit))?
+}
+
+async fn accepted(
+    inner: Arc<TransportInner>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+) -> Result<(), ConnError> {
+    let peer = match timed_handshake(&inner, &mut stream, false).await {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(peer = %addr, reason = %e, "refused an incoming connection");
+            inner
+                .stats
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(()); // this connection is done; nothing to restart
+        }
+    };
+    tracing::info!(peer = %addr, node = %peer.node, "peer connected");
+    let result = serve(&inner, &peer, stream).await;
+    log_end(&peer, addr, &result);
+    Ok(())
+}
+
+fn log_end(peer: &Peer, addr: SocketAddr, result: &Result<(), ConnError>) {
+    match result {
+        Ok(()) => tracing::info!(peer = %addr, node = %peer.node, "peer disconnected"),
+        Err(e) => tracing::warn!(peer = %addr, node = %peer.node, reason = %e, "connection closed"),
+    }
+}
+
+async fn dial_loop(
+    inner: Arc<TransportInner>,
+    addr: SocketAddr,
+    first: FirstOutcome,
+) -> Result<(), ConnError> {
+    let report = |outcome: Result<Peer, String>| {
+        if let Some(tx) = first.lock().take() {
+            let _ = tx.send(outcome);
+        }
+    };
+    let mut attempt: u32 = 0;
+    loop {
+        let connected = TcpStream::connect(addr).await;
+        match connected {
+            Ok(mut stream) => {
+                stream.set_nodelay(true)?;
+                match timed_handshake(&inner, &mut stream, true).await {
+                    Ok(peer) => {
+                        attempt = 0;
+                        tracing::info!(peer = %addr, node = %peer.node, "connected to peer");
+                        report(Ok(peer.clone()));
+                        let result = serve(&inner, &peer, stream).await;
+                        log_end(&peer, addr, &result);
+                    }
+                    Err(ConnError::Handshake(e)) => {
+                        // A refusal will not fix itself: stop dialing.
+                        tracing::warn!(peer = %addr, reason = %e, "handshake refused; giving up on this peer");
+                        report(Err(e.to_string()));
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %addr, reason = %e, "handshake failed");
+                        report(Err(e.to_string()));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %addr, reason = %e, "could not connect");
+                report(Err(format!("could not connect to {addr}: {e}")));
+            }
+        }
+        attempt = attempt.saturating_add(1);
+        let delay = inner.config.reconnect.delay(attempt, fastrand::f64());
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Carries traffic with an authenticated peer until the connection ends.
+async fn serve(
+    inner: &Arc<TransportInner>,
+    peer: &Peer,
+    stream: TcpStream,
+) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    let (rd, wr) = stream.into_split();
+    let (link, rx) = Link::new(inner.config.queue_capacity, inner.config.max_frame);
+    let link = Arc::new(link);
+    inner.add_link(&peer.node, link.clone());
+    let result = tokio::select! {
+        r = read_loop(inner, peer, &link, rd) => r,
+        w = write_loop(wr, rx) => w,
+    };
+    link.close();
+    inner.remove_link(&peer.node, &link);
+    result
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<(), ConnError> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while let Some(frame) = rx.recv().await {
+        // Coalesce whatever else is queued into one write: the queue draining is the flush.
+        buf.extend_from_slice(&frame);
+        while buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        wr.write_all(&buf).await?;
+        buf.clear();
+    }
+    Ok(())
+}
+
+async fn read_loop(
+    inner: &Arc<TransportInner>,
+    peer: &Peer,
+    link: &Arc<Link>,
+    mut rd: OwnedReadHalf,
+) -> Result<(), ConnError> {
+    let mut codec = FrameCodec::new(inner.config.max_frame);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(frame) = codec.decode(&mut buf)? {
+            handle(inner, peer, link, Envelope::decode(&frame)?)?;
+        }
+        if rd.read_buf(&mut buf).await? == 0 {
+            return match codec.decode_eof(&mut buf)? {
+                Some(_) | None => Ok(()),
+            };
+        }
+    }
+}
+
+fn handle(
+    inner: &Arc<TransportInner>,
+    peer: &Peer,
+    link: &Arc<Link>,
+    env: Envelope,
+) -> Result<(), ConnError> {
+    match env {
+        Envelope::Tell(t) => {
+            if let Err(e) = inner
+                .exposed
+                .get(&t.to, &t.tag)
+                .and_then(|d| d.tell_bytes(&t.tag, &t.body))
+            {
+                inner
+                    .stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(node = %peer.node, reason = %e, "dropped a message from a peer");
+            }
+            Ok(())
+        }
+        Envelope::Ask(a) => {
+            let link = link.clone();
+            let timeout = Duration::from_millis(a.timeout_ms.into());
+            let answer = inner
+                .exposed
+                .get(&a.to, &a.tag)
+                .map(|d| d.ask_bytes(&a.tag, &a.body, timeout));
+            let (id, actor) = (a.id, a.to);
+            actix::spawn(async move {
+                let result = match answer {
+                    Ok(fut) => fut.await,
+                    Err(e) => Err(e),
+                };
+                let reply = Envelope::Reply(Reply {
+                    id,
+                    result: result.map(serde_bytes::ByteBuf::from),
+                });
+                let frame = match link.encode(&reply) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        // The reply is too large for a frame: say so instead.
+                        let err = Envelope::Reply(Reply {
+                            id,
+                            result: Err(cadre_cluster::wire::RemoteError::Unavailable {
+                                actor,
+                                detail: format!("its reply could not be sent: {e:?}"),
+                            }),
+                        });
+                        match link.encode(&err) {
+                            Ok(f) => f,
+                            Err(_) => return,
+                        }
+                    }
+                };
+                let _ = link.send(frame).await;
+            });
+            Ok(())
+        }
+        Envelope::Reply(r) => {
+            let result = r.result.map(|b| b.into_vec());
+            if !link.resolve(r.id, result) {
+                tracing::debug!(node = %peer.node, id = r.id, "reply to an ask that is no longer waiting");
+            }
+            Ok(())
+        }
+        Envelope::Hello(_) | Envelope::Proof(_) | Envelope::Reject(_) => Err(ConnError::Protocol(
+            "handshake message after the handshake".into(),
+        )),
+    }
+}

@@ -1,0 +1,363 @@
+//! The cluster transport: a listener, one actor per peer connection, and the [`Node`] handle
+//! that exposes local actors and reaches remote ones.
+//!
+//! # Supervision
+//! ```text
+//! transport (one-for-one)
+//! ├── listener       accepts connections; each becomes a temporary connection actor
+//! └── connections    pool: dialers (permanent; reconnect with backoff) and accepted
+//!                    connections (temporary: the peer redials)
+//! ```
+//!
+//! # Sending
+//! Each established connection has a bounded outbound queue of encoded frames
+//! ([`TransportConfig::queue_capacity`]). A writer gathers whatever is queued into one write
+//! (TCP_NODELAY is on, so the queue draining is the flush): under load, many messages share a
+//! system call. When the queue is full, [`RemoteRef::tell`](crate::RemoteRef::tell) gives the
+//! message back and [`RemoteRef::tell_wait`](crate::RemoteRef::tell_wait) waits for room;
+//! nothing is dropped silently.
+
+mod connection;
+mod link;
+mod listener;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::Actor;
+use cadre_cluster::wire::{Secret, DEFAULT_MAX_FRAME};
+use cadre_runtime::{
+    ActorRef, Backoff, ChildSpec, PoolRef, PoolSpec, Restart, Runtime, Shutdown, SupervisorRef,
+    SupervisorSpec,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::remote::{Exposed, Exposure, RemoteRef};
+use connection::Connection;
+pub(crate) use link::{encode_frame, Link, QueueError};
+use listener::Listener;
+
+/// How a node's transport behaves.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// The cluster's name; peers of another cluster are refused.
+    pub cluster: String,
+    /// This node's id, unique in the cluster.
+    pub node: String,
+    /// The TCP address to listen on (port 0: any free port; see [`Node::local_addr`]).
+    pub listen: SocketAddr,
+    /// The cluster secret every member proves it knows.
+    pub secret: Secret,
+    /// The largest frame body sent or accepted, in bytes (default 4 MiB; 1 KiB to 1 GiB).
+    pub max_frame: u32,
+    /// Frames queued per connection before senders are refused or wait (default 65 536).
+    pub queue_capacity: usize,
+    /// How long a handshake may take (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Redial delays after a lost connection (default 50 ms to 5 s, jittered).
+    pub reconnect: Backoff,
+}
+
+/// A configuration value out of its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid transport configuration: `{field}` {problem}")]
+pub struct ConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl TransportConfig {
+    /// A configuration with the defaults.
+    pub fn new(cluster: &str, node: &str, listen: SocketAddr, secret: Secret) -> Self {
+        TransportConfig {
+            cluster: cluster.into(),
+            node: node.into(),
+            listen,
+            secret,
+            max_frame: DEFAULT_MAX_FRAME,
+            queue_capacity: 65_536,
+            handshake_timeout: Duration::from_secs(5),
+            reconnect: Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)),
+        }
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// The first field out of range, named.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, problem: &str| {
+            Err(ConfigError {
+                field,
+                problem: problem.into(),
+            })
+        };
+        if self.cluster.is_empty() {
+            return bad("cluster", "is empty");
+        }
+        if self.node.is_empty() {
+            return bad("node", "is empty");
+        }
+        if !(1024..=1 << 30).contains(&self.max_frame) {
+            return bad("max_frame", "must be between 1024 and 1073741824 bytes");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity", "must be at least 1");
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake_timeout", "must be more than zero");
+        }
+        Ok(())
+    }
+}
+
+/// Why the transport could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The transport's supervision tree did not start.
+    #[error("the transport did not start: {0}")]
+    Start(cadre_runtime::ExitReason),
+    /// The connection could not be made or was refused.
+    #[error("could not connect to {addr}: {reason}")]
+    Connect {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters of what the transport refused or dropped.
+#[derive(Default, Debug)]
+pub(crate) struct Stats {
+    /// Incoming connections refused during the handshake.
+    pub(crate) refused: AtomicU64,
+    /// Messages from peers that could not be delivered (no such actor or tag, full mailbox).
+    pub(crate) dropped: AtomicU64,
+}
+
+/// What the transport's actors share.
+pub(crate) struct TransportInner {
+    pub(crate) config: TransportConfig,
+    pub(crate) incarnation: u64,
+    pub(crate) exposed: Arc<Exposed>,
+    pub(crate) stats: Stats,
+    links: RwLock<HashMap<Arc<str>, Arc<Link>>>,
+    connections: PoolRef<Connection>,
+}
+
+impl TransportInner {
+    pub(crate) fn add_link(&self, node: &str, link: Arc<Link>) {
+        self.links.write().insert(node.into(), link);
+    }
+
+    pub(crate) fn remove_link(&self, node: &str, link: &Arc<Link>) {
+        let mut links = self.links.write();
+        if links.get(node).is_some_and(|l| Arc::ptr_eq(l, link)) {
+            links.remove(node);
+        }
+    }
+
+    pub(crate) fn link(&self, node: &str) -> Option<Arc<Link>> {
+        self.links
+            .read()
+            .get(node)
+            .filter(|l| !l.is_closed())
+            .cloned()
+    }
+}
+
+/// A node's transport: expose local actors, connect to peers, reach remote actors.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<TransportInner>,
+    local_addr: SocketAddr,
+    supervisor: SupervisorRef,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.inner.config.node)
+            .field("addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Binds the listen address and starts the transport's supervision tree on the current
+    /// arbiter.
+    ///
+    /// # Errors
+    /// An invalid configuration, an address that cannot be bound, or a tree that did not start.
+    pub async fn start(config: TransportConfig, runtime: &Runtime) -> Result<Node, TransportError> {
+        config.validate()?;
+        let std_listener =
+            std::net::TcpListener::bind(config.listen).map_err(|source| TransportError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|source| TransportError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = std_listener
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        let pool = PoolSpec::new(
+            "connections",
+            ChildSpec::new("connection", || -> Connection {
+                unreachable!("connections are added with their own spec")
+            }),
+        );
+        let inner = Arc::new(TransportInner {
+            config,
+            incarnation,
+            exposed: Arc::default(),
+            stats: Stats::default(),
+            links: RwLock::default(),
+            connections: pool.pool_ref(),
+        });
+        let listener_socket = Arc::new(std_listener);
+        let li = inner.clone();
+        let listener = ChildSpec::new("listener", move || {
+            let socket = listener_socket
+                .try_clone()
+                .expect("a listening socket can be duplicated");
+            Listener::new(li.clone(), socket)
+        })
+        .shutdown(Shutdown::Kill);
+        let spec = SupervisorSpec::new("transport").child(listener).child(pool);
+        let supervisor = spec.start(runtime).await.map_err(TransportError::Start)?;
+        Ok(Node {
+            inner,
+            local_addr,
+            supervisor,
+        })
+    }
+
+    /// The address peers connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.inner.config.node
+    }
+
+    /// Exposes `actor` to the network under `name`; say which message types it accepts with
+    /// [`Exposure::accept`]. Exposing a name again replaces it.
+    pub fn expose<A: Actor>(&self, name: &str, actor: ActorRef<A>) -> Exposure<A> {
+        self.inner.exposed.remove(name);
+        Exposure::new(self.inner.exposed.clone(), name.into(), actor)
+    }
+
+    /// Stops exposing `name`; returns whether it was exposed.
+    pub fn unexpose(&self, name: &str) -> bool {
+        self.inner.exposed.remove(name)
+    }
+
+    /// Dials `addr` and keeps a connection to it (redialled with backoff when lost). Returns the
+    /// peer's node id once the first handshake succeeded.
+    ///
+    /// # Errors
+    /// [`TransportError::Connect`] if the first attempt failed (the peer refused the handshake,
+    /// nothing listens there, or `timeout` passed). A refused handshake stops the dialing; an
+    /// unreachable peer is still redialled in the background.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<String, TransportError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let first = Arc::new(Mutex::new(Some(tx)));
+        let inner = self.inner.clone();
+        let spec = ChildSpec::new(format!("dial-{addr}"), move || {
+            Connection::dialer(inner.clone(), addr, first.clone())
+        })
+        .restart(Restart::Transient)
+        .shutdown(Shutdown::Kill);
+        let err = |reason: String| TransportError::Connect { addr, reason };
+        self.inner
+            .connections
+            .add_child(spec, timeout)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(peer))) => Ok(peer.node),
+            Ok(Ok(Err(reason))) => Err(err(reason)),
+            Ok(Err(_)) => Err(err("the dialer stopped".into())),
+            Err(_) => Err(err(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// A handle to the actor exposed as `name` on the node `node` (this node's own id reaches
+    /// local actors, with no encoding).
+    pub fn actor(&self, node: &str, name: &str) -> RemoteRef {
+        RemoteRef::new(self.inner.clone(), node.into(), name.into())
+    }
+
+    /// The ids of the peers with an established connection.
+    pub fn peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .links
+            .read()
+            .iter()
+            .filter(|(_, l)| !l.is_closed())
+            .map(|(k, _)| k.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Incoming connections refused during the handshake so far.
+    pub fn refused_connections(&self) -> u64 {
+        self.inner
+            .stats
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Messages from peers that could not be delivered so far.
+    pub fn dropped_messages(&self) -> u64 {
+        self.inner
+            .stats
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the transport: every connection closes (asks pending over them fail at once).
+    ///
+    /// # Errors
+    /// The tree did not stop within `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), cadre_runtime::SupervisorError> {
+        self.supervisor.stop(timeout).await.map(|_| ())
+    }
+}
