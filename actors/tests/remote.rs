@@ -79,6 +79,22 @@ impl Handler<Slow> for Recorder {
     }
 }
 
+/// Blocks the actor's mailbox for a while.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+struct Hold(u64);
+impl RemoteMessage for Hold {
+    const TAG: &'static str = "test.hold";
+}
+impl Handler<Hold> for Recorder {
+    type Result = ();
+    fn handle(&mut self, m: Hold, ctx: &mut Context<Self>) {
+        ctx.wait(actix::fut::wrap_future(tokio::time::sleep(
+            Duration::from_millis(m.0),
+        )));
+    }
+}
+
 /// Not accepted from the network by anyone.
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "()")]
@@ -114,7 +130,8 @@ async fn node_with(config: TransportConfig) -> (Node, Runtime) {
         .accept::<Push>()
         .accept::<Seen>()
         .accept::<Echo>()
-        .accept::<Slow>();
+        .accept::<Slow>()
+        .accept::<Hold>();
     (node, rt)
 }
 
@@ -302,5 +319,24 @@ fn a_dialer_reconnects_after_the_peer_restarts() {
             }
         }
         drop(a2);
+    });
+}
+
+#[test]
+fn tells_to_a_full_mailbox_wait_for_room_and_none_is_lost() {
+    run(async {
+        let a = node("a").await;
+        let b = node("b").await;
+        b.connect(a.local_addr(), T).await.unwrap();
+        let rec = b.actor("a", "rec");
+        // The recorder's mailbox (1024) fills while it is held; the connection then stops
+        // reading, and the pressure goes back to b's queue.
+        rec.tell(Hold(300)).unwrap();
+        for i in 0..5_000 {
+            rec.tell_wait(Push(i)).await.unwrap();
+        }
+        let seen = rec.ask(Seen, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(seen, (0..5_000).collect::<Vec<_>>());
+        assert_eq!(a.dropped_messages(), 0);
     });
 }

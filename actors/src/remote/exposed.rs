@@ -20,10 +20,23 @@ use super::RemoteMessage;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// How long a peer's tell waits for room in a full mailbox before it is dropped (and counted).
+pub(crate) const TELL_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The outcome of delivering a peer's tell.
+pub(crate) enum Delivery {
+    /// In the mailbox.
+    Done,
+    /// The mailbox is full: this future delivers it once there is room (or gives up after
+    /// [`TELL_PATIENCE`]). The connection reads nothing more until then, so the pressure goes
+    /// back to the sender through TCP and its bounded queue.
+    Wait(BoxFuture<Result<(), RemoteError>>),
+}
+
 /// Delivers one message type to one exposed actor, from bytes (a peer) or from a value (this
 /// node: no encoding on the local path).
 pub(crate) trait Dispatch: Send + Sync {
-    fn tell_bytes(&self, tag: &str, body: &[u8]) -> Result<(), RemoteError>;
+    fn tell_bytes(&self, tag: &str, body: &[u8]) -> Result<Delivery, RemoteError>;
     fn ask_bytes(
         &self,
         tag: &str,
@@ -68,14 +81,32 @@ where
     M: RemoteMessage,
     M::Result: Serialize + DeserializeOwned + Send + 'static,
 {
-    fn tell_bytes(&self, tag: &str, body: &[u8]) -> Result<(), RemoteError> {
+    fn tell_bytes(&self, tag: &str, body: &[u8]) -> Result<Delivery, RemoteError> {
         let msg: M = decode_body(body).map_err(|detail| RemoteError::Decode {
             tag: tag.into(),
             detail,
         })?;
-        self.actor
-            .tell(msg)
-            .map_err(|e| not_delivered(&self.name, e))
+        match self.actor.tell(msg) {
+            Ok(()) => Ok(Delivery::Done),
+            Err(TellError::Full(msg)) => {
+                let (actor, name) = (self.actor.clone(), self.name.clone());
+                Ok(Delivery::Wait(Box::pin(async move {
+                    let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
+                    let mut msg = msg;
+                    loop {
+                        match actor.tell(msg) {
+                            Ok(()) => return Ok(()),
+                            Err(TellError::Full(m)) if tokio::time::Instant::now() < deadline => {
+                                msg = m;
+                                tokio::time::sleep(Duration::from_micros(100)).await;
+                            }
+                            Err(e) => return Err(not_delivered(&name, e)),
+                        }
+                    }
+                })))
+            }
+            Err(e) => Err(not_delivered(&self.name, e)),
+        }
     }
 
     fn ask_bytes(

@@ -30,8 +30,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use cadre_cluster::wire::RemoteError;
-pub(crate) use exposed::Exposed;
 pub use exposed::Exposure;
+pub(crate) use exposed::{Delivery, Exposed};
 pub use handle::{RemoteAskError, RemoteRef, RemoteTellError};
 
 /// A message that can cross the network.

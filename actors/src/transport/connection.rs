@@ -19,6 +19,11 @@ use tokio_util::codec::Decoder;
 
 use super::link::Link;
 use super::TransportInner;
+use crate::remote::{Delivery, RemoteError};
+
+/// A delivery waiting for room in a mailbox.
+type WaitDelivery =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RemoteError>> + Send>>;
 
 /// The largest frame accepted before the peer is authenticated.
 const HANDSHAKE_MAX_FRAME: u32 = 64 * 1024;
@@ -326,7 +331,12 @@ async fn read_loop(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         while let Some(frame) = codec.decode(&mut buf)? {
-            handle(inner, peer, link, Envelope::decode(&frame)?)?;
+            if let Some(wait) = handle(inner, peer, link, Envelope::decode(&frame)?)? {
+                // A full mailbox: stop reading until it takes the message.
+                if let Err(e) = wait.await {
+                    drop_message(inner, peer, &e);
+                }
+            }
         }
         if rd.read_buf(&mut buf).await? == 0 {
             return match codec.decode_eof(&mut buf)? {
@@ -336,26 +346,33 @@ async fn read_loop(
     }
 }
 
+fn drop_message(inner: &TransportInner, peer: &Peer, reason: &RemoteError) {
+    inner
+        .stats
+        .dropped
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(node = %peer.node, %reason, "dropped a message from a peer");
+}
+
+/// Handles one envelope; a tell to a full mailbox comes back as a future to await.
 fn handle(
     inner: &Arc<TransportInner>,
     peer: &Peer,
     link: &Arc<Link>,
     env: Envelope,
-) -> Result<(), ConnError> {
+) -> Result<Option<WaitDelivery>, ConnError> {
     match env {
         Envelope::Tell(t) => {
-            if let Err(e) = inner
+            match inner
                 .exposed
                 .get(&t.to, &t.tag)
                 .and_then(|d| d.tell_bytes(&t.tag, &t.body))
             {
-                inner
-                    .stats
-                    .dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(node = %peer.node, reason = %e, "dropped a message from a peer");
+                Ok(Delivery::Done) => {}
+                Ok(Delivery::Wait(wait)) => return Ok(Some(wait)),
+                Err(e) => drop_message(inner, peer, &e),
             }
-            Ok(())
+            Ok(None)
         }
         Envelope::Ask(a) => {
             let link = link.clone();
@@ -393,14 +410,14 @@ fn handle(
                 };
                 let _ = link.send(frame).await;
             });
-            Ok(())
+            Ok(None)
         }
         Envelope::Reply(r) => {
             let result = r.result.map(|b| b.into_vec());
             if !link.resolve(r.id, result) {
                 tracing::debug!(node = %peer.node, id = r.id, "reply to an ask that is no longer waiting");
             }
-            Ok(())
+            Ok(None)
         }
         Envelope::Hello(_) | Envelope::Proof(_) | Envelope::Reject(_) => Err(ConnError::Protocol(
             "handshake message after the handshake".into(),

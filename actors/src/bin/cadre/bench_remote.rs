@@ -1,0 +1,387 @@
+//! `cadre bench remote`: one-way tell throughput and ask round trip between two OS processes
+//! on 127.0.0.1, each beside raw tokio TCP with the same length-prefixed framing and write
+//! batching, measured in the same run, in alternating rounds.
+//!
+//! The parent starts `cadre bench remote-serve` as a child process, which runs a cadre node
+//! (with a counting actor exposed) and a raw TCP server, and prints both addresses. The secret
+//! travels in the child's environment, never on its command line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use anyhow::{anyhow, bail, Context as _};
+use bytes::{Buf, BufMut, BytesMut};
+use cadre_actors::{Node, RemoteMessage, TransportConfig};
+use cadre_cluster::wire::{FrameCodec, Secret};
+use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Decoder;
+
+const SECRET_ENV: &str = "CADRE_BENCH_SECRET";
+
+/// Options of `cadre bench remote`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Options {
+    /// Messages per throughput round.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    /// Payload bytes per message (at most 100 for the published target).
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Asks per round-trip round (one in flight).
+    #[arg(long, default_value_t = 5_000)]
+    asks: usize,
+    /// Rounds of each measurement (alternating cadre and raw); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+/// A payload for the sink.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+struct Blob(#[serde(with = "serde_bytes")] Vec<u8>);
+impl RemoteMessage for Blob {
+    const TAG: &'static str = "bench.blob";
+}
+
+/// How many blobs the sink has seen.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Count;
+impl RemoteMessage for Count {
+    const TAG: &'static str = "bench.count";
+}
+
+/// Echoed back.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "serde_bytes::ByteBuf")]
+struct Ping(#[serde(with = "serde_bytes")] Vec<u8>);
+impl RemoteMessage for Ping {
+    const TAG: &'static str = "bench.ping";
+}
+
+#[derive(Default)]
+struct Sink {
+    count: u64,
+}
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+impl Handler<Blob> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: Blob, _: &mut Context<Self>) {
+        self.count += 1;
+    }
+}
+impl Handler<Count> for Sink {
+    type Result = u64;
+    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> u64 {
+        self.count
+    }
+}
+impl Handler<Ping> for Sink {
+    type Result = MessageResult<Ping>;
+    fn handle(&mut self, m: Ping, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(serde_bytes::ByteBuf::from(m.0))
+    }
+}
+
+// Raw protocol: a frame's first byte says what it is.
+const RAW_DATA: u8 = 0;
+const RAW_SYNC: u8 = 1;
+const RAW_PING: u8 = 2;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The child process: a cadre node and a raw server; runs until its stdin closes.
+pub(crate) fn serve() -> anyhow::Result<()> {
+    let secret = std::env::var(SECRET_ENV).context("the bench secret is missing")?;
+    System::new().block_on(async move {
+        let rt = Runtime::new("bench-server");
+        let config = TransportConfig::new(
+            "bench",
+            "server",
+            loopback(),
+            Secret::new(secret.into_bytes()).map_err(|e| anyhow!(e))?,
+        );
+        let node = Node::start(config, &rt).await?;
+        let spec = ChildSpec::new("sink", Sink::default).mailbox(65_536);
+        let sink = spec.actor_ref();
+        SupervisorSpec::new("bench")
+            .child(spec)
+            .start(&rt)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        node.expose("sink", sink)
+            .accept::<Blob>()
+            .accept::<Count>()
+            .accept::<Ping>();
+        let raw = TcpListener::bind(loopback()).await?;
+        let raw_addr = raw.local_addr()?;
+        actix::spawn(async move {
+            while let Ok((stream, _)) = raw.accept().await {
+                actix::spawn(raw_serve(stream));
+            }
+        });
+        println!("READY {} {}", node.local_addr(), raw_addr);
+        std::io::stdout().flush()?;
+        // Stop when the parent closes our stdin (or dies).
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin()
+                .read_line(&mut line)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                line.clear();
+            }
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+/// The raw server: counts data frames, answers a sync with the count and a ping with itself.
+async fn raw_serve(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::new();
+    let mut count: u64 = 0;
+    loop {
+        while let Ok(Some(frame)) = codec.decode(&mut buf) {
+            match frame.first() {
+                Some(&RAW_DATA) => count += 1,
+                Some(&RAW_SYNC) => {
+                    out.put_u32(9);
+                    out.put_u8(RAW_SYNC);
+                    out.put_u64(count);
+                    count = 0;
+                }
+                Some(&RAW_PING) => {
+                    out.put_u32(frame.len() as u32);
+                    out.put_slice(&frame);
+                }
+                _ => return,
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Kills the child process however the parent ends.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(secret: &str) -> anyhow::Result<(ChildGuard, SocketAddr, SocketAddr)> {
+    let exe = std::env::current_exe()?;
+    let mut child = ChildGuard(
+        Command::new(exe)
+            .args(["bench", "remote-serve"])
+            .env(SECRET_ENV, secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("could not start the serving process")?,
+    );
+    let stdout = child.0.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .context("the serving process did not report ready within 20 s")?;
+    let mut parts = line.split_whitespace();
+    if parts.next() != Some("READY") {
+        bail!("unexpected line from the serving process: {line:?}");
+    }
+    let node: SocketAddr = parts.next().context("no node address")?.parse()?;
+    let raw: SocketAddr = parts.next().context("no raw address")?.parse()?;
+    Ok((child, node, raw))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs `cadre bench remote`.
+pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
+    if opts.rounds == 0 || opts.messages == 0 || opts.asks == 0 {
+        bail!("--rounds, --messages and --asks must be at least 1");
+    }
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow!("no randomness: {e}"))?;
+    let secret: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let (_child, node_addr, raw_addr) = spawn_server(&secret)?;
+    System::new().block_on(async move {
+        let rt = Runtime::new("bench-client");
+        let config = TransportConfig::new(
+            "bench",
+            "client",
+            loopback(),
+            Secret::new(secret.into_bytes()).map_err(|e| anyhow!(e))?,
+        );
+        let node = Node::start(config, &rt).await?;
+        node.connect(node_addr, Duration::from_secs(10)).await?;
+        let sink = node.actor("server", "sink");
+        let mut raw = TcpStream::connect(raw_addr).await?;
+        raw.set_nodelay(true)?;
+        let payload = vec![0x5Au8; opts.payload];
+
+        println!(
+            "cadre bench remote: {} messages of {} B per round, {} asks, {} rounds; two processes on 127.0.0.1",
+            opts.messages, opts.payload, opts.asks, opts.rounds
+        );
+        let (mut cadre_tps, mut raw_tps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..opts.rounds {
+            let c = cadre_throughput(&sink, &payload, opts.messages).await?;
+            let r = raw_throughput(&mut raw, &payload, opts.messages).await?;
+            println!("  round {}: tell cadre {:.2} M msg/s, raw {:.2} M frames/s", round + 1, c / 1e6, r / 1e6);
+            ratios.push(c / r);
+            cadre_tps.push(c);
+            raw_tps.push(r);
+        }
+        let (mut c_lat, mut r_lat) = (Vec::new(), Vec::new());
+        for _ in 0..opts.rounds {
+            c_lat.extend(cadre_round_trips(&sink, &payload, opts.asks).await?);
+            r_lat.extend(raw_round_trips(&mut raw, &payload, opts.asks).await?);
+        }
+        c_lat.sort();
+        r_lat.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let (c50, c99, r50, r99) = (
+            percentile(&c_lat, 0.5),
+            percentile(&c_lat, 0.99),
+            percentile(&r_lat, 0.5),
+            percentile(&r_lat, 0.99),
+        );
+        println!("\n== cadre remote vs raw TCP (same run; medians of {} rounds) ==", opts.rounds);
+        println!(
+            "tell throughput ({} B): cadre {:.2} M msg/s | raw {:.2} M frames/s | cadre/raw {:.2} (targets >= 1.5 M msg/s and >= 0.5)",
+            opts.payload,
+            median(cadre_tps) / 1e6,
+            median(raw_tps) / 1e6,
+            median(ratios)
+        );
+        println!(
+            "ask round trip: cadre p50 {:.1} µs, p99 {:.1} µs | raw p50 {:.1} µs, p99 {:.1} µs | cadre/raw p50 {:.2}x, p99 {:.2}x (target <= 1.2x)",
+            us(c50), us(c99), us(r50), us(r99),
+            us(c50) / us(r50), us(c99) / us(r99)
+        );
+        node.shutdown(Duration::from_secs(5)).await.ok();
+        Ok(())
+    })
+}
+
+async fn cadre_throughput(
+    sink: &cadre_actors::RemoteRef,
+    payload: &[u8],
+    n: u64,
+) -> anyhow::Result<f64> {
+    let before = sink.ask(Count, Duration::from_secs(30)).await?;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        sink.tell_wait(Blob(payload.to_vec()))
+            .await
+            .map_err(|e| anyhow!("tell failed: {e}"))?;
+    }
+    // Asks follow tells on the same connection and mailbox: its answer means all arrived.
+    let after = sink.ask(Count, Duration::from_secs(120)).await?;
+    let elapsed = t0.elapsed();
+    if after - before != n {
+        bail!("the sink counted {} messages, not {n}", after - before);
+    }
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+async fn raw_throughput(raw: &mut TcpStream, payload: &[u8], n: u64) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut sent = 0;
+    while sent < n {
+        while sent < n && buf.len() < 256 * 1024 {
+            buf.put_u32(1 + payload.len() as u32);
+            buf.put_u8(RAW_DATA);
+            buf.put_slice(payload);
+            sent += 1;
+        }
+        raw.write_all(&buf).await?;
+        buf.clear();
+    }
+    raw.write_all(&[0, 0, 0, 1, RAW_SYNC]).await?;
+    let mut reply = [0u8; 13];
+    raw.read_exact(&mut reply).await?;
+    let mut r = &reply[5..];
+    let counted = r.get_u64();
+    let elapsed = t0.elapsed();
+    if counted != n {
+        bail!("the raw server counted {counted} frames, not {n}");
+    }
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+async fn cadre_round_trips(
+    sink: &cadre_actors::RemoteRef,
+    payload: &[u8],
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        sink.ask(Ping(payload.to_vec()), Duration::from_secs(10))
+            .await?;
+        v.push(t0.elapsed());
+    }
+    Ok(v)
+}
+
+async fn raw_round_trips(
+    raw: &mut TcpStream,
+    payload: &[u8],
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut v = Vec::with_capacity(n);
+    let mut frame = BytesMut::new();
+    frame.put_u32(1 + payload.len() as u32);
+    frame.put_u8(RAW_PING);
+    frame.put_slice(payload);
+    let mut back = vec![0u8; frame.len()];
+    for _ in 0..n {
+        let t0 = Instant::now();
+        raw.write_all(&frame).await?;
+        raw.read_exact(&mut back).await?;
+        v.push(t0.elapsed());
+    }
+    Ok(v)
+}

@@ -1,0 +1,51 @@
+//! The `cadre` command.
+
+mod bench_remote;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// cadre: distributed real-time applications on supervised actors.
+#[derive(Parser)]
+#[command(name = "cadre", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure cadre against baselines taken in the same run.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Remote messaging between two OS processes on 127.0.0.1, beside raw TCP with the same
+    /// framing and batching.
+    Remote(bench_remote::Options),
+    /// The serving side of `bench remote` (started by it).
+    #[command(hide = true)]
+    RemoteServe,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench { what } => match what {
+            Bench::Remote(opts) => bench_remote::run(opts),
+            Bench::RemoteServe => bench_remote::serve(),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
