@@ -343,7 +343,7 @@ fn invalid_configuration_names_the_field() {
             .to_string();
         assert!(err.contains("`max_frame`"), "{err}");
         let mut cfg = config("prod", "", "right");
-        cfg.queue_capacity = 0;
+        cfg.queue_bytes = 0;
         let err = Node::start(cfg, &Runtime::new("a"))
             .await
             .unwrap_err()

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,9 +177,16 @@ type ByTag = HashMap<&'static str, Arc<dyn Dispatch>>;
 #[derive(Default)]
 pub(crate) struct Exposed {
     actors: RwLock<HashMap<Arc<str>, ByTag>>,
+    /// Bumped on every change, so that cached dispatchers know when they are stale.
+    version: AtomicU64,
 }
 
 impl Exposed {
+    /// The table's version: it changes whenever an entry does.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// The dispatcher for `tag` on the actor exposed as `name`.
     pub(crate) fn get(&self, name: &str, tag: &str) -> Result<Arc<dyn Dispatch>, RemoteError> {
         let actors = self.actors.read();
@@ -194,11 +202,12 @@ impl Exposed {
     }
 
     fn insert(&self, name: &Arc<str>, tag: &'static str, dispatch: Arc<dyn Dispatch>) {
-        self.actors
-            .write()
+        let mut actors = self.actors.write();
+        actors
             .entry(name.clone())
             .or_default()
             .insert(tag, dispatch);
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     fn touch(&self, name: &Arc<str>) {
@@ -206,7 +215,10 @@ impl Exposed {
     }
 
     pub(crate) fn remove(&self, name: &str) -> bool {
-        self.actors.write().remove(name).is_some()
+        let mut actors = self.actors.write();
+        let removed = actors.remove(name).is_some();
+        self.version.fetch_add(1, Ordering::AcqRel);
+        removed
     }
 }
 

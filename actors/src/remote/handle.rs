@@ -1,15 +1,17 @@
 //! [`RemoteRef`]: an actor by node and name, wherever it runs.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cadre_cluster::wire::{decode_body, encode_body, Ask, Envelope, RemoteError, Tell};
+use cadre_cluster::wire::{
+    decode_body, encode_body_into, AskRef, EncodeError, EnvelopeRef, RemoteError, TellRef,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::RemoteMessage;
-use crate::transport::{QueueError, TransportInner};
+use crate::transport::{Link, QueueError, TransportInner};
 
 /// Why a remote tell was not sent; every variant but `Remote` gives the message back.
 #[derive(thiserror::Error)]
@@ -88,15 +90,57 @@ impl From<RemoteError> for RemoteAskError {
     }
 }
 
+thread_local! {
+    /// Where message bodies are encoded before they are framed: reused, no allocation per send.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Encodes `msg` as the body of a tell (`ask_id` `None`) or an ask, framed into `buf`.
+fn frame_message<M: Serialize>(
+    buf: &mut bytes::BytesMut,
+    max: u32,
+    to: &str,
+    tag: &str,
+    msg: &M,
+    ask: Option<(u64, u32)>,
+) -> Result<(), EncodeError> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        encode_body_into(msg, &mut scratch)?;
+        let env = match ask {
+            None => EnvelopeRef::Tell(TellRef {
+                to,
+                tag,
+                body: &scratch,
+            }),
+            Some((id, timeout_ms)) => EnvelopeRef::Ask(AskRef {
+                id,
+                to,
+                tag,
+                timeout_ms,
+                body: &scratch,
+            }),
+        };
+        env.encode_frame(max, buf)
+    })
+}
+
 /// An actor exposed under a name on a node: this one or a peer. Cheap to clone.
 ///
 /// On this node's own id, messages go straight to the local actor's mailbox, unencoded; on a
-/// peer's, over the connection to it. Either way the same errors come back.
-#[derive(Clone)]
+/// peer's, over the connection to it. Either way the same errors come back. A handle remembers
+/// the connection it last used; a clone starts afresh.
 pub struct RemoteRef {
     transport: Arc<TransportInner>,
     node: Arc<str>,
     name: Arc<str>,
+    link: OnceLock<Arc<Link>>,
+}
+
+impl Clone for RemoteRef {
+    fn clone(&self) -> Self {
+        RemoteRef::new(self.transport.clone(), self.node.clone(), self.name.clone())
+    }
 }
 
 impl fmt::Debug for RemoteRef {
@@ -111,6 +155,7 @@ impl RemoteRef {
             transport,
             node,
             name,
+            link: OnceLock::new(),
         }
     }
 
@@ -128,18 +173,18 @@ impl RemoteRef {
         *self.node == *self.transport.config.node
     }
 
-    fn tell_frame<M: RemoteMessage>(&self, msg: &M) -> Result<bytes::Bytes, String>
-    where
-        M::Result: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let body = encode_body(msg).map_err(|e| e.to_string())?;
-        let env = Envelope::Tell(Tell {
-            to: self.name.to_string(),
-            tag: M::TAG.into(),
-            body,
-        });
-        crate::transport::encode_frame(&env, self.transport.config.max_frame)
-            .map_err(|e| format!("{e:?}"))
+    /// The live connection to the node: the cached one while it lives, else the node's current.
+    fn link(&self) -> Option<Arc<Link>> {
+        if let Some(link) = self.link.get() {
+            if !link.is_closed() {
+                return Some(link.clone());
+            }
+        }
+        let link = self.transport.link(&self.node)?;
+        if self.link.get().is_none() {
+            let _ = self.link.set(link.clone());
+        }
+        Some(link)
     }
 
     /// Sends without waiting: queued on the connection, or handed to the local actor.
@@ -153,21 +198,21 @@ impl RemoteRef {
         if self.is_local() {
             return self.tell_local(msg);
         }
-        let Some(link) = self.transport.link(&self.node) else {
+        let Some(link) = self.link() else {
             return Err(RemoteTellError::NodeUnreachable(msg));
         };
-        let frame = match self.tell_frame(&msg) {
-            Ok(f) => f,
-            Err(e) => return Err(RemoteTellError::Encode(msg, e)),
-        };
-        link.try_send(frame).map_err(|e| match e {
-            QueueError::Full => RemoteTellError::QueueFull(msg),
-            QueueError::Closed => RemoteTellError::NodeUnreachable(msg),
-            QueueError::Encode(e) => RemoteTellError::Encode(msg, format!("{e:?}")),
-        })
+        let max = link.max_frame();
+        match link.push(false, |buf| {
+            frame_message(buf, max, &self.name, M::TAG, &msg, None)
+        }) {
+            Ok(()) => Ok(()),
+            Err(QueueError::Full) => Err(RemoteTellError::QueueFull(msg)),
+            Err(QueueError::Closed) => Err(RemoteTellError::NodeUnreachable(msg)),
+            Err(QueueError::Encode(e)) => Err(RemoteTellError::Encode(msg, e.to_string())),
+        }
     }
 
-    /// Sends, waiting for room in the connection's queue when it is full.
+    /// Sends, waiting for room in the connection's buffer when it is full.
     ///
     /// # Errors
     /// As [`RemoteRef::tell`], never `QueueFull`.
@@ -178,16 +223,21 @@ impl RemoteRef {
         if self.is_local() {
             return self.tell_local(msg);
         }
-        let Some(link) = self.transport.link(&self.node) else {
+        let Some(link) = self.link() else {
             return Err(RemoteTellError::NodeUnreachable(msg));
         };
-        let frame = match self.tell_frame(&msg) {
-            Ok(f) => f,
-            Err(e) => return Err(RemoteTellError::Encode(msg, e)),
-        };
-        match link.send(frame).await {
+        let max = link.max_frame();
+        let sent = link
+            .push_wait(false, |buf| {
+                frame_message(buf, max, &self.name, M::TAG, &msg, None)
+            })
+            .await;
+        match sent {
             Ok(()) => Ok(()),
-            Err(_) => Err(RemoteTellError::NodeUnreachable(msg)),
+            Err(QueueError::Full | QueueError::Closed) => {
+                Err(RemoteTellError::NodeUnreachable(msg))
+            }
+            Err(QueueError::Encode(e)) => Err(RemoteTellError::Encode(msg, e.to_string())),
         }
     }
 
@@ -228,23 +278,19 @@ impl RemoteRef {
                 .map_err(|_| RemoteAskError::Decode("reply of an unexpected type".into()));
         }
         let unreachable = || RemoteAskError::NodeUnreachable(self.node.to_string());
-        let link = self.transport.link(&self.node).ok_or_else(unreachable)?;
-        let body = encode_body(&msg).map_err(|e| RemoteAskError::Encode(e.to_string()))?;
+        let link = self.link().ok_or_else(unreachable)?;
         let (id, rx) = link.register().ok_or_else(unreachable)?;
-        let env = Envelope::Ask(Ask {
-            id,
-            to: self.name.to_string(),
-            tag: M::TAG.into(),
-            timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
-            body,
+        let timeout_ms = timeout.as_millis().min(u32::MAX as u128) as u32;
+        let max = link.max_frame();
+        let queued = link.push(true, |buf| {
+            frame_message(buf, max, &self.name, M::TAG, &msg, Some((id, timeout_ms)))
         });
-        let queued = link.encode(&env).and_then(|frame| link.try_send(frame));
         if let Err(e) = queued {
             link.unregister(id);
             return Err(match e {
                 QueueError::Full => RemoteAskError::QueueFull(self.node.to_string()),
                 QueueError::Closed => unreachable(),
-                QueueError::Encode(e) => RemoteAskError::Encode(format!("{e:?}")),
+                QueueError::Encode(e) => RemoteAskError::Encode(e.to_string()),
             });
         }
         match tokio::time::timeout(timeout, rx).await {

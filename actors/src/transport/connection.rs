@@ -5,19 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use cadre_cluster::wire::{
-    Envelope, FrameCodec, FrameError, Handshake, HandshakeError, Hello, Peer, Reply, Step,
+    Envelope, EnvelopeRef, FrameCodec, FrameError, Handshake, HandshakeError, Hello, Peer,
+    ReplyRef, Step,
 };
 use cadre_runtime::ContextExt;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 
-use super::link::Link;
+use super::link::{Link, QueueError};
 use super::TransportInner;
 use crate::remote::{Delivery, RemoteError};
 
@@ -27,9 +28,6 @@ type WaitDelivery =
 
 /// The largest frame accepted before the peer is authenticated.
 const HANDSHAKE_MAX_FRAME: u32 = 64 * 1024;
-
-/// How much a writer gathers from its queue into one write.
-const WRITE_BATCH: usize = 256 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -289,36 +287,67 @@ async fn serve(
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
     let (rd, wr) = stream.into_split();
-    let (link, rx) = Link::new(inner.config.queue_capacity, inner.config.max_frame);
-    let link = Arc::new(link);
+    let link = Arc::new(Link::new(
+        wr,
+        inner.config.queue_bytes,
+        inner.config.max_frame,
+    ));
     inner.add_link(&peer.node, link.clone());
-    let result = tokio::select! {
-        r = read_loop(inner, peer, &link, rd) => r,
-        w = write_loop(wr, rx) => w,
+    // Closes the link however this ends, also when the connection actor is killed and this
+    // future dropped: pending asks fail and the socket closes.
+    let _closing = CloseOnDrop {
+        inner: inner.clone(),
+        node: peer.node.clone(),
+        link: link.clone(),
     };
-    link.close();
-    inner.remove_link(&peer.node, &link);
-    result
+    tokio::select! {
+        r = read_loop(inner, peer, &link, rd) => r,
+        w = link.write_loop() => w.map_err(ConnError::from),
+    }
 }
 
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> Result<(), ConnError> {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    while let Some(frame) = rx.recv().await {
-        // Coalesce whatever else is queued into one write: the queue draining is the flush.
-        buf.extend_from_slice(&frame);
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        wr.write_all(&buf).await?;
-        buf.clear();
+struct CloseOnDrop {
+    inner: Arc<TransportInner>,
+    node: String,
+    link: Arc<Link>,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.link.close();
+        self.inner.remove_link(&self.node, &self.link);
     }
-    Ok(())
+}
+
+/// The dispatcher of the last (actor, tag) a connection delivered to, so that a stream of one
+/// message type skips the table's lock and hashing.
+struct LastDispatch {
+    to: String,
+    tag: String,
+    version: u64,
+    dispatch: Arc<dyn crate::remote::Dispatch>,
+}
+
+fn dispatcher(
+    inner: &TransportInner,
+    cache: &mut Option<LastDispatch>,
+    to: &str,
+    tag: &str,
+) -> Result<Arc<dyn crate::remote::Dispatch>, RemoteError> {
+    let version = inner.exposed.version();
+    if let Some(last) = cache {
+        if last.version == version && last.to == to && last.tag == tag {
+            return Ok(last.dispatch.clone());
+        }
+    }
+    let dispatch = inner.exposed.get(to, tag)?;
+    *cache = Some(LastDispatch {
+        to: to.into(),
+        tag: tag.into(),
+        version,
+        dispatch: dispatch.clone(),
+    });
+    Ok(dispatch)
 }
 
 async fn read_loop(
@@ -329,9 +358,11 @@ async fn read_loop(
 ) -> Result<(), ConnError> {
     let mut codec = FrameCodec::new(inner.config.max_frame);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut cache = None;
     loop {
         while let Some(frame) = codec.decode(&mut buf)? {
-            if let Some(wait) = handle(inner, peer, link, Envelope::decode(&frame)?)? {
+            let env = EnvelopeRef::decode(&frame)?;
+            if let Some(wait) = handle(inner, peer, link, &mut cache, env)? {
                 // A full mailbox: stop reading until it takes the message.
                 if let Err(e) = wait.await {
                     drop_message(inner, peer, &e);
@@ -339,9 +370,8 @@ async fn read_loop(
             }
         }
         if rd.read_buf(&mut buf).await? == 0 {
-            return match codec.decode_eof(&mut buf)? {
-                Some(_) | None => Ok(()),
-            };
+            codec.decode_eof(&mut buf)?;
+            return Ok(());
         }
     }
 }
@@ -359,68 +389,70 @@ fn handle(
     inner: &Arc<TransportInner>,
     peer: &Peer,
     link: &Arc<Link>,
-    env: Envelope,
+    cache: &mut Option<LastDispatch>,
+    env: EnvelopeRef<'_>,
 ) -> Result<Option<WaitDelivery>, ConnError> {
     match env {
-        Envelope::Tell(t) => {
-            match inner
-                .exposed
-                .get(&t.to, &t.tag)
-                .and_then(|d| d.tell_bytes(&t.tag, &t.body))
-            {
+        EnvelopeRef::Tell(t) => {
+            match dispatcher(inner, cache, t.to, t.tag).and_then(|d| d.tell_bytes(t.tag, t.body)) {
                 Ok(Delivery::Done) => {}
                 Ok(Delivery::Wait(wait)) => return Ok(Some(wait)),
                 Err(e) => drop_message(inner, peer, &e),
             }
             Ok(None)
         }
-        Envelope::Ask(a) => {
-            let link = link.clone();
+        EnvelopeRef::Ask(a) => {
             let timeout = Duration::from_millis(a.timeout_ms.into());
-            let answer = inner
-                .exposed
-                .get(&a.to, &a.tag)
-                .map(|d| d.ask_bytes(&a.tag, &a.body, timeout));
-            let (id, actor) = (a.id, a.to);
+            let answer =
+                dispatcher(inner, cache, a.to, a.tag).map(|d| d.ask_bytes(a.tag, a.body, timeout));
+            let (id, actor, link) = (a.id, a.to.to_string(), link.clone());
             actix::spawn(async move {
                 let result = match answer {
                     Ok(fut) => fut.await,
                     Err(e) => Err(e),
                 };
-                let reply = Envelope::Reply(Reply {
-                    id,
-                    result: result.map(serde_bytes::ByteBuf::from),
-                });
-                let frame = match link.encode(&reply) {
-                    Ok(frame) => frame,
-                    Err(e) => {
-                        // The reply is too large for a frame: say so instead.
-                        let err = Envelope::Reply(Reply {
-                            id,
-                            result: Err(cadre_cluster::wire::RemoteError::Unavailable {
-                                actor,
-                                detail: format!("its reply could not be sent: {e:?}"),
-                            }),
-                        });
-                        match link.encode(&err) {
-                            Ok(f) => f,
-                            Err(_) => return,
-                        }
-                    }
-                };
-                let _ = link.send(frame).await;
+                send_reply(&link, id, &actor, result).await;
             });
             Ok(None)
         }
-        Envelope::Reply(r) => {
-            let result = r.result.map(|b| b.into_vec());
+        EnvelopeRef::Reply(r) => {
+            let result = r.result.map(|b| b.to_vec());
             if !link.resolve(r.id, result) {
                 tracing::debug!(node = %peer.node, id = r.id, "reply to an ask that is no longer waiting");
             }
             Ok(None)
         }
-        Envelope::Hello(_) | Envelope::Proof(_) | Envelope::Reject(_) => Err(ConnError::Protocol(
-            "handshake message after the handshake".into(),
-        )),
+        EnvelopeRef::Hello(_) | EnvelopeRef::Proof(_) | EnvelopeRef::Reject(_) => Err(
+            ConnError::Protocol("handshake message after the handshake".into()),
+        ),
+    }
+}
+
+/// Sends the reply to ask `id`; one too large for a frame is replaced by an error saying so.
+async fn send_reply(link: &Link, id: u64, actor: &str, result: Result<Vec<u8>, RemoteError>) {
+    let max = link.max_frame();
+    let sent = link
+        .push_wait(true, |buf| {
+            let result = match &result {
+                Ok(bytes) => Ok(serde_bytes::Bytes::new(bytes)),
+                Err(e) => Err(e.clone()),
+            };
+            EnvelopeRef::Reply(ReplyRef { id, result }).encode_frame(max, buf)
+        })
+        .await;
+    if let Err(QueueError::Encode(e)) = sent {
+        let error = Err(RemoteError::Unavailable {
+            actor: actor.into(),
+            detail: format!("its reply could not be sent: {e}"),
+        });
+        let _ = link
+            .push_wait(true, |buf| {
+                EnvelopeRef::Reply(ReplyRef {
+                    id,
+                    result: error.clone(),
+                })
+                .encode_frame(max, buf)
+            })
+            .await;
     }
 }

@@ -10,10 +10,10 @@
 //! ```
 //!
 //! # Sending
-//! Each established connection has a bounded outbound queue of encoded frames
-//! ([`TransportConfig::queue_capacity`]). A writer gathers whatever is queued into one write
-//! (TCP_NODELAY is on, so the queue draining is the flush): under load, many messages share a
-//! system call. When the queue is full, [`RemoteRef::tell`](crate::RemoteRef::tell) gives the
+//! Senders encode each frame straight into its connection's outbound buffer, bounded in bytes
+//! ([`TransportConfig::queue_bytes`]). A writer task takes whatever accumulated and writes it
+//! whole (TCP_NODELAY is on, so the buffer draining is the flush): under load, many messages
+//! share a system call; on an idle connection the sender writes its frame itself. When the queue is full, [`RemoteRef::tell`](crate::RemoteRef::tell) gives the
 //! message back and [`RemoteRef::tell_wait`](crate::RemoteRef::tell_wait) waits for room;
 //! nothing is dropped silently.
 
@@ -37,7 +37,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::remote::{Exposed, Exposure, RemoteRef};
 use connection::Connection;
-pub(crate) use link::{encode_frame, Link, QueueError};
+pub(crate) use link::{Link, QueueError};
 use listener::Listener;
 
 /// How a node's transport behaves.
@@ -53,8 +53,9 @@ pub struct TransportConfig {
     pub secret: Secret,
     /// The largest frame body sent or accepted, in bytes (default 4 MiB; 1 KiB to 1 GiB).
     pub max_frame: u32,
-    /// Frames queued per connection before senders are refused or wait (default 65 536).
-    pub queue_capacity: usize,
+    /// Unwritten bytes buffered per connection before senders are refused or wait (default
+    /// 4 MiB; at least one frame always fits).
+    pub queue_bytes: usize,
     /// How long a handshake may take (default 5 s).
     pub handshake_timeout: Duration,
     /// Redial delays after a lost connection (default 50 ms to 5 s, jittered).
@@ -80,7 +81,7 @@ impl TransportConfig {
             listen,
             secret,
             max_frame: DEFAULT_MAX_FRAME,
-            queue_capacity: 65_536,
+            queue_bytes: 4 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
             reconnect: Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)),
         }
@@ -106,8 +107,8 @@ impl TransportConfig {
         if !(1024..=1 << 30).contains(&self.max_frame) {
             return bad("max_frame", "must be between 1024 and 1073741824 bytes");
         }
-        if self.queue_capacity == 0 {
-            return bad("queue_capacity", "must be at least 1");
+        if self.queue_bytes == 0 {
+            return bad("queue_bytes", "must be at least 1");
         }
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout", "must be more than zero");

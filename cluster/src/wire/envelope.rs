@@ -135,16 +135,7 @@ impl Envelope {
     /// [`DecodeError`] names what was wrong (an unknown variant, a missing field, trailing
     /// garbage, random bytes).
     pub fn decode(body: &[u8]) -> Result<Envelope, DecodeError> {
-        let mut de = rmp_serde::Deserializer::new(body);
-        let env = Envelope::deserialize(&mut de).map_err(|e| DecodeError(e.to_string()))?;
-        let rest = de.into_inner();
-        if !rest.is_empty() {
-            return Err(DecodeError(format!(
-                "{} bytes of trailing garbage after the envelope",
-                rest.len()
-            )));
-        }
-        Ok(env)
+        decode_whole(body)
     }
 
     /// Encodes this envelope as a whole frame (length prefix included) at the end of `dst`.
@@ -152,21 +143,124 @@ impl Envelope {
     /// # Errors
     /// [`EncodeError::TooLarge`] if the body would exceed `max`; `dst` is then left as it was.
     pub fn encode_frame(&self, max: u32, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        let start = dst.len();
-        dst.put_u32(0);
-        let written = rmp_serde::encode::write(&mut dst.writer(), self);
-        if let Err(e) = written {
-            dst.truncate(start);
-            return Err(EncodeError::Serialize(e.to_string()));
-        }
-        let len = dst.len() - start - 4;
-        if len > max as usize {
-            dst.truncate(start);
-            return Err(EncodeError::TooLarge { len, max });
-        }
-        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(())
+        encode_frame_of(self, max, dst)
     }
+}
+
+/// Decodes a whole frame body as one `T`, refusing trailing bytes.
+fn decode_whole<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    match super::msgpack::value_len(body) {
+        Some(len) if len == body.len() => {}
+        Some(len) => {
+            return Err(DecodeError(format!(
+                "{} bytes of trailing garbage after the envelope",
+                body.len() - len
+            )))
+        }
+        None => return Err(DecodeError("not a complete MessagePack value".into())),
+    }
+    rmp_serde::from_slice(body).map_err(|e| DecodeError(e.to_string()))
+}
+
+/// An envelope viewed in place in its frame: traffic variants borrow their names and bodies
+/// (no allocation per message); handshake variants are owned (they are rare).
+///
+/// Encodes to the same bytes as the matching [`Envelope`]: variants are encoded by name.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub enum EnvelopeRef<'a> {
+    /// As [`Envelope::Hello`].
+    Hello(Hello),
+    /// As [`Envelope::Proof`].
+    Proof(Proof),
+    /// As [`Envelope::Reject`].
+    Reject(Reject),
+    /// As [`Envelope::Tell`].
+    #[serde(borrow)]
+    Tell(TellRef<'a>),
+    /// As [`Envelope::Ask`].
+    #[serde(borrow)]
+    Ask(AskRef<'a>),
+    /// As [`Envelope::Reply`].
+    #[serde(borrow)]
+    Reply(ReplyRef<'a>),
+}
+
+/// [`Tell`], borrowed.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq, Clone, Copy)]
+pub struct TellRef<'a> {
+    /// The name the actor is exposed under.
+    pub to: &'a str,
+    /// The message type's stable tag.
+    pub tag: &'a str,
+    /// The message, MessagePack-encoded.
+    #[serde(with = "serde_bytes")]
+    pub body: &'a [u8],
+}
+
+/// [`Ask`], borrowed.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq, Clone, Copy)]
+pub struct AskRef<'a> {
+    /// As [`Ask::id`].
+    pub id: u64,
+    /// The name the actor is exposed under.
+    pub to: &'a str,
+    /// The message type's stable tag.
+    pub tag: &'a str,
+    /// As [`Ask::timeout_ms`].
+    pub timeout_ms: u32,
+    /// The message, MessagePack-encoded.
+    #[serde(with = "serde_bytes")]
+    pub body: &'a [u8],
+}
+
+/// [`Reply`], borrowed.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct ReplyRef<'a> {
+    /// As [`Reply::id`].
+    pub id: u64,
+    /// The reply, or why there is none.
+    #[serde(borrow)]
+    pub result: Result<&'a serde_bytes::Bytes, RemoteError>,
+}
+
+impl<'a> EnvelopeRef<'a> {
+    /// Decodes one frame body in place.
+    ///
+    /// # Errors
+    /// As [`Envelope::decode`].
+    pub fn decode(body: &'a [u8]) -> Result<EnvelopeRef<'a>, DecodeError> {
+        decode_whole(body)
+    }
+
+    /// Encodes this envelope as a whole frame at the end of `dst` (see
+    /// [`Envelope::encode_frame`]).
+    ///
+    /// # Errors
+    /// As [`Envelope::encode_frame`].
+    pub fn encode_frame(&self, max: u32, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        encode_frame_of(self, max, dst)
+    }
+}
+
+fn encode_frame_of<T: Serialize>(
+    value: &T,
+    max: u32,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    let written = rmp_serde::encode::write(&mut dst.writer(), value);
+    if let Err(e) = written {
+        dst.truncate(start);
+        return Err(EncodeError::Serialize(e.to_string()));
+    }
+    let len = dst.len() - start - 4;
+    if len > max as usize {
+        dst.truncate(start);
+        return Err(EncodeError::TooLarge { len, max });
+    }
+    dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Encodes a message body (the payload of a tell, ask or reply) as MessagePack.
@@ -175,6 +269,18 @@ impl Envelope {
 /// [`EncodeError::Serialize`] if the value's `Serialize` fails.
 pub fn encode_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
     rmp_serde::to_vec(value).map_err(|e| EncodeError::Serialize(e.to_string()))
+}
+
+/// Encodes a message body into `dst` (cleared first), reusing its allocation.
+///
+/// # Errors
+/// [`EncodeError::Serialize`] if the value's `Serialize` fails.
+pub fn encode_body_into<T: Serialize + ?Sized>(
+    value: &T,
+    dst: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    dst.clear();
+    rmp_serde::encode::write(dst, value).map_err(|e| EncodeError::Serialize(e.to_string()))
 }
 
 /// Decodes a message body.
@@ -229,6 +335,37 @@ mod tests {
             back.push(Envelope::decode(&f).unwrap());
         }
         assert_eq!(back, envs);
+    }
+
+    #[test]
+    fn borrowed_views_encode_and_decode_like_the_owned_envelope() {
+        let owned = tell();
+        let Envelope::Tell(t) = &owned else {
+            unreachable!()
+        };
+        let view = EnvelopeRef::Tell(TellRef {
+            to: &t.to,
+            tag: &t.tag,
+            body: &t.body,
+        });
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        owned.encode_frame(1 << 20, &mut a).unwrap();
+        view.encode_frame(1 << 20, &mut b).unwrap();
+        assert_eq!(a, b, "same bytes on the wire");
+        assert_eq!(EnvelopeRef::decode(&a[4..]).unwrap(), view);
+        let reply = Envelope::Reply(Reply {
+            id: 3,
+            result: Ok(serde_bytes::ByteBuf::from(vec![1u8, 2])),
+        });
+        let mut c = BytesMut::new();
+        reply.encode_frame(1 << 20, &mut c).unwrap();
+        match EnvelopeRef::decode(&c[4..]).unwrap() {
+            EnvelopeRef::Reply(r) => {
+                assert_eq!(r.id, 3);
+                assert_eq!(&r.result.unwrap()[..], &[1, 2]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -21,9 +21,11 @@
 mod envelope;
 mod frame;
 pub mod handshake;
+mod msgpack;
 
 pub use envelope::{
-    decode_body, encode_body, Ask, DecodeError, EncodeError, Envelope, RemoteError, Reply, Tell,
+    decode_body, encode_body, encode_body_into, Ask, AskRef, DecodeError, EncodeError, Envelope,
+    EnvelopeRef, RemoteError, Reply, ReplyRef, Tell, TellRef,
 };
 pub use frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME};
 pub use handshake::{Handshake, HandshakeError, Hello, Peer, RejectReason, Secret, Step};
