@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use cadre_cluster::wire::{
-    Envelope, EnvelopeRef, FrameCodec, FrameError, Handshake, HandshakeError, Hello, Peer,
-    ReplyRef, Step,
+    Envelope, EnvelopeRef, FrameError, Handshake, HandshakeError, Hello, Peer, ReplyRef, Step,
 };
 use cadre_runtime::ContextExt;
 use parking_lot::Mutex;
@@ -16,7 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_util::codec::Decoder;
 
 use super::link::{Link, QueueError};
 use super::TransportInner;
@@ -356,22 +354,58 @@ async fn read_loop(
     link: &Arc<Link>,
     mut rd: OwnedReadHalf,
 ) -> Result<(), ConnError> {
-    let mut codec = FrameCodec::new(inner.config.max_frame);
+    let max = inner.config.max_frame;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut cache = None;
     loop {
-        while let Some(frame) = codec.decode(&mut buf)? {
-            let env = EnvelopeRef::decode(&frame)?;
-            if let Some(wait) = handle(inner, peer, link, &mut cache, env)? {
+        // Handle every whole frame in the buffer in place, then drop them all at once.
+        let mut used = 0;
+        loop {
+            let rest = &buf[used..];
+            if rest.len() < 4 {
+                break;
+            }
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            if len > max {
+                return Err(FrameError::TooLarge {
+                    len: len.into(),
+                    max,
+                }
+                .into());
+            }
+            let end = 4 + len as usize;
+            if rest.len() < end {
+                break;
+            }
+            let env = EnvelopeRef::decode(&rest[4..end])?;
+            let wait = handle(inner, peer, link, &mut cache, env)?;
+            used += end;
+            if let Some(wait) = wait {
                 // A full mailbox: stop reading until it takes the message.
                 if let Err(e) = wait.await {
                     drop_message(inner, peer, &e);
                 }
             }
         }
+        buf.advance(used);
+        if buf.len() >= 4 {
+            // Make room for the whole of a large frame (its length was checked above).
+            let need = 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            buf.reserve(need.saturating_sub(buf.len()));
+        }
         if rd.read_buf(&mut buf).await? == 0 {
-            codec.decode_eof(&mut buf)?;
-            return Ok(());
+            if buf.is_empty() {
+                return Ok(());
+            }
+            return Err(FrameError::Truncated {
+                have: buf.len(),
+                need: if buf.len() >= 4 {
+                    4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+                } else {
+                    4
+                },
+            }
+            .into());
         }
     }
 }

@@ -135,6 +135,10 @@ impl Link {
         urgent: bool,
         mut encode: impl FnMut(&mut BytesMut) -> Result<(), EncodeError>,
     ) -> Result<(), QueueError> {
+        match self.push(urgent, &mut encode) {
+            Err(QueueError::Full) => {}
+            other => return other,
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);

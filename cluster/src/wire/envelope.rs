@@ -229,7 +229,30 @@ impl<'a> EnvelopeRef<'a> {
     /// # Errors
     /// As [`Envelope::decode`].
     pub fn decode(body: &'a [u8]) -> Result<EnvelopeRef<'a>, DecodeError> {
-        decode_whole(body)
+        // Traffic (the hot path) ends with a borrowed body: whether the envelope took the whole
+        // frame is a pointer comparison. Anything else is measured by walking its headers.
+        let env: EnvelopeRef<'a> = match rmp_serde::from_slice(body) {
+            Ok(env) => env,
+            Err(e) => return Err(DecodeError(e.to_string())),
+        };
+        let last: Option<&[u8]> = match &env {
+            EnvelopeRef::Tell(t) => Some(t.body),
+            EnvelopeRef::Ask(a) => Some(a.body),
+            EnvelopeRef::Reply(ReplyRef { result: Ok(b), .. }) => Some(&b[..]),
+            _ => None,
+        };
+        let used = match last {
+            Some(tail) => tail.as_ptr() as usize + tail.len() - body.as_ptr() as usize,
+            None => super::msgpack::value_len(body)
+                .ok_or_else(|| DecodeError("not a complete MessagePack value".into()))?,
+        };
+        if used != body.len() {
+            return Err(DecodeError(format!(
+                "{} bytes of trailing garbage after the envelope",
+                body.len() - used
+            )));
+        }
+        Ok(env)
     }
 
     /// Encodes this envelope as a whole frame at the end of `dst` (see
@@ -366,6 +389,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn trailing_garbage_after_a_borrowed_tell_is_refused() {
+        let mut body = rmp_serde::to_vec(&tell()).unwrap();
+        assert!(EnvelopeRef::decode(&body).is_ok());
+        body.extend_from_slice(&[0xc0, 0xc0]);
+        let err = EnvelopeRef::decode(&body).unwrap_err().to_string();
+        assert!(err.contains("2 bytes of trailing garbage"), "{err}");
     }
 
     #[test]
