@@ -1,5 +1,6 @@
 //! One connection actor per peer connection: the handshake, then a reader and a writer.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -440,13 +441,20 @@ fn handle(
             let answer =
                 dispatcher(inner, cache, a.to, a.tag).map(|d| d.ask_bytes(a.tag, a.body, timeout));
             let (id, actor, link) = (a.id, a.to.to_string(), link.clone());
-            actix::spawn(async move {
+            let mut serve = Box::pin(async move {
                 let result = match answer {
                     Ok(fut) => fut.await,
                     Err(e) => Err(e),
                 };
                 send_reply(&link, id, &actor, result).await;
             });
+            // Poll it once here: the request reaches the actor's mailbox now, not after a round
+            // through the executor (and an error reply goes out at once). The executor's first
+            // poll of the task registers the real waker.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if serve.as_mut().poll(&mut cx).is_pending() {
+                actix::spawn(serve);
+            }
             Ok(None)
         }
         EnvelopeRef::Reply(r) => {

@@ -1,0 +1,34 @@
+//! Arbitrary bytes, fed in arbitrary chunks, through the frame codec and both envelope decoders:
+//! errors are fine, panics and unbounded allocations are not.
+#![no_main]
+
+use bytes::BytesMut;
+use cadre_cluster::wire::{Envelope, EnvelopeRef, FrameCodec};
+use libfuzzer_sys::fuzz_target;
+use tokio_util::codec::Decoder;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&chunk, data)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(chunk).max(1);
+    let mut codec = FrameCodec::new(64 * 1024);
+    let mut buf = BytesMut::new();
+    for piece in data.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    let owned = Envelope::decode(&frame);
+                    let borrowed = EnvelopeRef::decode(&frame);
+                    // The two decoders agree on what is a valid envelope.
+                    assert_eq!(owned.is_ok(), borrowed.is_ok(), "{owned:?} vs {borrowed:?}");
+                }
+                Ok(None) => break,
+                Err(_) => return, // the connection would close here
+            }
+        }
+        assert!(buf.capacity() <= 4 * 64 * 1024 + data.len(), "unbounded buffer growth");
+    }
+    let _ = codec.decode_eof(&mut buf);
+});
