@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Message-heavy workloads allocate a payload and a mailbox envelope per message; mimalloc
+/// serves these small allocations markedly faster than the system allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// cadre: distributed real-time applications on supervised actors.
 #[derive(Parser)]
 #[command(name = "cadre", version, about)]
