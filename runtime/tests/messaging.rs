@@ -298,17 +298,7 @@ fn panic_in_handler_restarts_child_and_spares_neighbours() {
             .start(&rt)
             .await
             .unwrap();
-        let unsupervised = spawn(
-            "bystander",
-            16,
-            Worker {
-                name: "x".into(),
-                generation: 1,
-                log: log.clone(),
-                count: 0,
-                stubborn: false,
-            },
-        );
+        let unsupervised = spawn("bystander", 16, Worker::new("x", &log));
         for _ in 0..3 {
             hb.ask(Ping, T).await.unwrap();
         }
@@ -382,17 +372,7 @@ fn panic_in_lifecycle_hooks_is_an_abnormal_exit() {
 fn unsupervised_actor_panics_alone_and_reports_why() {
     run(async {
         let log = Log::default();
-        let w = spawn(
-            "w",
-            16,
-            Worker {
-                name: "w".into(),
-                generation: 1,
-                log: log.clone(),
-                count: 0,
-                stubborn: false,
-            },
-        );
+        let w = spawn("w", 16, Worker::new("w", &log));
         w.tell(Panic).unwrap();
         assert_eq!(
             expect_terminated(&w, T).await,

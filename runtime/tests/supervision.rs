@@ -420,14 +420,8 @@ fn stubborn_child_is_killed_after_its_shutdown_timeout() {
         let log = Log::default();
         let rt = Runtime::default();
         let log2 = log.clone();
-        let stubborn = ChildSpec::new("s", move || Worker {
-            name: "s".into(),
-            generation: 1,
-            log: log2.clone(),
-            count: 0,
-            stubborn: true,
-        })
-        .shutdown(Shutdown::Timeout(Duration::from_secs(2)));
+        let stubborn = ChildSpec::new("s", move || Worker::new("s", &log2).stubborn())
+            .shutdown(Shutdown::Timeout(Duration::from_secs(2)));
         let hs = stubborn.actor_ref();
         let root = SupervisorSpec::new("root")
             .child(stubborn)
@@ -450,14 +444,8 @@ fn kill_policy_does_not_wait() {
         let log = Log::default();
         let rt = Runtime::default();
         let log2 = log.clone();
-        let stubborn = ChildSpec::new("s", move || Worker {
-            name: "s".into(),
-            generation: 1,
-            log: log2.clone(),
-            count: 0,
-            stubborn: true,
-        })
-        .shutdown(Shutdown::Kill);
+        let stubborn = ChildSpec::new("s", move || Worker::new("s", &log2).stubborn())
+            .shutdown(Shutdown::Kill);
         let hs = stubborn.actor_ref();
         let root = SupervisorSpec::new("root")
             .child(stubborn)

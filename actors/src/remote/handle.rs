@@ -90,6 +90,15 @@ impl From<RemoteError> for RemoteAskError {
     }
 }
 
+/// A queueing failure as the tell's error, with the message back.
+fn tell_error<M>(e: QueueError, msg: M) -> RemoteTellError<M> {
+    match e {
+        QueueError::Full => RemoteTellError::QueueFull(msg),
+        QueueError::Closed => RemoteTellError::NodeUnreachable(msg),
+        QueueError::Encode(e) => RemoteTellError::Encode(msg, e.to_string()),
+    }
+}
+
 thread_local! {
     /// Where message bodies are encoded before they are framed: reused, no allocation per send.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -202,14 +211,10 @@ impl RemoteRef {
             return Err(RemoteTellError::NodeUnreachable(msg));
         };
         let max = link.max_frame();
-        match link.push(false, |buf| {
+        let sent = link.push(false, |buf| {
             frame_message(buf, max, &self.name, M::TAG, &msg, None)
-        }) {
-            Ok(()) => Ok(()),
-            Err(QueueError::Full) => Err(RemoteTellError::QueueFull(msg)),
-            Err(QueueError::Closed) => Err(RemoteTellError::NodeUnreachable(msg)),
-            Err(QueueError::Encode(e)) => Err(RemoteTellError::Encode(msg, e.to_string())),
-        }
+        });
+        sent.map_err(|e| tell_error(e, msg))
     }
 
     /// Sends, waiting for room in the connection's buffer when it is full.
@@ -232,13 +237,7 @@ impl RemoteRef {
                 frame_message(buf, max, &self.name, M::TAG, &msg, None)
             })
             .await;
-        match sent {
-            Ok(()) => Ok(()),
-            Err(QueueError::Full | QueueError::Closed) => {
-                Err(RemoteTellError::NodeUnreachable(msg))
-            }
-            Err(QueueError::Encode(e)) => Err(RemoteTellError::Encode(msg, e.to_string())),
-        }
+        sent.map_err(|e| tell_error(e, msg))
     }
 
     fn tell_local<M: RemoteMessage>(&self, msg: M) -> Result<(), RemoteTellError<M>>

@@ -36,6 +36,25 @@ pub struct Worker {
     pub stubborn: bool,
 }
 
+impl Worker {
+    /// A worker called `name`, generation 1, logging into `log`.
+    pub fn new(name: &str, log: &Log) -> Self {
+        Worker {
+            name: name.into(),
+            generation: 1,
+            log: log.clone(),
+            count: 0,
+            stubborn: false,
+        }
+    }
+
+    /// The same worker, refusing to stop when asked.
+    pub fn stubborn(mut self) -> Self {
+        self.stubborn = true;
+        self
+    }
+}
+
 impl Actor for Worker {
     type Context = Context<Self>;
 
