@@ -340,3 +340,19 @@ fn tells_to_a_full_mailbox_wait_for_room_and_none_is_lost() {
         assert_eq!(a.dropped_messages(), 0);
     });
 }
+
+#[test]
+fn two_nodes_that_dial_each_other_have_one_peer_each_and_talk_both_ways() {
+    run(async {
+        let (a, _) = node_with(config("a")).await;
+        let b = node("b").await;
+        b.connect(a.local_addr(), T).await.unwrap();
+        a.connect(b.local_addr(), T).await.unwrap();
+        // Two connections between the same pair: each node lists the other once, and traffic
+        // flows both ways (over the newest connection).
+        b.actor("a", "rec").ask(Push(1), T).await.unwrap();
+        a.actor("b", "rec").ask(Push(2), T).await.unwrap();
+        assert_eq!(a.peers(), ["b"]);
+        assert_eq!(b.peers(), ["a"]);
+    });
+}

@@ -159,27 +159,38 @@ pub(crate) struct TransportInner {
     pub(crate) incarnation: u64,
     pub(crate) exposed: Arc<Exposed>,
     pub(crate) stats: Stats,
-    links: RwLock<HashMap<Arc<str>, Arc<Link>>>,
+    /// The live connections to each peer, oldest first; traffic takes the newest. (Two nodes
+    /// that dial each other have two.)
+    links: RwLock<HashMap<Arc<str>, Vec<Arc<Link>>>>,
     connections: PoolRef<Connection>,
 }
 
 impl TransportInner {
     pub(crate) fn add_link(&self, node: &str, link: Arc<Link>) {
-        self.links.write().insert(node.into(), link);
+        self.links
+            .write()
+            .entry(node.into())
+            .or_default()
+            .push(link);
     }
 
     pub(crate) fn remove_link(&self, node: &str, link: &Arc<Link>) {
         let mut links = self.links.write();
-        if links.get(node).is_some_and(|l| Arc::ptr_eq(l, link)) {
-            links.remove(node);
+        if let Some(list) = links.get_mut(node) {
+            list.retain(|l| !Arc::ptr_eq(l, link));
+            if list.is_empty() {
+                links.remove(node);
+            }
         }
     }
 
     pub(crate) fn link(&self, node: &str) -> Option<Arc<Link>> {
         self.links
             .read()
-            .get(node)
-            .filter(|l| !l.is_closed())
+            .get(node)?
+            .iter()
+            .rev()
+            .find(|l| !l.is_closed())
             .cloned()
     }
 }
@@ -331,7 +342,7 @@ impl Node {
             .links
             .read()
             .iter()
-            .filter(|(_, l)| !l.is_closed())
+            .filter(|(_, list)| list.iter().any(|l| !l.is_closed()))
             .map(|(k, _)| k.to_string())
             .collect();
         v.sort();
