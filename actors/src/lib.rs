@@ -9,6 +9,8 @@
 //!   exposes local actors and connects to peers.
 //! - [`remote`]: [`RemoteMessage`], [`RemoteRef`] (tell and ask by node and actor name, the
 //!   same for a local actor) and their errors.
+//! - [`node`]: a node process's [`NodeConfig`](node::NodeConfig) (file, environment, flags)
+//!   and where its cluster secret comes from.
 //!
 //! # Wire format and guarantees
 //! Frames are a `u32` big-endian length and a MessagePack body; every connection starts with
@@ -18,6 +20,7 @@
 
 #![deny(missing_docs)]
 
+pub mod node;
 pub mod remote;
 pub mod transport;
 

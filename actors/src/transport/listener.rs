@@ -54,7 +54,7 @@ impl Actor for Listener {
                         None => panic!("an accepted connection cannot be restarted"),
                     })
                     .restart(Restart::Temporary)
-                    .shutdown(Shutdown::Kill);
+                    .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
                 if let Err(e) = inner
                     .connections
                     .add_child(spec, Duration::from_secs(5))

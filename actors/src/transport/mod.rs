@@ -263,7 +263,7 @@ impl Node {
                 .expect("a listening socket can be duplicated");
             Listener::new(li.clone(), socket)
         })
-        .shutdown(Shutdown::Kill);
+        .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
         let spec = SupervisorSpec::new("transport").child(listener).child(pool);
         let supervisor = spec.start(runtime).await.map_err(TransportError::Start)?;
         Ok(Node {
@@ -314,7 +314,7 @@ impl Node {
             Connection::dialer(inner.clone(), addr, first.clone())
         })
         .restart(Restart::Transient)
-        .shutdown(Shutdown::Kill);
+        .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
         let err = |reason: String| TransportError::Connect { addr, reason };
         self.inner
             .connections

@@ -1,6 +1,7 @@
 //! The `cadre` command.
 
 mod bench_remote;
+mod node_cmd;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: listen, join through seeds, serve until SIGTERM or Ctrl-C.
+    Node(node_cmd::Options),
     /// Measure cadre against baselines taken in the same run.
     Bench {
         #[command(subcommand)]
@@ -41,6 +44,7 @@ enum Bench {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Node(opts) => node_cmd::run(opts),
         Command::Bench { what } => match what {
             Bench::Remote(opts) => bench_remote::run(opts),
             Bench::RemoteServe => bench_remote::serve(),

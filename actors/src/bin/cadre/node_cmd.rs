@@ -1,0 +1,107 @@
+//! `cadre node`: run a node until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cadre_actors::node::{secret, NodeConfig, Overrides};
+use cadre_actors::Node;
+use cadre_runtime::Runtime;
+
+/// Options of `cadre node`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Options {
+    /// The TCP address to listen on (default 127.0.0.1:7370; port 0 for any).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// A node to join through (repeat for several).
+    #[arg(long = "seed")]
+    seeds: Vec<SocketAddr>,
+    /// This node's roles, comma-separated (e.g. `store,worker`).
+    #[arg(long, value_delimiter = ',')]
+    roles: Option<Vec<String>>,
+    /// This node's name (default `node-<port>`).
+    #[arg(long)]
+    name: Option<String>,
+    /// The cluster's name (default `cadre`).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// A TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A file holding the cluster secret (mode 0600). Without it: `CADRE_SECRET`, else a
+    /// per-user secret file.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CADRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Waits for SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        r = tokio::signal::ctrl_c() => r.map(|()| "Ctrl-C").context("cannot listen for Ctrl-C"),
+    }
+}
+
+pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
+    init_logs();
+    let env = |k: &str| std::env::var(k).ok();
+    let flags = Overrides {
+        name: opts.name,
+        cluster: opts.cluster,
+        listen: opts.listen,
+        seeds: opts.seeds,
+        roles: opts.roles,
+        secret_file: opts.secret_file,
+    };
+    let config = NodeConfig::load(opts.config.as_deref(), env, &flags)?;
+    let (secret, source) = secret::resolve(config.secret_file.as_deref(), env)?;
+    match &source {
+        secret::SecretSource::UserFile {
+            path,
+            created: true,
+        } => tracing::info!(path = %path.display(), "created a per-user cluster secret"),
+        other => tracing::debug!(source = ?other, "cluster secret"),
+    }
+    actix::System::new().block_on(async move {
+        let name = config.node_name(config.listen);
+        let runtime = Runtime::new(name.clone());
+        let node = Node::start(config.transport(&name, secret), &runtime).await?;
+        tracing::info!(
+            node = %name,
+            addr = %node.local_addr(),
+            cluster = %config.cluster,
+            roles = ?config.roles,
+            "node listening"
+        );
+        for seed in config.seeds.clone() {
+            let node = node.clone();
+            actix::spawn(async move {
+                match node.connect(seed, Duration::from_secs(10)).await {
+                    Ok(peer) => tracing::info!(seed = %seed, peer = %peer, "joined through seed"),
+                    Err(e) => tracing::warn!(seed = %seed, reason = %e, "seed not reached yet; retrying in the background"),
+                }
+            });
+        }
+        let signal = shutdown_signal().await?;
+        tracing::info!(%signal, "shutting down");
+        node.shutdown(Duration::from_secs(10))
+            .await
+            .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
