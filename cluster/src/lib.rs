@@ -11,9 +11,11 @@
 //!
 //! # Layout
 //! - [`wire`]: frames, the versioned envelope, and the authenticated handshake.
+//! - [`membership`]: SWIM gossip (foca) as a pure core, with authenticated datagrams.
 //!
-//! Membership, the status store and task scheduling arrive with their features.
+//! The status store and task scheduling arrive with their features.
 
 #![deny(missing_docs)]
 
+pub mod membership;
 pub mod wire;
