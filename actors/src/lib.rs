@@ -9,6 +9,7 @@
 //!   exposes local actors and connects to peers.
 //! - [`remote`]: [`RemoteMessage`], [`RemoteRef`] (tell and ask by node and actor name, the
 //!   same for a local actor) and their errors.
+//! - [`membership`]: the gossip actor over UDP, and [`Gossip`](membership::Gossip), its handle.
 //! - [`node`]: a node process's [`NodeConfig`](node::NodeConfig) (file, environment, flags)
 //!   and where its cluster secret comes from.
 //!
@@ -20,6 +21,7 @@
 
 #![deny(missing_docs)]
 
+pub mod membership;
 pub mod node;
 pub mod remote;
 pub mod transport;

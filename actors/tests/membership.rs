@@ -1,0 +1,116 @@
+//! Gossip membership over real UDP on 127.0.0.1 (port 0), in one process, with the fast
+//! `local_test` profile: convergence, crash detection, graceful leave, and a wrong secret.
+
+use std::time::Duration;
+
+use cadre_actors::membership::{Gossip, GossipConfig};
+use cadre_cluster::membership::{MemberEvent, Profile};
+use cadre_cluster::wire::Secret;
+use cadre_runtime::testkit::run;
+use cadre_runtime::Runtime;
+use tokio::sync::broadcast;
+
+const T: Duration = Duration::from_secs(10);
+
+fn config(seeds: Vec<std::net::SocketAddr>, secret: &str) -> GossipConfig {
+    GossipConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        seeds,
+        profile: Profile::LocalTest,
+        cluster_size: 5,
+        secret: Secret::new(secret.as_bytes().to_vec()).unwrap(),
+    }
+}
+
+/// Waits (at most `T`) for an event matching `pred`.
+async fn expect(
+    rx: &mut broadcast::Receiver<MemberEvent>,
+    what: &str,
+    pred: impl Fn(&MemberEvent) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => panic!("event stream broke while waiting for {what}: {e}"),
+            Err(_) => panic!("no {what} within {T:?}"),
+        }
+    }
+}
+
+/// Waits (at most `T`) until every node sees `n - 1` others.
+async fn converged(nodes: &[Gossip]) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let mut all = true;
+        for g in nodes {
+            all &= g.members().await.len() == nodes.len() - 1;
+        }
+        if all {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence within {T:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn five_nodes_converge_and_a_stopped_node_is_seen_down() {
+    run(async {
+        let rt = Runtime::default();
+        let seed = Gossip::start(config(vec![], "s"), &rt).await.unwrap();
+        let mut nodes = vec![seed.clone()];
+        for _ in 0..4 {
+            nodes.push(
+                Gossip::start(config(vec![seed.local_addr()], "s"), &rt)
+                    .await
+                    .unwrap(),
+            );
+        }
+        converged(&nodes).await;
+        let victim = nodes.pop().unwrap();
+        let victim_addr = victim.local_addr();
+        let mut watch = nodes[0].subscribe();
+        victim.stop(T).await; // silently: peers must detect it
+        expect(
+            &mut watch,
+            "the stopped node down",
+            |e| matches!(e, MemberEvent::Down(id) if id.addr == victim_addr),
+        )
+        .await;
+        converged(&nodes).await;
+    });
+}
+
+#[test]
+fn a_leaving_node_is_seen_down_and_a_wrong_secret_never_joins() {
+    run(async {
+        let rt = Runtime::default();
+        let a = Gossip::start(config(vec![], "s"), &rt).await.unwrap();
+        let b = Gossip::start(config(vec![a.local_addr()], "s"), &rt)
+            .await
+            .unwrap();
+        converged(&[a.clone(), b.clone()]).await;
+        let intruder = Gossip::start(config(vec![a.local_addr()], "other"), &rt)
+            .await
+            .unwrap();
+        let mut watch = a.subscribe();
+        let b_addr = b.local_addr();
+        b.leave(T).await;
+        expect(
+            &mut watch,
+            "b down after leaving",
+            |e| matches!(e, MemberEvent::Down(id) if id.addr == b_addr),
+        )
+        .await;
+        assert!(
+            a.members().await.is_empty(),
+            "the intruder never became a member"
+        );
+        assert!(intruder.members().await.is_empty());
+    });
+}
