@@ -26,6 +26,7 @@ pub const DEFAULT_PORT: u16 = 7370;
 /// | [`max_frame`](Self::max_frame) | `max_frame` | `CADRE_MAX_FRAME` | — | 4 MiB |
 /// | [`queue_bytes`](Self::queue_bytes) | `queue_bytes` | `CADRE_QUEUE_BYTES` | — | 4 MiB |
 /// | [`handshake_timeout_ms`](Self::handshake_timeout_ms) | `handshake_timeout_ms` | `CADRE_HANDSHAKE_TIMEOUT_MS` | — | 5 000 |
+/// | [`profile`](Self::profile) | `profile` | `CADRE_PROFILE` | `--profile` | `lan` |
 ///
 /// The secret itself is never a flag (`ps` would show it): see [`crate::node::secret`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -49,6 +50,9 @@ pub struct NodeConfig {
     pub queue_bytes: usize,
     /// How long a connection's handshake may take, in milliseconds (1 to 600 000).
     pub handshake_timeout_ms: u64,
+    /// The gossip timing profile: `lan` (the default) or `local_test` (fast timers for nodes on
+    /// one machine).
+    pub profile: cadre_cluster::membership::Profile,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +67,7 @@ impl Default for NodeConfig {
             max_frame: cadre_cluster::wire::DEFAULT_MAX_FRAME,
             queue_bytes: 4 * 1024 * 1024,
             handshake_timeout_ms: 5_000,
+            profile: cadre_cluster::membership::Profile::Lan,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Overrides {
     pub roles: Option<Vec<String>>,
     /// `--secret-file`.
     pub secret_file: Option<PathBuf>,
+    /// `--profile`.
+    pub profile: Option<cadre_cluster::membership::Profile>,
 }
 
 fn list(s: &str) -> Vec<String> {
@@ -120,6 +127,22 @@ where
         .trim()
         .parse()
         .map_err(|e| error(var, field, format!("cannot be `{value}`: {e}")))
+}
+
+/// Parses a profile name (`lan`, `local_test`).
+pub fn parse_profile(
+    source: &str,
+    value: &str,
+) -> Result<cadre_cluster::membership::Profile, NodeConfigError> {
+    match value.trim() {
+        "lan" => Ok(cadre_cluster::membership::Profile::Lan),
+        "local_test" => Ok(cadre_cluster::membership::Profile::LocalTest),
+        other => Err(error(
+            source,
+            "profile",
+            format!("cannot be `{other}`: use `lan` or `local_test`"),
+        )),
+    }
 }
 
 impl NodeConfig {
@@ -183,6 +206,9 @@ impl NodeConfig {
         if let Some(v) = get("CADRE_QUEUE_BYTES") {
             self.queue_bytes = parse("CADRE_QUEUE_BYTES", "queue_bytes", &v)?;
         }
+        if let Some(v) = get("CADRE_PROFILE") {
+            self.profile = parse_profile("CADRE_PROFILE", &v)?;
+        }
         if let Some(v) = get("CADRE_HANDSHAKE_TIMEOUT_MS") {
             self.handshake_timeout_ms =
                 parse("CADRE_HANDSHAKE_TIMEOUT_MS", "handshake_timeout_ms", &v)?;
@@ -208,6 +234,9 @@ impl NodeConfig {
         }
         if let Some(v) = &flags.secret_file {
             self.secret_file = Some(v.clone());
+        }
+        if let Some(v) = flags.profile {
+            self.profile = v;
         }
     }
 

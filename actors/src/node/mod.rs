@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod secret;
+pub mod view;
 
 pub use config::{NodeConfig, NodeConfigError, Overrides, DEFAULT_PORT};
 pub use secret::{SecretError, SecretSource};

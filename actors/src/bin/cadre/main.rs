@@ -1,6 +1,7 @@
 //! The `cadre` command.
 
 mod bench_remote;
+mod members_cmd;
 mod node_cmd;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a node: listen, join through seeds, serve until SIGTERM or Ctrl-C.
     Node(node_cmd::Options),
+    /// Show a running node's view of the cluster's members.
+    Members(members_cmd::Options),
     /// Measure cadre against baselines taken in the same run.
     Bench {
         #[command(subcommand)]
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Node(opts) => node_cmd::run(opts),
+        Command::Members(opts) => members_cmd::run(opts),
         Command::Bench { what } => match what {
             Bench::Remote(opts) => bench_remote::run(opts),
             Bench::RemoteServe => bench_remote::serve(),

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cadre_actors::membership::{Gossip, GossipConfig};
+use cadre_actors::node::view::{ClusterView, Describe, Leaving, ListMembers, NodeInfo, ADMIN};
 use cadre_actors::node::{secret, NodeConfig, Overrides};
 use cadre_actors::Node;
-use cadre_runtime::Runtime;
+use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
 
 /// Options of `cadre node`.
 #[derive(clap::Args, Debug)]
@@ -34,6 +36,13 @@ pub(crate) struct Options {
     /// per-user secret file.
     #[arg(long)]
     secret_file: Option<PathBuf>,
+    /// The gossip timing profile: `lan` or `local_test`.
+    #[arg(long, value_parser = profile)]
+    profile: Option<cadre_cluster::membership::Profile>,
+}
+
+fn profile(s: &str) -> Result<cadre_cluster::membership::Profile, String> {
+    cadre_actors::node::config::parse_profile("--profile", s).map_err(|e| e.to_string())
 }
 
 fn init_logs() {
@@ -66,6 +75,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         seeds: opts.seeds,
         roles: opts.roles,
         secret_file: opts.secret_file,
+        profile: opts.profile,
     };
     let config = NodeConfig::load(opts.config.as_deref(), env, &flags)?;
     let (secret, source) = secret::resolve(config.secret_file.as_deref(), env)?;
@@ -79,25 +89,65 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     actix::System::new().block_on(async move {
         let name = config.node_name(config.listen);
         let runtime = Runtime::new(name.clone());
-        let node = Node::start(config.transport(&name, secret), &runtime).await?;
+        let node = Node::start(config.transport(&name, secret.clone()), &runtime).await?;
+        let addr = node.local_addr();
+        // Gossip on the same address, over UDP; seeds are given by their (shared) address.
+        let gossip = Gossip::start(
+            GossipConfig {
+                listen: addr,
+                seeds: config.seeds.clone(),
+                profile: config.profile,
+                cluster_size: 16,
+                secret,
+            },
+            &runtime,
+        )
+        .await?;
+        let me = NodeInfo {
+            name: name.clone(),
+            addr,
+            roles: config.roles.clone(),
+            version: cadre_actors::VERSION.into(),
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+        };
+        let (n, g) = (node.clone(), gossip.clone());
+        let view_spec = ChildSpec::new("view", move || {
+            ClusterView::new(me.clone(), n.clone(), g.clone())
+        });
+        let view = view_spec.actor_ref();
+        let app = SupervisorSpec::new("node")
+            .child(view_spec)
+            .start(&runtime)
+            .await
+            .map_err(|e| anyhow::anyhow!("the node did not start: {e}"))?;
+        node.expose(ADMIN, view.clone())
+            .accept::<Describe>()
+            .accept::<ListMembers>()
+            .accept::<Leaving>();
         tracing::info!(
             node = %name,
-            addr = %node.local_addr(),
+            addr = %addr,
             cluster = %config.cluster,
             roles = ?config.roles,
             "node listening"
         );
-        for seed in config.seeds.clone() {
-            let node = node.clone();
-            actix::spawn(async move {
-                match node.connect(seed, Duration::from_secs(10)).await {
-                    Ok(peer) => tracing::info!(seed = %seed, peer = %peer, "joined through seed"),
-                    Err(e) => tracing::warn!(seed = %seed, reason = %e, "seed not reached yet; retrying in the background"),
-                }
-            });
-        }
         let signal = shutdown_signal().await?;
-        tracing::info!(%signal, "shutting down");
+        tracing::info!(%signal, "leaving the cluster");
+        // Tell the members first (they show this node as leaving, then left), then gossip it.
+        let rows = view
+            .ask(ListMembers, Duration::from_secs(2))
+            .await
+            .unwrap_or_default();
+        for row in rows.iter().skip(1) {
+            if let Ok(peer) = node.connect(row.addr, Duration::from_millis(500)).await {
+                let _ = node.actor(&peer, ADMIN).tell(Leaving { addr });
+            }
+        }
+        gossip.leave(Duration::from_secs(2)).await;
+        let _ = app.stop(Duration::from_secs(5)).await;
         node.shutdown(Duration::from_secs(10))
             .await
             .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;

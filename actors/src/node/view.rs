@@ -1,0 +1,245 @@
+//! The cluster view: every member the gossip reported, with what it says of itself (name,
+//! addresses, roles, version, start time), learnt over the transport when it comes up. Exposed
+//! to the network as `admin`, which is what `cadre members` asks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+use cadre_cluster::membership::MemberEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::membership::Gossip;
+use crate::{Node, RemoteMessage};
+
+/// The name the view is exposed under.
+pub const ADMIN: &str = "admin";
+
+/// What a node says of itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id.
+    pub name: String,
+    /// Its transport (TCP) address; gossip uses the same address over UDP.
+    pub addr: SocketAddr,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// The cadre version it runs.
+    pub version: String,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+}
+
+/// A member's state as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Seen by the gossip; its description is being fetched.
+    Joining,
+    /// Active.
+    Up,
+    /// Announced it is leaving.
+    Leaving,
+    /// Left gracefully.
+    Left,
+    /// Declared down by the failure detector.
+    Down,
+}
+
+/// One row of `cadre members`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    /// Its id (its address while its description is unknown).
+    pub id: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Its version, if known.
+    pub version: Option<String>,
+    /// When it started (ms since the epoch), if known.
+    pub started_ms: Option<u64>,
+    /// Its state.
+    pub state: MemberState,
+}
+
+/// Asks a node to describe itself.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "NodeInfo")]
+pub struct Describe;
+impl RemoteMessage for Describe {
+    const TAG: &'static str = "admin.describe";
+}
+
+/// Asks a node for its view of the members (itself included).
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Vec<MemberRow>")]
+pub struct ListMembers;
+impl RemoteMessage for ListMembers {
+    const TAG: &'static str = "admin.members";
+}
+
+/// A node announces it is leaving.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Leaving {
+    /// The address of the node that leaves.
+    pub addr: SocketAddr,
+}
+impl RemoteMessage for Leaving {
+    const TAG: &'static str = "admin.leaving";
+}
+
+/// Learnt a member's description.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Described(SocketAddr, NodeInfo);
+
+/// The cluster view actor.
+pub struct ClusterView {
+    me: NodeInfo,
+    node: Node,
+    gossip: Gossip,
+    members: BTreeMap<SocketAddr, MemberRow>,
+}
+
+impl ClusterView {
+    /// A view for the node described by `me`.
+    pub fn new(me: NodeInfo, node: Node, gossip: Gossip) -> Self {
+        ClusterView {
+            me,
+            node,
+            gossip,
+            members: BTreeMap::new(),
+        }
+    }
+
+    fn on_event(&mut self, event: MemberEvent, ctx: &mut Context<Self>) {
+        match event {
+            MemberEvent::Up(id) | MemberEvent::Renamed { new: id, .. } => {
+                let row = self.members.entry(id.addr).or_insert(MemberRow {
+                    id: id.addr.to_string(),
+                    addr: id.addr,
+                    roles: Vec::new(),
+                    version: None,
+                    started_ms: None,
+                    state: MemberState::Joining,
+                });
+                row.state = MemberState::Joining;
+                // Learn what it says of itself, over the transport.
+                let (node, me) = (self.node.clone(), ctx.address());
+                actix::spawn(async move {
+                    let peer = match node.connect(id.addr, Duration::from_secs(5)).await {
+                        Ok(peer) => peer,
+                        Err(e) => {
+                            tracing::warn!(member = %id.addr, reason = %e, "cannot reach a new member");
+                            return;
+                        }
+                    };
+                    match node
+                        .actor(&peer, ADMIN)
+                        .ask(Describe, Duration::from_secs(5))
+                        .await
+                    {
+                        Ok(info) => me.do_send(Described(id.addr, info)),
+                        Err(e) => {
+                            tracing::warn!(member = %id.addr, reason = %e, "a new member did not describe itself")
+                        }
+                    }
+                });
+            }
+            MemberEvent::Down(id) => {
+                if let Some(row) = self.members.get_mut(&id.addr) {
+                    row.state = if matches!(row.state, MemberState::Leaving | MemberState::Left) {
+                        MemberState::Left
+                    } else {
+                        MemberState::Down
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Actor for ClusterView {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let mut events = self.gossip.subscribe();
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                loop {
+                    match events.recv().await {
+                        Ok(e) => me.do_send(Event(e)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "cluster view fell behind the gossip");
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Event(MemberEvent);
+
+impl Handler<Event> for ClusterView {
+    type Result = ();
+    fn handle(&mut self, m: Event, ctx: &mut Context<Self>) {
+        self.on_event(m.0, ctx);
+    }
+}
+
+impl Handler<Described> for ClusterView {
+    type Result = ();
+    fn handle(&mut self, m: Described, _: &mut Context<Self>) {
+        if let Some(row) = self.members.get_mut(&m.0) {
+            row.id = m.1.name;
+            row.roles = m.1.roles;
+            row.version = Some(m.1.version);
+            row.started_ms = Some(m.1.started_ms);
+            if row.state == MemberState::Joining {
+                row.state = MemberState::Up;
+            }
+        }
+    }
+}
+
+impl Handler<Describe> for ClusterView {
+    type Result = MessageResult<Describe>;
+    fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.me.clone())
+    }
+}
+
+impl Handler<ListMembers> for ClusterView {
+    type Result = MessageResult<ListMembers>;
+    fn handle(&mut self, _: ListMembers, _: &mut Context<Self>) -> Self::Result {
+        let mut rows = vec![MemberRow {
+            id: self.me.name.clone(),
+            addr: self.me.addr,
+            roles: self.me.roles.clone(),
+            version: Some(self.me.version.clone()),
+            started_ms: Some(self.me.started_ms),
+            state: MemberState::Up,
+        }];
+        rows.extend(self.members.values().cloned());
+        MessageResult(rows)
+    }
+}
+
+impl Handler<Leaving> for ClusterView {
+    type Result = ();
+    fn handle(&mut self, m: Leaving, _: &mut Context<Self>) {
+        if let Some(row) = self.members.get_mut(&m.addr) {
+            row.state = MemberState::Leaving;
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `cadre` processes for tests: stderr lines on a channel, killed on drop.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const T: Duration = Duration::from_secs(20);
+
+/// A `cadre node` process whose stderr lines arrive on a channel; killed on drop.
+pub struct NodeProc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl NodeProc {
+    pub fn start(args: &[&str], home: &std::path::Path) -> NodeProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cadre"))
+            .arg("node")
+            .args(args)
+            .env("CADRE_SECRET", "process-test-secret")
+            .env("HOME", home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env("CADRE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cadre starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        NodeProc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most `T`) for a log line containing all of `words`; returns it.
+    pub fn expect_line(&mut self, words: &[&str]) -> String {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = words.iter().all(|w| line.contains(w));
+                    self.seen.push(line.clone());
+                    if hit {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {words:?} within {T:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The address from the "node listening" line.
+    pub fn listening_addr(&mut self) -> String {
+        let line = self.expect_line(&["node listening"]);
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .expect("an addr field")
+            .to_string()
+    }
+
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits (at most `T`) for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + T;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not exit within {T:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn temp_home() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "cadre-home-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Runs `cadre members --node ADDR --json` and returns its output, parsed.
+pub fn members(addr: &str, home: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_cadre"))
+        .args(["members", "--node", addr, "--json"])
+        .env("CADRE_SECRET", "process-test-secret")
+        .env("HOME", home)
+        .output()
+        .expect("cadre members runs");
+    assert!(
+        out.status.success(),
+        "cadre members failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
