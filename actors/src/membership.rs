@@ -13,7 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,7 +95,13 @@ impl Gossip {
         socket.set_nonblocking(true).map_err(bind)?;
         let local_addr = socket.local_addr().map_err(bind)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let bump = Arc::new(AtomicU16::new(0));
+        // Restarts of this actor count up from the process's start time (see `initial_bump`).
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let bump = Arc::new(AtomicU32::new(cadre_cluster::membership::initial_bump(
+            since_epoch,
+        )));
         let shared = Arc::new(socket);
         let ev = events.clone();
         let spec = ChildSpec::new("membership", move || MembershipActor {
@@ -176,7 +182,7 @@ enum Outgoing {
 pub struct MembershipActor {
     socket: std::net::UdpSocket,
     local_addr: SocketAddr,
-    bump: u16,
+    bump: u32,
     config: GossipConfig,
     events: broadcast::Sender<MemberEvent>,
     core: Option<Membership>,

