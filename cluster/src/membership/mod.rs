@@ -160,6 +160,8 @@ pub enum MemberEvent {
         /// The identity it has now.
         new: MemberId,
     },
+    /// This node learnt it had been declared down and came back under a renewed identity.
+    Rejoined(MemberId),
     /// This node is part of a cluster (at least one member knows it).
     Active,
     /// This node knows no active member.
@@ -193,6 +195,8 @@ pub enum Effect {
 struct Collect<'a> {
     out: &'a mut Vec<Effect>,
     key: &'a Secret,
+    /// This node renewed its identity during the call.
+    rejoined: bool,
 }
 
 impl Runtime<MemberId> for Collect<'_> {
@@ -204,10 +208,13 @@ impl Runtime<MemberId> for Collect<'_> {
                 old: *old,
                 new: *new,
             },
+            Notification::Rejoin(id) => {
+                self.rejoined = true;
+                MemberEvent::Rejoined(*id)
+            }
             Notification::Active => MemberEvent::Active,
             Notification::Idle => MemberEvent::Idle,
             Notification::Defunct => MemberEvent::Defunct,
-            _ => return,
         };
         self.out.push(Effect::Event(event));
     }
@@ -304,14 +311,14 @@ impl Membership {
     /// [`MembershipError`]; the state is unchanged and nothing is to be done.
     pub fn handle(&mut self, input: Input) -> Result<Vec<Effect>, MembershipError> {
         let mut out = Vec::new();
-        let rt = Collect {
+        let mut rt = Collect {
             out: &mut out,
             key: &self.key,
+            rejoined: false,
         };
         let gossip = |e: foca::Error| MembershipError::Gossip(e.to_string());
         match input {
             Input::Join(seeds) => {
-                let mut rt = rt;
                 for addr in seeds {
                     if addr != self.foca.identity().addr {
                         self.foca
@@ -330,10 +337,21 @@ impl Membership {
                     self.rejected += 1;
                     return Err(MembershipError::Unauthenticated { from });
                 }
-                self.foca.handle_data(data, rt).map_err(gossip)?;
+                self.foca.handle_data(data, &mut rt).map_err(gossip)?;
             }
-            Input::Timer(timer) => self.foca.handle_timer(timer, rt).map_err(gossip)?,
-            Input::Leave => self.foca.leave_cluster(rt).map_err(gossip)?,
+            Input::Timer(timer) => self.foca.handle_timer(timer, &mut rt).map_err(gossip)?,
+            Input::Leave => self.foca.leave_cluster(&mut rt).map_err(gossip)?,
+        }
+        if rt.rejoined {
+            // A renewed identity starts disconnected, with its timers reset, and peers drop
+            // messages addressed to the old one: announce it to every address known (members
+            // seen down too, so that two sides of a healed partition find each other).
+            let known: Vec<MemberId> = self.foca.iter_membership_state().map(|m| *m.id()).collect();
+            for id in known {
+                if id.addr != self.foca.identity().addr {
+                    self.foca.announce(id, &mut rt).map_err(gossip)?;
+                }
+            }
         }
         Ok(out)
     }
@@ -519,12 +537,10 @@ mod tests {
         assert!(id(3).win_addr_conflict(&id(u32::MAX - 2)), "wraps");
     }
 
-    /// Known issue: after the heal, every node renews its identity (bump 1) but the two sides
-    /// never reconverge within 30 s of virtual time, although timers keep running. To be
-    /// investigated in foca's renew path (`change_identity` resets state) before partitions are
-    /// claimed to heal.
+    /// After the heal, each side tells the other's members they were declared down; they renew
+    /// their identities (which resets foca's timers and connection) and announce the new ones
+    /// to every address they know.
     #[test]
-    #[ignore = "known issue: partition healing does not reconverge (see the doc comment)"]
     fn a_partition_splits_the_view_and_healing_rejoins_it() {
         let mut sim = Sim::new(6, Profile::LocalTest);
         sim.join_all_through(0);
