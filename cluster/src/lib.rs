@@ -12,10 +12,12 @@
 //! # Layout
 //! - [`wire`]: frames, the versioned envelope, and the authenticated handshake.
 //! - [`membership`]: SWIM gossip (foca) as a pure core, with authenticated datagrams.
+//! - [`discovery`]: the service directory, replicated by anti-entropy.
 //!
 //! The status store and task scheduling arrive with their features.
 
 #![deny(missing_docs)]
 
+pub mod discovery;
 pub mod membership;
 pub mod wire;
