@@ -1,9 +1,12 @@
-//! A node process: its configuration and its cluster secret. The `cadre node` command runs
-//! one (membership and the node's other services arrive with their features).
+//! A node: [`ClusterNode`] assembles the transport, the gossip and the cluster view with its
+//! service directory; its configuration ([`NodeConfig`]) and cluster secret ([`secret`]).
 
+mod cluster_node;
 pub mod config;
 pub mod secret;
 pub mod view;
+
+pub use cluster_node::{ClusterNode, ClusterNodeError};
 
 pub use config::{NodeConfig, NodeConfigError, Overrides, DEFAULT_PORT};
 pub use secret::{SecretError, SecretSource};

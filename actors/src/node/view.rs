@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
+use cadre_cluster::discovery::{Digest, Directory, DirectoryEvent, NodeRecord, Service};
 use cadre_cluster::membership::MemberEvent;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use crate::membership::Gossip;
 use crate::{Node, RemoteMessage};
@@ -91,10 +93,61 @@ impl RemoteMessage for Leaving {
     const TAG: &'static str = "admin.leaving";
 }
 
+/// Opens an anti-entropy exchange: the asker's digest; the answer is what the asker lacks and
+/// the answerer's digest.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "ExchangeReply")]
+pub struct Exchange(pub Digest);
+impl RemoteMessage for Exchange {
+    const TAG: &'static str = "admin.exchange";
+}
+
+/// The answer to an [`Exchange`].
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct ExchangeReply {
+    /// Records newer than the asker's.
+    pub records: Vec<NodeRecord>,
+    /// The answerer's digest.
+    pub digest: Digest,
+}
+
+/// Records pushed by a peer (the end of an exchange, or a node's own change).
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct PushRecords(pub Vec<NodeRecord>);
+impl RemoteMessage for PushRecords {
+    const TAG: &'static str = "admin.push";
+}
+
 /// Learnt a member's description.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Described(SocketAddr, NodeInfo);
+
+/// An exchange with a peer came back.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Exchanged(String, ExchangeReply);
+
+/// Offer a service from this node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RegisterService(pub(crate) Service);
+
+/// Serve an actor name cluster-wide from this node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RegisterActor(pub(crate) String);
+
+/// The endpoints of a service.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Service)>")]
+pub(crate) struct Lookup(pub(crate) String);
+
+/// The nodes serving an actor name.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub(crate) struct LookupActor(pub(crate) String);
 
 /// The cluster view actor.
 pub struct ClusterView {
@@ -102,16 +155,66 @@ pub struct ClusterView {
     node: Node,
     gossip: Gossip,
     members: BTreeMap<SocketAddr, MemberRow>,
+    directory: Directory,
+    changes: broadcast::Sender<DirectoryEvent>,
+    exchange_every: Duration,
 }
 
 impl ClusterView {
-    /// A view for the node described by `me`.
-    pub fn new(me: NodeInfo, node: Node, gossip: Gossip) -> Self {
+    /// A view for the node described by `me`, publishing directory changes on `changes` and
+    /// running an anti-entropy exchange with a random member every `exchange_every`.
+    pub fn new(
+        me: NodeInfo,
+        node: Node,
+        gossip: Gossip,
+        changes: broadcast::Sender<DirectoryEvent>,
+        exchange_every: Duration,
+    ) -> Self {
         ClusterView {
+            directory: Directory::new(&me.name, me.started_ms),
             me,
             node,
             gossip,
             members: BTreeMap::new(),
+            changes,
+            exchange_every,
+        }
+    }
+
+    fn publish(&self, events: Vec<DirectoryEvent>) {
+        for e in events {
+            let _ = self.changes.send(e);
+        }
+    }
+
+    /// Starts an exchange with the member called `peer` (over the transport).
+    fn exchange_with(&self, peer: String, ctx: &mut Context<Self>) {
+        let (node, me, digest) = (self.node.clone(), ctx.address(), self.directory.digest());
+        actix::spawn(async move {
+            match node
+                .actor(&peer, ADMIN)
+                .ask(Exchange(digest), Duration::from_secs(5))
+                .await
+            {
+                Ok(reply) => me.do_send(Exchanged(peer, reply)),
+                Err(e) => tracing::debug!(%peer, reason = %e, "anti-entropy exchange failed"),
+            }
+        });
+    }
+
+    /// Pushes this node's own record to every member (after a local change).
+    fn push_mine(&self) {
+        let mine: Vec<NodeRecord> = self
+            .directory
+            .newer_than(&Digest::new())
+            .into_iter()
+            .filter(|r| r.node == self.me.name)
+            .collect();
+        for row in self.members.values().filter(|r| r.state == MemberState::Up) {
+            let _ = self
+                .node
+                .actor(&row.id, ADMIN)
+                .tell(PushRecords(mine.clone()));
         }
     }
 
@@ -150,12 +253,18 @@ impl ClusterView {
                 });
             }
             MemberEvent::Down(id) => {
+                let mut gone = None;
                 if let Some(row) = self.members.get_mut(&id.addr) {
                     row.state = if matches!(row.state, MemberState::Leaving | MemberState::Left) {
                         MemberState::Left
                     } else {
                         MemberState::Down
                     };
+                    gone = Some(row.id.clone());
+                }
+                if let Some(name) = gone {
+                    let events = self.directory.node_down(&name);
+                    self.publish(events);
                 }
             }
             _ => {}
@@ -167,6 +276,19 @@ impl Actor for ClusterView {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Anti-entropy with a random member that is up, periodically.
+        ctx.run_interval(self.exchange_every, |act, ctx| {
+            let up: Vec<String> = act
+                .members
+                .values()
+                .filter(|r| r.state == MemberState::Up)
+                .map(|r| r.id.clone())
+                .collect();
+            if !up.is_empty() {
+                let peer = up[fastrand::usize(..up.len())].clone();
+                act.exchange_with(peer, ctx);
+            }
+        });
         let mut events = self.gossip.subscribe();
         let me = ctx.address();
         ctx.spawn(
@@ -199,7 +321,8 @@ impl Handler<Event> for ClusterView {
 
 impl Handler<Described> for ClusterView {
     type Result = ();
-    fn handle(&mut self, m: Described, _: &mut Context<Self>) {
+    fn handle(&mut self, m: Described, ctx: &mut Context<Self>) {
+        let name = m.1.name.clone();
         if let Some(row) = self.members.get_mut(&m.0) {
             row.id = m.1.name;
             row.roles = m.1.roles;
@@ -209,6 +332,70 @@ impl Handler<Described> for ClusterView {
                 row.state = MemberState::Up;
             }
         }
+        // A full exchange with each new member.
+        self.exchange_with(name, ctx);
+    }
+}
+
+impl Handler<Exchange> for ClusterView {
+    type Result = MessageResult<Exchange>;
+    fn handle(&mut self, m: Exchange, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ExchangeReply {
+            records: self.directory.newer_than(&m.0),
+            digest: self.directory.digest(),
+        })
+    }
+}
+
+impl Handler<Exchanged> for ClusterView {
+    type Result = ();
+    fn handle(&mut self, m: Exchanged, _: &mut Context<Self>) {
+        let Exchanged(peer, reply) = m;
+        let events = self.directory.merge(reply.records);
+        self.publish(events);
+        let theirs = self.directory.newer_than(&reply.digest);
+        if !theirs.is_empty() {
+            let _ = self.node.actor(&peer, ADMIN).tell(PushRecords(theirs));
+        }
+    }
+}
+
+impl Handler<PushRecords> for ClusterView {
+    type Result = ();
+    fn handle(&mut self, m: PushRecords, _: &mut Context<Self>) {
+        let events = self.directory.merge(m.0);
+        self.publish(events);
+    }
+}
+
+impl Handler<RegisterService> for ClusterView {
+    type Result = ();
+    fn handle(&mut self, m: RegisterService, _: &mut Context<Self>) {
+        let events = self.directory.register(m.0);
+        self.publish(events);
+        self.push_mine();
+    }
+}
+
+impl Handler<RegisterActor> for ClusterView {
+    type Result = ();
+    fn handle(&mut self, m: RegisterActor, _: &mut Context<Self>) {
+        self.directory.register_actor(&m.0);
+        self.push_mine();
+    }
+}
+
+impl Handler<Lookup> for ClusterView {
+    type Result = MessageResult<Lookup>;
+    fn handle(&mut self, m: Lookup, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.directory.lookup(&m.0))
+    }
+}
+
+impl Handler<LookupActor> for ClusterView {
+    type Result = MessageResult<LookupActor>;
+    fn handle(&mut self, m: LookupActor, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.directory.lookup_actor(&m.0))
     }
 }
 

@@ -5,11 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cadre_actors::membership::{Gossip, GossipConfig};
-use cadre_actors::node::view::{ClusterView, Describe, Leaving, ListMembers, NodeInfo, ADMIN};
-use cadre_actors::node::{secret, NodeConfig, Overrides};
-use cadre_actors::Node;
-use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
+use cadre_actors::node::{secret, ClusterNode, NodeConfig, Overrides};
+use cadre_runtime::Runtime;
 
 /// Options of `cadre node`.
 #[derive(clap::Args, Debug)]
@@ -87,70 +84,18 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         other => tracing::debug!(source = ?other, "cluster secret"),
     }
     actix::System::new().block_on(async move {
-        let name = config.node_name(config.listen);
-        let runtime = Runtime::new(name.clone());
-        let node = Node::start(config.transport(&name, secret.clone()), &runtime).await?;
-        let addr = node.local_addr();
-        // Gossip on the same address, over UDP; seeds are given by their (shared) address.
-        let gossip = Gossip::start(
-            GossipConfig {
-                listen: addr,
-                seeds: config.seeds.clone(),
-                profile: config.profile,
-                cluster_size: 16,
-                secret,
-            },
-            &runtime,
-        )
-        .await?;
-        let me = NodeInfo {
-            name: name.clone(),
-            addr,
-            roles: config.roles.clone(),
-            version: cadre_actors::VERSION.into(),
-            started_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default(),
-        };
-        let (n, g) = (node.clone(), gossip.clone());
-        let view_spec = ChildSpec::new("view", move || {
-            ClusterView::new(me.clone(), n.clone(), g.clone())
-        });
-        let view = view_spec.actor_ref();
-        let app = SupervisorSpec::new("node")
-            .child(view_spec)
-            .start(&runtime)
-            .await
-            .map_err(|e| anyhow::anyhow!("the node did not start: {e}"))?;
-        node.expose(ADMIN, view.clone())
-            .accept::<Describe>()
-            .accept::<ListMembers>()
-            .accept::<Leaving>();
+        let runtime = Runtime::new(config.node_name(config.listen));
+        let node = ClusterNode::start(&config, secret, &runtime).await?;
         tracing::info!(
-            node = %name,
-            addr = %addr,
+            node = %node.name(),
+            addr = %node.addr(),
             cluster = %config.cluster,
             roles = ?config.roles,
             "node listening"
         );
         let signal = shutdown_signal().await?;
         tracing::info!(%signal, "leaving the cluster");
-        // Tell the members first (they show this node as leaving, then left), then gossip it.
-        let rows = view
-            .ask(ListMembers, Duration::from_secs(2))
-            .await
-            .unwrap_or_default();
-        for row in rows.iter().skip(1) {
-            if let Ok(peer) = node.connect(row.addr, Duration::from_millis(500)).await {
-                let _ = node.actor(&peer, ADMIN).tell(Leaving { addr });
-            }
-        }
-        gossip.leave(Duration::from_secs(2)).await;
-        let _ = app.stop(Duration::from_secs(5)).await;
-        node.shutdown(Duration::from_secs(10))
-            .await
-            .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
+        node.leave(Duration::from_secs(5)).await;
         tracing::info!("stopped");
         Ok(())
     })

@@ -1,0 +1,214 @@
+//! [`ClusterNode`]: a whole node in one value: the transport, the gossip, and the cluster view
+//! with its service directory, exposed as `admin`. `cadre node` runs one; tests start several
+//! in one process.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::Actor;
+use cadre_cluster::discovery::{DirectoryEvent, Service};
+use cadre_cluster::membership::Profile;
+use cadre_cluster::wire::Secret;
+use cadre_runtime::{ActorRef, ChildSpec, Runtime, SupervisorRef, SupervisorSpec};
+use tokio::sync::broadcast;
+
+use super::config::NodeConfig;
+use super::view::{
+    ClusterView, Describe, Exchange, Leaving, ListMembers, Lookup, LookupActor, MemberRow,
+    NodeInfo, PushRecords, RegisterActor, RegisterService, ADMIN,
+};
+use crate::membership::{Gossip, GossipConfig, GossipError};
+use crate::remote::{Exposure, RemoteRef};
+use crate::transport::{Node, TransportError};
+
+/// How long local calls into the node's own actors may take.
+const LOCAL: Duration = Duration::from_secs(5);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterNodeError {
+    /// The transport did not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The gossip did not start.
+    #[error(transparent)]
+    Gossip(#[from] GossipError),
+    /// The node's own tree did not start.
+    #[error("the node did not start: {0}")]
+    Start(cadre_runtime::ExitReason),
+}
+
+/// A running node.
+#[derive(Clone)]
+pub struct ClusterNode {
+    name: String,
+    node: Node,
+    gossip: Gossip,
+    view: ActorRef<ClusterView>,
+    app: SupervisorRef,
+    changes: broadcast::Sender<DirectoryEvent>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("name", &self.name)
+            .field("addr", &self.node.local_addr())
+            .finish()
+    }
+}
+
+impl ClusterNode {
+    /// Starts a node: the transport on `config.listen`, the gossip on the same address over UDP
+    /// (joining `config.seeds`), and the cluster view.
+    ///
+    /// # Errors
+    /// [`ClusterNodeError`].
+    pub async fn start(
+        config: &NodeConfig,
+        secret: Secret,
+        runtime: &Runtime,
+    ) -> Result<ClusterNode, ClusterNodeError> {
+        let name = config.node_name(config.listen);
+        let node = Node::start(config.transport(&name, secret.clone()), runtime).await?;
+        let addr = node.local_addr();
+        let gossip = Gossip::start(
+            GossipConfig {
+                listen: addr,
+                seeds: config.seeds.clone(),
+                profile: config.profile,
+                cluster_size: 16,
+                secret,
+            },
+            runtime,
+        )
+        .await?;
+        let me = NodeInfo {
+            name: name.clone(),
+            addr,
+            roles: config.roles.clone(),
+            version: crate::VERSION.into(),
+            started_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+        };
+        let exchange_every = match config.profile {
+            Profile::Lan => Duration::from_secs(30),
+            Profile::LocalTest => Duration::from_millis(500),
+        };
+        let (changes, _) = broadcast::channel(1024);
+        let (n, g, c) = (node.clone(), gossip.clone(), changes.clone());
+        let spec = ChildSpec::new("view", move || {
+            ClusterView::new(me.clone(), n.clone(), g.clone(), c.clone(), exchange_every)
+        });
+        let view = spec.actor_ref();
+        let app = SupervisorSpec::new("node")
+            .child(spec)
+            .start(runtime)
+            .await
+            .map_err(ClusterNodeError::Start)?;
+        node.expose(ADMIN, view.clone())
+            .accept::<Describe>()
+            .accept::<ListMembers>()
+            .accept::<Leaving>()
+            .accept::<Exchange>()
+            .accept::<PushRecords>();
+        Ok(ClusterNode {
+            name,
+            node,
+            gossip,
+            view,
+            app,
+            changes,
+        })
+    }
+
+    /// This node's id.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its address (TCP for the transport, UDP for the gossip).
+    pub fn addr(&self) -> SocketAddr {
+        self.node.local_addr()
+    }
+
+    /// The transport: expose actors, reach remote ones.
+    pub fn transport(&self) -> &Node {
+        &self.node
+    }
+
+    /// The gossip.
+    pub fn gossip(&self) -> &Gossip {
+        &self.gossip
+    }
+
+    /// The members as this node sees them, itself first.
+    pub async fn members(&self) -> Vec<MemberRow> {
+        self.view.ask(ListMembers, LOCAL).await.unwrap_or_default()
+    }
+
+    /// Offers `service` from this node; every node learns it (and forgets it when this node
+    /// goes down).
+    pub async fn register_service(&self, service: Service) {
+        let _ = self.view.ask(RegisterService(service), LOCAL).await;
+    }
+
+    /// The live endpoints of `service` known here, by node.
+    pub async fn lookup(&self, service: &str) -> Vec<(String, Service)> {
+        self.view
+            .ask(Lookup(service.into()), LOCAL)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Directory changes (services added and removed) from now on.
+    pub fn watch(&self) -> broadcast::Receiver<DirectoryEvent> {
+        self.changes.subscribe()
+    }
+
+    /// Exposes `actor` under `name` and makes the name known cluster-wide; say which message
+    /// types it accepts on the returned [`Exposure`].
+    pub async fn register_actor<A: Actor>(&self, name: &str, actor: ActorRef<A>) -> Exposure<A> {
+        let exposure = self.node.expose(name, actor);
+        let _ = self.view.ask(RegisterActor(name.into()), LOCAL).await;
+        exposure
+    }
+
+    /// A handle to the actor registered cluster-wide as `name` (on whichever node registered
+    /// it; the first by node id if several did).
+    pub async fn lookup_actor(&self, name: &str) -> Option<RemoteRef> {
+        let nodes = self
+            .view
+            .ask(LookupActor(name.into()), LOCAL)
+            .await
+            .unwrap_or_default();
+        nodes.first().map(|n| self.node.actor(n, name))
+    }
+
+    /// Leaves gracefully: tells every member (they show it as leaving, then left), gossips the
+    /// leave, then stops everything.
+    pub async fn leave(&self, timeout: Duration) {
+        let addr = self.addr();
+        for row in self.members().await.iter().skip(1) {
+            if let Ok(peer) = self
+                .node
+                .connect(row.addr, Duration::from_millis(500))
+                .await
+            {
+                let _ = self.node.actor(&peer, ADMIN).tell(Leaving { addr });
+            }
+        }
+        self.gossip.leave(timeout).await;
+        let _ = self.app.stop(timeout).await;
+        let _ = self.node.shutdown(timeout).await;
+    }
+
+    /// Stops everything without telling anyone (as a crash looks to peers).
+    pub async fn crash(&self) {
+        self.gossip.stop(Duration::from_secs(1)).await;
+        let _ = self.app.stop(Duration::from_secs(1)).await;
+        let _ = self.node.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,148 @@
+//! Three nodes in one process on 127.0.0.1: a service registered on one is found from the
+//! others, a cluster-wide actor name reaches its actor from any node, and the services of a
+//! crashed node vanish everywhere.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+use cadre_actors::node::view::MemberState;
+use cadre_actors::node::{ClusterNode, NodeConfig};
+use cadre_actors::RemoteMessage;
+use cadre_cluster::discovery::{DirectoryEvent, Service};
+use cadre_cluster::membership::Profile;
+use cadre_cluster::wire::Secret;
+use cadre_runtime::testkit::run;
+use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
+use serde::{Deserialize, Serialize};
+
+const T: Duration = Duration::from_secs(10);
+
+async fn start(name: &str, seeds: Vec<SocketAddr>) -> ClusterNode {
+    let config = NodeConfig {
+        name: Some(name.into()),
+        cluster: "test".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        seeds,
+        profile: Profile::LocalTest,
+        ..NodeConfig::default()
+    };
+    let secret = Secret::new(b"discovery".to_vec()).unwrap();
+    ClusterNode::start(&config, secret, &Runtime::new(name))
+        .await
+        .unwrap()
+}
+
+/// Waits (at most `T`) until `check` holds, re-checking every 20 ms.
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + T;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Default)]
+struct Counter(u64);
+impl Actor for Counter {
+    type Context = Context<Self>;
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Incr;
+impl RemoteMessage for Incr {
+    const TAG: &'static str = "counter.incr";
+}
+impl Handler<Incr> for Counter {
+    type Result = u64;
+    fn handle(&mut self, _: Incr, _: &mut Context<Self>) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+#[test]
+fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
+    run(async {
+        let n0 = start("n0", vec![]).await;
+        let n1 = start("n1", vec![n0.addr()]).await;
+        let n2 = start("n2", vec![n0.addr()]).await;
+        let nodes = [n0.clone(), n1.clone(), n2.clone()];
+        eventually("all three see three members up", || async {
+            for n in &nodes {
+                let rows = n.members().await;
+                if rows.len() != 3 || rows.iter().any(|r| r.state != MemberState::Up) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+
+        let mut watch = n0.watch();
+        let orders = Service {
+            name: "orders".into(),
+            addr: "127.0.0.1:9999".parse().unwrap(),
+            tags: vec!["v1".into()],
+            meta: BTreeMap::new(),
+        };
+        n2.register_service(orders.clone()).await;
+        for n in [&n0, &n1] {
+            eventually("orders found", || async {
+                n.lookup("orders").await.len() == 1
+            })
+            .await;
+            assert_eq!(
+                n.lookup("orders").await,
+                [("n2".to_string(), orders.clone())]
+            );
+        }
+        match tokio::time::timeout(T, watch.recv()).await {
+            Ok(Ok(DirectoryEvent::ServiceAdded { node, service })) => {
+                assert_eq!((node.as_str(), service.name.as_str()), ("n2", "orders"))
+            }
+            other => panic!("expected ServiceAdded, got {other:?}"),
+        }
+
+        // A cluster-wide actor name, served by n1, reached from n0.
+        let rt = Runtime::new("app");
+        let spec = ChildSpec::new("counter", Counter::default);
+        let counter = spec.actor_ref();
+        SupervisorSpec::new("app")
+            .child(spec)
+            .start(&rt)
+            .await
+            .unwrap();
+        n1.register_actor("counter", counter).await.accept::<Incr>();
+        eventually("n0 finds counter", || async {
+            n0.lookup_actor("counter").await.is_some()
+        })
+        .await;
+        let remote = n0.lookup_actor("counter").await.unwrap();
+        assert_eq!(remote.node(), "n1");
+        assert_eq!(remote.ask(Incr, T).await.unwrap(), 1);
+
+        // n2 crashes: its services vanish from every directory.
+        n2.crash().await;
+        for n in [&n0, &n1] {
+            eventually("orders gone", || async {
+                n.lookup("orders").await.is_empty()
+            })
+            .await;
+        }
+        let removed = async {
+            loop {
+                if let Ok(DirectoryEvent::ServiceRemoved { node, .. }) = watch.recv().await {
+                    return node;
+                }
+            }
+        };
+        assert_eq!(tokio::time::timeout(T, removed).await.unwrap(), "n2");
+    });
+}
