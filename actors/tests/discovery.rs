@@ -146,3 +146,39 @@ fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
         assert_eq!(tokio::time::timeout(T, removed).await.unwrap(), "n2");
     });
 }
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Alert {
+    n: u32,
+}
+
+#[test]
+fn topic_events_reach_every_subscriber_on_every_node_once_in_order() {
+    run(async {
+        let n0 = start("n0", vec![]).await;
+        let n1 = start("n1", vec![n0.addr()]).await;
+        let n2 = start("n2", vec![n0.addr()]).await;
+        let mut s1 = n1.subscribe::<Alert>("alerts").await.unwrap();
+        let mut s2 = n2.subscribe::<Alert>("alerts").await.unwrap();
+        let mut s2b = n2.subscribe::<Alert>("alerts").await.unwrap();
+        eventually("n0 knows both subscribing nodes", || async {
+            n0.topic_subscribers("alerts").await == ["n1", "n2"]
+        })
+        .await;
+        for n in 1..=50 {
+            assert_eq!(n0.publish("alerts", &Alert { n }).await.unwrap(), 2);
+        }
+        for sub in [&mut s1, &mut s2, &mut s2b] {
+            for n in 1..=50 {
+                let got = tokio::time::timeout(T, sub.recv()).await.unwrap().unwrap();
+                assert_eq!(got, Alert { n });
+            }
+            // Once: nothing more.
+            assert!(tokio::time::timeout(Duration::from_millis(100), sub.recv())
+                .await
+                .is_err());
+        }
+        assert!(n0.topic_subscribers("nobody").await.is_empty());
+        assert_eq!(n0.publish("nobody", &Alert { n: 0 }).await.unwrap(), 0);
+    });
+}

@@ -44,6 +44,9 @@ pub struct NodeRecord {
     pub services: Vec<Service>,
     /// The actor names it serves cluster-wide.
     pub actors: Vec<String>,
+    /// The topics it has subscribers for.
+    #[serde(default)]
+    pub topics: Vec<String>,
 }
 
 impl NodeRecord {
@@ -110,6 +113,7 @@ impl Directory {
                 version: 0,
                 services: Vec::new(),
                 actors: Vec::new(),
+                topics: Vec::new(),
             },
         );
         Directory {
@@ -158,6 +162,29 @@ impl Directory {
             rec.actors.sort();
             rec.version += 1;
         }
+    }
+
+    /// This node has subscribers for `topic` (`true`) or no longer has any (`false`).
+    pub fn set_topic(&mut self, topic: &str, subscribed: bool) {
+        let rec = self.mine();
+        let has = rec.topics.iter().any(|t| t == topic);
+        if subscribed && !has {
+            rec.topics.push(topic.into());
+            rec.topics.sort();
+            rec.version += 1;
+        } else if !subscribed && has {
+            rec.topics.retain(|t| t != topic);
+            rec.version += 1;
+        }
+    }
+
+    /// The nodes with subscribers for `topic`.
+    pub fn topic_nodes(&self, topic: &str) -> Vec<String> {
+        self.records
+            .values()
+            .filter(|r| r.topics.iter().any(|t| t == topic))
+            .map(|r| r.node.clone())
+            .collect()
     }
 
     /// The digest to open an exchange with.
@@ -266,6 +293,11 @@ mod tests {
                 d.register(svc("db", 9000 + i as u16));
                 d.register_actor("leader");
             }
+            if i % 10 == 1 {
+                d.set_topic("alerts", true);
+                d.set_topic("noise", true);
+                d.set_topic("noise", false);
+            }
         }
         for _ in 0..200 {
             let (a, b) = (rng.usize(0..n), rng.usize(0..n));
@@ -277,6 +309,7 @@ mod tests {
             assert_eq!(d.lookup("web").len(), n);
             assert_eq!(d.lookup("db").len(), 4);
             assert_eq!(d.lookup_actor("leader"), ["n0", "n3", "n6", "n9"]);
+            assert_eq!(d.topic_nodes("alerts"), ["n1", "n11"]);
             assert_eq!(d.digest(), dirs[0].digest());
         }
     }

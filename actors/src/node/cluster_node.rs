@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 
 use super::config::NodeConfig;
 use super::view::{
-    ClusterView, Describe, Exchange, Leaving, ListMembers, Lookup, LookupActor, MemberRow,
-    NodeInfo, PushRecords, RegisterActor, RegisterService, ADMIN,
+    ClusterView, Deliver, Describe, Exchange, Leaving, ListMembers, Lookup, LookupActor, MemberRow,
+    NodeInfo, PushRecords, RegisterActor, RegisterService, SubscribeTopic, TopicNodes, ADMIN,
 };
 use crate::membership::{Gossip, GossipConfig, GossipError};
 use crate::remote::{Exposure, RemoteRef};
@@ -36,6 +36,42 @@ pub enum ClusterNodeError {
     /// The node's own tree did not start.
     #[error("the node did not start: {0}")]
     Start(cadre_runtime::ExitReason),
+}
+
+/// A subscription to a topic ([`ClusterNode::subscribe`]).
+pub struct Subscription<E> {
+    rx: broadcast::Receiver<std::sync::Arc<Vec<u8>>>,
+    _e: std::marker::PhantomData<fn() -> E>,
+}
+
+/// Why a subscription yielded no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    /// The subscriber fell behind and missed this many events.
+    #[error("missed {0} events")]
+    Lagged(u64),
+    /// The event did not decode as the subscribed type.
+    #[error("undecodable event: {0}")]
+    Decode(String),
+    /// The node stopped.
+    #[error("the node stopped")]
+    Closed,
+}
+
+impl<E: serde::de::DeserializeOwned> Subscription<E> {
+    /// The next event.
+    ///
+    /// # Errors
+    /// [`SubscriptionError`]: missed events are reported, never skipped silently.
+    pub async fn recv(&mut self) -> Result<E, SubscriptionError> {
+        match self.rx.recv().await {
+            Ok(bytes) => {
+                cadre_cluster::wire::decode_body(&bytes).map_err(SubscriptionError::Decode)
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => Err(SubscriptionError::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => Err(SubscriptionError::Closed),
+        }
+    }
 }
 
 /// A running node.
@@ -113,7 +149,8 @@ impl ClusterNode {
             .accept::<ListMembers>()
             .accept::<Leaving>()
             .accept::<Exchange>()
-            .accept::<PushRecords>();
+            .accept::<PushRecords>()
+            .accept::<Deliver>();
         Ok(ClusterNode {
             name,
             node,
@@ -185,6 +222,70 @@ impl ClusterNode {
             .await
             .unwrap_or_default();
         nodes.first().map(|n| self.node.actor(n, name))
+    }
+
+    /// Subscribes to `topic`: every event published to it afterwards, from any node, arrives
+    /// once (until the subscription is dropped). Other nodes learn of the subscription through
+    /// the directory, so events published in the first moments may not reach it yet.
+    pub async fn subscribe<E: serde::de::DeserializeOwned>(
+        &self,
+        topic: &str,
+    ) -> Option<Subscription<E>> {
+        let rx = self
+            .view
+            .ask(SubscribeTopic(topic.into()), LOCAL)
+            .await
+            .ok()?;
+        Some(Subscription {
+            rx,
+            _e: std::marker::PhantomData,
+        })
+    }
+
+    /// The nodes known here to have subscribers for `topic`.
+    pub async fn topic_subscribers(&self, topic: &str) -> Vec<String> {
+        self.view
+            .ask(TopicNodes(topic.into()), LOCAL)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Publishes `event` to `topic`: sent once, directly over the transport, to each node with
+    /// subscribers for it (this one included), which hands it to each of its subscribers.
+    /// Delivery is at most once, in order from one publisher to one subscriber. Returns the
+    /// number of nodes it was sent to.
+    ///
+    /// # Errors
+    /// The event does not encode.
+    pub async fn publish<E: serde::Serialize>(
+        &self,
+        topic: &str,
+        event: &E,
+    ) -> Result<usize, cadre_cluster::wire::EncodeError> {
+        let payload = cadre_cluster::wire::encode_body(event)?;
+        let nodes = self
+            .view
+            .ask(TopicNodes(topic.into()), LOCAL)
+            .await
+            .unwrap_or_default();
+        let mut sent = 0;
+        for node in nodes {
+            let deliver = Deliver {
+                topic: topic.into(),
+                payload: payload.clone(),
+            };
+            let ok = if node == self.name {
+                self.view.tell(deliver).is_ok()
+            } else {
+                self.node
+                    .actor(&node, ADMIN)
+                    .tell_wait(deliver)
+                    .await
+                    .is_ok()
+            };
+            sent += usize::from(ok);
+        }
+        Ok(sent)
     }
 
     /// Leaves gracefully: tells every member (they show it as leaving, then left), gossips the

@@ -119,6 +119,30 @@ impl RemoteMessage for PushRecords {
     const TAG: &'static str = "admin.push";
 }
 
+/// A published event delivered to a node with subscribers for its topic.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The topic.
+    pub topic: String,
+    /// The event, MessagePack-encoded.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+impl RemoteMessage for Deliver {
+    const TAG: &'static str = "admin.deliver";
+}
+
+/// Local subscription to a topic: a receiver of encoded events.
+#[derive(Message)]
+#[rtype(result = "broadcast::Receiver<std::sync::Arc<Vec<u8>>>")]
+pub(crate) struct SubscribeTopic(pub(crate) String);
+
+/// The nodes with subscribers for a topic.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub(crate) struct TopicNodes(pub(crate) String);
+
 /// Learnt a member's description.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -158,7 +182,12 @@ pub struct ClusterView {
     directory: Directory,
     changes: broadcast::Sender<DirectoryEvent>,
     exchange_every: Duration,
+    /// Local subscribers, by topic.
+    topics: BTreeMap<String, broadcast::Sender<std::sync::Arc<Vec<u8>>>>,
 }
+
+/// Events buffered per topic for a subscriber that falls behind (it then sees `Lagged`).
+const TOPIC_BUFFER: usize = 4096;
 
 impl ClusterView {
     /// A view for the node described by `me`, publishing directory changes on `changes` and
@@ -178,6 +207,7 @@ impl ClusterView {
             members: BTreeMap::new(),
             changes,
             exchange_every,
+            topics: BTreeMap::new(),
         }
     }
 
@@ -389,6 +419,54 @@ impl Handler<Lookup> for ClusterView {
     type Result = MessageResult<Lookup>;
     fn handle(&mut self, m: Lookup, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.directory.lookup(&m.0))
+    }
+}
+
+impl Handler<SubscribeTopic> for ClusterView {
+    type Result = MessageResult<SubscribeTopic>;
+    fn handle(&mut self, m: SubscribeTopic, ctx: &mut Context<Self>) -> Self::Result {
+        let sender = self
+            .topics
+            .entry(m.0.clone())
+            .or_insert_with(|| broadcast::channel(TOPIC_BUFFER).0);
+        let rx = sender.subscribe();
+        self.directory.set_topic(&m.0, true);
+        self.push_mine();
+        // Forget topics whose subscribers all went away, now and then.
+        ctx.run_later(Duration::from_secs(1), |act, _| act.prune_topics());
+        MessageResult(rx)
+    }
+}
+
+impl ClusterView {
+    fn prune_topics(&mut self) {
+        let dead: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, s)| s.receiver_count() == 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for topic in dead {
+            self.topics.remove(&topic);
+            self.directory.set_topic(&topic, false);
+            self.push_mine();
+        }
+    }
+}
+
+impl Handler<TopicNodes> for ClusterView {
+    type Result = MessageResult<TopicNodes>;
+    fn handle(&mut self, m: TopicNodes, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.directory.topic_nodes(&m.0))
+    }
+}
+
+impl Handler<Deliver> for ClusterView {
+    type Result = ();
+    fn handle(&mut self, m: Deliver, _: &mut Context<Self>) {
+        if let Some(sender) = self.topics.get(&m.topic) {
+            let _ = sender.send(std::sync::Arc::new(m.payload));
+        }
     }
 }
 
