@@ -182,3 +182,53 @@ fn topic_events_reach_every_subscriber_on_every_node_once_in_order() {
         assert_eq!(n0.publish("nobody", &Alert { n: 0 }).await.unwrap(), 0);
     });
 }
+
+#[test]
+fn a_local_actor_receives_typed_cluster_events() {
+    use cadre_actors::node::view::ClusterEvent;
+    use cadre_runtime::testkit::Probe;
+    run(async {
+        let n0 = start("n0", vec![]).await;
+        let mut probe = Probe::<ClusterEvent>::new("events");
+        n0.subscribe_actor(probe.actor_ref());
+        let n1 = start("n1", vec![n0.addr()]).await;
+        // Skips whatever else comes first; at most `T` in all.
+        async fn next_matching(
+            probe: &mut Probe<ClusterEvent>,
+            pred: impl Fn(&ClusterEvent) -> bool,
+        ) -> ClusterEvent {
+            loop {
+                let e = probe.expect_msg(T).await;
+                if pred(&e) {
+                    return e;
+                }
+            }
+        }
+        let up = next_matching(&mut probe, |e| matches!(e, ClusterEvent::MemberUp { .. })).await;
+        assert!(
+            matches!(up, ClusterEvent::MemberUp { ref name, .. } if name == "n1"),
+            "{up:?}"
+        );
+        n1.register_service(Service {
+            name: "web".into(),
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            tags: vec![],
+            meta: BTreeMap::new(),
+        })
+        .await;
+        let added = next_matching(&mut probe, |e| {
+            matches!(e, ClusterEvent::ServiceAdded { .. })
+        })
+        .await;
+        assert!(matches!(added, ClusterEvent::ServiceAdded { ref node, .. } if node == "n1"));
+        n1.crash().await;
+        let down =
+            next_matching(&mut probe, |e| matches!(e, ClusterEvent::MemberDown { .. })).await;
+        assert!(matches!(down, ClusterEvent::MemberDown { ref name, .. } if name == "n1"));
+        let removed = next_matching(&mut probe, |e| {
+            matches!(e, ClusterEvent::ServiceRemoved { .. })
+        })
+        .await;
+        assert!(matches!(removed, ClusterEvent::ServiceRemoved { ref node, .. } if node == "n1"));
+    });
+}

@@ -14,8 +14,9 @@ use tokio::sync::broadcast;
 
 use super::config::NodeConfig;
 use super::view::{
-    ClusterView, Deliver, Describe, Exchange, Leaving, ListMembers, Lookup, LookupActor, MemberRow,
-    NodeInfo, PushRecords, RegisterActor, RegisterService, SubscribeTopic, TopicNodes, ADMIN,
+    ClusterEvent, ClusterView, Deliver, Describe, Exchange, Leaving, ListMembers, Lookup,
+    LookupActor, MemberRow, NodeInfo, PushRecords, RegisterActor, RegisterService, SubscribeTopic,
+    TopicNodes, ADMIN,
 };
 use crate::membership::{Gossip, GossipConfig, GossipError};
 use crate::remote::{Exposure, RemoteRef};
@@ -83,6 +84,7 @@ pub struct ClusterNode {
     view: ActorRef<ClusterView>,
     app: SupervisorRef,
     changes: broadcast::Sender<DirectoryEvent>,
+    cluster_events: broadcast::Sender<ClusterEvent>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -134,9 +136,22 @@ impl ClusterNode {
             Profile::LocalTest => Duration::from_millis(500),
         };
         let (changes, _) = broadcast::channel(1024);
-        let (n, g, c) = (node.clone(), gossip.clone(), changes.clone());
+        let (cluster_events, _) = broadcast::channel(1024);
+        let (n, g, c, e) = (
+            node.clone(),
+            gossip.clone(),
+            changes.clone(),
+            cluster_events.clone(),
+        );
         let spec = ChildSpec::new("view", move || {
-            ClusterView::new(me.clone(), n.clone(), g.clone(), c.clone(), exchange_every)
+            ClusterView::new(
+                me.clone(),
+                n.clone(),
+                g.clone(),
+                c.clone(),
+                e.clone(),
+                exchange_every,
+            )
         });
         let view = spec.actor_ref();
         let app = SupervisorSpec::new("node")
@@ -158,6 +173,7 @@ impl ClusterNode {
             view,
             app,
             changes,
+            cluster_events,
         })
     }
 
@@ -203,6 +219,47 @@ impl ClusterNode {
     /// Directory changes (services added and removed) from now on.
     pub fn watch(&self) -> broadcast::Receiver<DirectoryEvent> {
         self.changes.subscribe()
+    }
+
+    /// Cluster events (members up, suspect, down, left; services added, removed) from now on.
+    pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.cluster_events.subscribe()
+    }
+
+    /// Sends every cluster event from now on to `actor`, as a typed message, for as long as it
+    /// lives. A full mailbox delays the next events (the forwarder waits); a subscriber too slow
+    /// for the event buffer is told how many it missed in a warning log.
+    pub fn subscribe_actor<A>(&self, actor: ActorRef<A>)
+    where
+        A: Actor + actix::Handler<ClusterEvent>,
+        A::Context: actix::dev::ToEnvelope<A, ClusterEvent>,
+    {
+        let mut rx = self.cluster_events.subscribe();
+        actix::spawn(async move {
+            loop {
+                let mut event = match rx.recv().await {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, actor = %actor.path(), "cluster events missed");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                loop {
+                    match actor.tell(event) {
+                        Ok(()) => break,
+                        Err(
+                            cadre_runtime::TellError::Full(e)
+                            | cadre_runtime::TellError::Restarting(e),
+                        ) => {
+                            event = e;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Err(_) => return, // ended for good
+                    }
+                }
+            }
+        });
     }
 
     /// Exposes `actor` under `name` and makes the name known cluster-wide; say which message

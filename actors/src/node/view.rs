@@ -41,6 +41,8 @@ pub enum MemberState {
     Joining,
     /// Active.
     Up,
+    /// Not answering probes; declared down unless it refutes the suspicion in time.
+    Suspect,
     /// Announced it is leaving.
     Leaving,
     /// Left gracefully.
@@ -91,6 +93,57 @@ pub struct Leaving {
 }
 impl RemoteMessage for Leaving {
     const TAG: &'static str = "admin.leaving";
+}
+
+/// What happens in the cluster, as a typed message for any local actor
+/// ([`ClusterNode::subscribe_actor`](super::ClusterNode::subscribe_actor)).
+#[derive(Clone, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub enum ClusterEvent {
+    /// A member is up (joined and described itself, or refuted a suspicion).
+    MemberUp {
+        /// Its id.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Its roles.
+        roles: Vec<String>,
+    },
+    /// A member is suspected.
+    MemberSuspect {
+        /// Its id.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A member was declared down by the failure detector.
+    MemberDown {
+        /// Its id.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A member left gracefully.
+    MemberLeft {
+        /// Its id.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A service appeared on a node.
+    ServiceAdded {
+        /// The node.
+        node: String,
+        /// The service.
+        service: Service,
+    },
+    /// A service went away from a node.
+    ServiceRemoved {
+        /// The node.
+        node: String,
+        /// The service.
+        service: Service,
+    },
 }
 
 /// Opens an anti-entropy exchange: the asker's digest; the answer is what the asker lacks and
@@ -181,6 +234,7 @@ pub struct ClusterView {
     members: BTreeMap<SocketAddr, MemberRow>,
     directory: Directory,
     changes: broadcast::Sender<DirectoryEvent>,
+    cluster_events: broadcast::Sender<ClusterEvent>,
     exchange_every: Duration,
     /// Local subscribers, by topic.
     topics: BTreeMap<String, broadcast::Sender<std::sync::Arc<Vec<u8>>>>,
@@ -197,6 +251,7 @@ impl ClusterView {
         node: Node,
         gossip: Gossip,
         changes: broadcast::Sender<DirectoryEvent>,
+        cluster_events: broadcast::Sender<ClusterEvent>,
         exchange_every: Duration,
     ) -> Self {
         ClusterView {
@@ -206,6 +261,7 @@ impl ClusterView {
             gossip,
             members: BTreeMap::new(),
             changes,
+            cluster_events,
             exchange_every,
             topics: BTreeMap::new(),
         }
@@ -213,7 +269,28 @@ impl ClusterView {
 
     fn publish(&self, events: Vec<DirectoryEvent>) {
         for e in events {
+            let typed = match &e {
+                DirectoryEvent::ServiceAdded { node, service } => ClusterEvent::ServiceAdded {
+                    node: node.clone(),
+                    service: service.clone(),
+                },
+                DirectoryEvent::ServiceRemoved { node, service } => ClusterEvent::ServiceRemoved {
+                    node: node.clone(),
+                    service: service.clone(),
+                },
+            };
+            let _ = self.cluster_events.send(typed);
             let _ = self.changes.send(e);
+        }
+    }
+
+    fn member_event(
+        &self,
+        make: impl FnOnce(String, SocketAddr) -> ClusterEvent,
+        addr: SocketAddr,
+    ) {
+        if let Some(row) = self.members.get(&addr) {
+            let _ = self.cluster_events.send(make(row.id.clone(), addr));
         }
     }
 
@@ -282,6 +359,33 @@ impl ClusterView {
                     }
                 });
             }
+            MemberEvent::Suspect(id) => {
+                if let Some(row) = self.members.get_mut(&id.addr) {
+                    if row.state == MemberState::Up {
+                        row.state = MemberState::Suspect;
+                    }
+                }
+                self.member_event(
+                    |name, addr| ClusterEvent::MemberSuspect { name, addr },
+                    id.addr,
+                );
+            }
+            MemberEvent::Alive(id) => {
+                let mut back = false;
+                if let Some(row) = self.members.get_mut(&id.addr) {
+                    if row.state == MemberState::Suspect {
+                        row.state = MemberState::Up;
+                        back = true;
+                    }
+                }
+                if back {
+                    let roles = self.members[&id.addr].roles.clone();
+                    self.member_event(
+                        |name, addr| ClusterEvent::MemberUp { name, addr, roles },
+                        id.addr,
+                    );
+                }
+            }
             MemberEvent::Down(id) => {
                 let mut gone = None;
                 if let Some(row) = self.members.get_mut(&id.addr) {
@@ -293,6 +397,19 @@ impl ClusterView {
                     gone = Some(row.id.clone());
                 }
                 if let Some(name) = gone {
+                    let left = self.members[&id.addr].state == MemberState::Left;
+                    let event = if left {
+                        ClusterEvent::MemberLeft {
+                            name: name.clone(),
+                            addr: id.addr,
+                        }
+                    } else {
+                        ClusterEvent::MemberDown {
+                            name: name.clone(),
+                            addr: id.addr,
+                        }
+                    };
+                    let _ = self.cluster_events.send(event);
                     let events = self.directory.node_down(&name);
                     self.publish(events);
                 }
@@ -355,11 +472,16 @@ impl Handler<Described> for ClusterView {
         let name = m.1.name.clone();
         if let Some(row) = self.members.get_mut(&m.0) {
             row.id = m.1.name;
-            row.roles = m.1.roles;
+            row.roles = m.1.roles.clone();
             row.version = Some(m.1.version);
             row.started_ms = Some(m.1.started_ms);
             if row.state == MemberState::Joining {
                 row.state = MemberState::Up;
+                let _ = self.cluster_events.send(ClusterEvent::MemberUp {
+                    name: name.clone(),
+                    addr: m.0,
+                    roles: m.1.roles,
+                });
             }
         }
         // A full exchange with each new member.

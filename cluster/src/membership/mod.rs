@@ -151,6 +151,11 @@ pub enum Input {
 pub enum MemberEvent {
     /// A member is up.
     Up(MemberId),
+    /// A member is suspected: it did not answer probes; it is declared down unless it refutes
+    /// the suspicion in time.
+    Suspect(MemberId),
+    /// A suspected member refuted the suspicion: it is up.
+    Alive(MemberId),
     /// A member is down (crashed, or left).
     Down(MemberId),
     /// A member came back with a new identity (same address, higher bump).
@@ -267,6 +272,8 @@ pub struct Membership {
     foca: Foca<MemberId, PostcardCodec, SmallRng, NoCustomBroadcast>,
     key: Secret,
     rejected: u64,
+    /// Members suspected after the last input (foca reports suspicion only in its state).
+    suspects: std::collections::BTreeSet<MemberId>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -285,6 +292,7 @@ impl Membership {
             foca: Foca::new(id, config, SmallRng::seed_from_u64(seed), PostcardCodec),
             key,
             rejected: 0,
+            suspects: std::collections::BTreeSet::new(),
         }
     }
 
@@ -303,6 +311,29 @@ impl Membership {
     /// Datagrams dropped because their tag did not verify.
     pub fn rejected(&self) -> u64 {
         self.rejected
+    }
+
+    /// Emits `Suspect` for members newly suspected and `Alive` for those that refuted it.
+    fn track_suspicion(&mut self, out: &mut Vec<Effect>) {
+        let now: std::collections::BTreeSet<MemberId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| *m.id())
+            .collect();
+        if now == self.suspects {
+            return;
+        }
+        for id in now.difference(&self.suspects) {
+            out.push(Effect::Event(MemberEvent::Suspect(*id)));
+        }
+        let alive: Vec<MemberId> = self.foca.iter_members().map(|m| *m.id()).collect();
+        for id in self.suspects.difference(&now) {
+            if alive.contains(id) {
+                out.push(Effect::Event(MemberEvent::Alive(*id)));
+            }
+        }
+        self.suspects = now;
     }
 
     /// Feeds one input; returns the effects to carry out, in order.
@@ -353,6 +384,7 @@ impl Membership {
                 }
             }
         }
+        self.track_suspicion(&mut out);
         Ok(out)
     }
 }
@@ -598,6 +630,28 @@ mod tests {
             took <= Duration::from_secs(3),
             "lan detection took {took:?}"
         );
+    }
+
+    #[test]
+    fn a_crashed_node_is_suspected_before_it_is_declared_down() {
+        let mut sim = Sim::new(5, Profile::LocalTest);
+        sim.join_all_through(0);
+        assert!(sim.run_until(Duration::from_secs(30), Sim::converged));
+        sim.crashed.insert(4);
+        let down_everywhere = |s: &Sim| (0..4).all(|i| s.sees_down(i, addr(4)));
+        assert!(sim.run_until(Duration::from_secs(10), down_everywhere));
+        // Someone suspected it first.
+        let suspected_first = (0..4).any(|i| {
+            let evs = &sim.events[i];
+            let suspect = evs
+                .iter()
+                .position(|(_, e)| matches!(e, MemberEvent::Suspect(id) if id.addr == addr(4)));
+            let down = evs
+                .iter()
+                .position(|(_, e)| matches!(e, MemberEvent::Down(id) if id.addr == addr(4)));
+            matches!((suspect, down), (Some(s), Some(d)) if s < d)
+        });
+        assert!(suspected_first);
     }
 
     #[test]
