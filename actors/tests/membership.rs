@@ -114,3 +114,64 @@ fn a_leaving_node_is_seen_down_and_a_wrong_secret_never_joins() {
         assert!(intruder.members().await.is_empty());
     });
 }
+
+#[test]
+fn ten_and_thirty_nodes_converge_over_udp() {
+    for n in [10, 30] {
+        run(async move {
+            let rt = Runtime::default();
+            let seed = Gossip::start(config(vec![], "s"), &rt).await.unwrap();
+            let mut nodes = vec![seed.clone()];
+            for _ in 1..n {
+                nodes.push(
+                    Gossip::start(config(vec![seed.local_addr()], "s"), &rt)
+                        .await
+                        .unwrap(),
+                );
+            }
+            converged(&nodes).await;
+            for g in &nodes {
+                g.stop(T).await;
+            }
+        });
+    }
+}
+
+#[test]
+fn a_restarted_node_replaces_its_old_identity_everywhere() {
+    run(async {
+        let rt = Runtime::default();
+        let a = Gossip::start(config(vec![], "s"), &rt).await.unwrap();
+        let b = Gossip::start(config(vec![a.local_addr()], "s"), &rt)
+            .await
+            .unwrap();
+        let c = Gossip::start(config(vec![a.local_addr()], "s"), &rt)
+            .await
+            .unwrap();
+        converged(&[a.clone(), b.clone(), c.clone()]).await;
+        let old = c.identity().await.unwrap();
+        let mut watch = a.subscribe();
+        c.stop(T).await;
+        expect(
+            &mut watch,
+            "c down",
+            |e| matches!(e, MemberEvent::Down(id) if *id == old),
+        )
+        .await;
+        // c comes back on the same address: a later start, a higher bump.
+        let mut cfg = config(vec![a.local_addr()], "s");
+        cfg.listen = old.addr;
+        let c2 = Gossip::start(cfg, &rt).await.unwrap();
+        let new = c2.identity().await.unwrap();
+        assert_eq!(new.addr, old.addr);
+        assert_ne!(new, old);
+        converged(&[a.clone(), b.clone(), c2.clone()]).await;
+        for g in [&a, &b] {
+            assert!(
+                g.members().await.contains(&new),
+                "the new identity is known"
+            );
+            assert!(!g.members().await.contains(&old), "the old one is gone");
+        }
+    });
+}
