@@ -1,6 +1,7 @@
 //! The `cadre` command.
 
 mod bench_remote;
+mod bench_topics;
 mod members_cmd;
 mod node_cmd;
 
@@ -42,6 +43,8 @@ enum Bench {
     /// The serving side of `bench remote` (started by it).
     #[command(hide = true)]
     RemoteServe,
+    /// Topic delivery latency between two nodes, beside a plain remote tell.
+    Topics(bench_topics::Options),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Bench { what } => match what {
             Bench::Remote(opts) => bench_remote::run(opts),
             Bench::RemoteServe => bench_remote::serve(),
+            Bench::Topics(opts) => bench_topics::run(opts),
         },
     };
     match result {
