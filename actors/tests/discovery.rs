@@ -86,6 +86,7 @@ fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
         .await;
 
         let mut watch = n0.watch();
+        let mut orders_watch = n1.watch_service("orders");
         let orders = Service {
             name: "orders".into(),
             addr: "127.0.0.1:9999".parse().unwrap(),
@@ -109,6 +110,11 @@ fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
             }
             other => panic!("expected ServiceAdded, got {other:?}"),
         }
+
+        assert!(matches!(
+            tokio::time::timeout(T, orders_watch.recv()).await.unwrap().unwrap(),
+            DirectoryEvent::ServiceAdded { ref node, .. } if node == "n2"
+        ));
 
         // A cluster-wide actor name, served by n1, reached from n0.
         let rt = Runtime::new("app");

@@ -1,6 +1,17 @@
 //! [`ClusterNode`]: a whole node in one value: the transport, the gossip, and the cluster view
 //! with its service directory, exposed as `admin`. `cadre node` runs one; tests start several
 //! in one process.
+//!
+//! # Timers
+//! The gossip's own timers are in [`Profile`]'s table. The node adds:
+//!
+//! | timer | `lan` | `local_test` |
+//! |---|---|---|
+//! | join retry until active (exponential, jittered) | 100 ms → 5 s | 100 ms → 5 s |
+//! | anti-entropy exchange with a random member (plus one with each new member) | 30 s | 500 ms |
+//! | connection handshake limit | 5 s | 5 s |
+//! | redial of a lost connection (exponential, jittered) | 50 ms → 5 s | 50 ms → 5 s |
+//! | forgetting a topic without local subscribers | 1 s after a subscription | same |
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -71,6 +82,38 @@ impl<E: serde::de::DeserializeOwned> Subscription<E> {
             }
             Err(broadcast::error::RecvError::Lagged(n)) => Err(SubscriptionError::Lagged(n)),
             Err(broadcast::error::RecvError::Closed) => Err(SubscriptionError::Closed),
+        }
+    }
+}
+
+/// Changes of one service ([`ClusterNode::watch_service`]).
+pub struct ServiceWatch {
+    name: String,
+    rx: broadcast::Receiver<DirectoryEvent>,
+}
+
+impl ServiceWatch {
+    /// The next change of the watched service.
+    ///
+    /// # Errors
+    /// [`SubscriptionError::Lagged`] when changes were missed (look the service up again),
+    /// [`SubscriptionError::Closed`] when the node stopped.
+    pub async fn recv(&mut self) -> Result<DirectoryEvent, SubscriptionError> {
+        loop {
+            let event = match self.rx.recv().await {
+                Ok(e) => e,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    return Err(SubscriptionError::Lagged(n))
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(SubscriptionError::Closed),
+            };
+            let name = match &event {
+                DirectoryEvent::ServiceAdded { service, .. }
+                | DirectoryEvent::ServiceRemoved { service, .. } => &service.name,
+            };
+            if *name == self.name {
+                return Ok(event);
+            }
         }
     }
 }
@@ -219,6 +262,14 @@ impl ClusterNode {
     /// Directory changes (services added and removed) from now on.
     pub fn watch(&self) -> broadcast::Receiver<DirectoryEvent> {
         self.changes.subscribe()
+    }
+
+    /// Changes of the service called `name` from now on.
+    pub fn watch_service(&self, name: &str) -> ServiceWatch {
+        ServiceWatch {
+            name: name.into(),
+            rx: self.changes.subscribe(),
+        }
     }
 
     /// Cluster events (members up, suspect, down, left; services added, removed) from now on.

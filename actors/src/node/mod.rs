@@ -6,7 +6,9 @@ pub mod config;
 pub mod secret;
 pub mod view;
 
-pub use cluster_node::{ClusterNode, ClusterNodeError, Subscription, SubscriptionError};
+pub use cluster_node::{
+    ClusterNode, ClusterNodeError, ServiceWatch, Subscription, SubscriptionError,
+};
 
 pub use config::{NodeConfig, NodeConfigError, Overrides, DEFAULT_PORT};
 pub use secret::{SecretError, SecretSource};

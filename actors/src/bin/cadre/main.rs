@@ -1,5 +1,6 @@
 //! The `cadre` command.
 
+mod bench_gossip;
 mod bench_remote;
 mod bench_topics;
 mod members_cmd;
@@ -45,6 +46,8 @@ enum Bench {
     RemoteServe,
     /// Topic delivery latency between two nodes, beside a plain remote tell.
     Topics(bench_topics::Options),
+    /// Crash detection time with N gossip nodes over UDP.
+    Gossip(bench_gossip::Options),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
             Bench::Remote(opts) => bench_remote::run(opts),
             Bench::RemoteServe => bench_remote::serve(),
             Bench::Topics(opts) => bench_topics::run(opts),
+            Bench::Gossip(opts) => bench_gossip::run(opts),
         },
     };
     match result {
