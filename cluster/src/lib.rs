@@ -13,11 +13,13 @@
 //! - [`wire`]: frames, the versioned envelope, and the authenticated handshake.
 //! - [`membership`]: SWIM gossip (foca) as a pure core, with authenticated datagrams.
 //! - [`discovery`]: the service directory, replicated by anti-entropy.
+//! - [`members`]: the member table and its state transitions.
 //!
 //! The status store and task scheduling arrive with their features.
 
 #![deny(missing_docs)]
 
 pub mod discovery;
+pub mod members;
 pub mod membership;
 pub mod wire;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use cadre_cluster::discovery::{Digest, Directory, DirectoryEvent, NodeRecord, Service};
+use cadre_cluster::members::{Change, Description, MemberTable};
 use cadre_cluster::membership::MemberEvent;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -33,40 +34,7 @@ pub struct NodeInfo {
     pub started_ms: u64,
 }
 
-/// A member's state as this node sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemberState {
-    /// Seen by the gossip; its description is being fetched.
-    Joining,
-    /// Active.
-    Up,
-    /// Not answering probes; declared down unless it refutes the suspicion in time.
-    Suspect,
-    /// Announced it is leaving.
-    Leaving,
-    /// Left gracefully.
-    Left,
-    /// Declared down by the failure detector.
-    Down,
-}
-
-/// One row of `cadre members`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberRow {
-    /// Its id (its address while its description is unknown).
-    pub id: String,
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Its roles.
-    pub roles: Vec<String>,
-    /// Its version, if known.
-    pub version: Option<String>,
-    /// When it started (ms since the epoch), if known.
-    pub started_ms: Option<u64>,
-    /// Its state.
-    pub state: MemberState,
-}
+pub use cadre_cluster::members::{MemberRow, MemberState};
 
 /// Asks a node to describe itself.
 #[derive(Message, Serialize, Deserialize, Debug)]
@@ -231,7 +199,7 @@ pub struct ClusterView {
     me: NodeInfo,
     node: Node,
     gossip: Gossip,
-    members: BTreeMap<SocketAddr, MemberRow>,
+    members: MemberTable,
     directory: Directory,
     changes: broadcast::Sender<DirectoryEvent>,
     cluster_events: broadcast::Sender<ClusterEvent>,
@@ -259,7 +227,7 @@ impl ClusterView {
             me,
             node,
             gossip,
-            members: BTreeMap::new(),
+            members: MemberTable::default(),
             changes,
             cluster_events,
             exchange_every,
@@ -281,16 +249,6 @@ impl ClusterView {
             };
             let _ = self.cluster_events.send(typed);
             let _ = self.changes.send(e);
-        }
-    }
-
-    fn member_event(
-        &self,
-        make: impl FnOnce(String, SocketAddr) -> ClusterEvent,
-        addr: SocketAddr,
-    ) {
-        if let Some(row) = self.members.get(&addr) {
-            let _ = self.cluster_events.send(make(row.id.clone(), addr));
         }
     }
 
@@ -317,33 +275,31 @@ impl ClusterView {
             .into_iter()
             .filter(|r| r.node == self.me.name)
             .collect();
-        for row in self.members.values().filter(|r| r.state == MemberState::Up) {
+        for name in self.members.up() {
             let _ = self
                 .node
-                .actor(&row.id, ADMIN)
+                .actor(&name, ADMIN)
                 .tell(PushRecords(mine.clone()));
         }
     }
 
     fn on_event(&mut self, event: MemberEvent, ctx: &mut Context<Self>) {
-        match event {
-            MemberEvent::Up(id) | MemberEvent::Renamed { new: id, .. } => {
-                let row = self.members.entry(id.addr).or_insert(MemberRow {
-                    id: id.addr.to_string(),
-                    addr: id.addr,
-                    roles: Vec::new(),
-                    version: None,
-                    started_ms: None,
-                    state: MemberState::Joining,
-                });
-                row.state = MemberState::Joining;
+        for change in self.members.gossip(&event) {
+            self.apply(change, ctx);
+        }
+    }
+
+    /// Carries out what the member table decided.
+    fn apply(&mut self, change: Change, ctx: &mut Context<Self>) {
+        let event = match change {
+            Change::Describe(addr) => {
                 // Learn what it says of itself, over the transport.
                 let (node, me) = (self.node.clone(), ctx.address());
                 actix::spawn(async move {
-                    let peer = match node.connect(id.addr, Duration::from_secs(5)).await {
+                    let peer = match node.connect(addr, Duration::from_secs(5)).await {
                         Ok(peer) => peer,
                         Err(e) => {
-                            tracing::warn!(member = %id.addr, reason = %e, "cannot reach a new member");
+                            tracing::warn!(member = %addr, reason = %e, "cannot reach a new member");
                             return;
                         }
                     };
@@ -352,70 +308,34 @@ impl ClusterView {
                         .ask(Describe, Duration::from_secs(5))
                         .await
                     {
-                        Ok(info) => me.do_send(Described(id.addr, info)),
+                        Ok(info) => me.do_send(Described(addr, info)),
                         Err(e) => {
-                            tracing::warn!(member = %id.addr, reason = %e, "a new member did not describe itself")
+                            tracing::warn!(member = %addr, reason = %e, "a new member did not describe itself")
                         }
                     }
                 });
+                return;
             }
-            MemberEvent::Suspect(id) => {
-                if let Some(row) = self.members.get_mut(&id.addr) {
-                    if row.state == MemberState::Up {
-                        row.state = MemberState::Suspect;
-                    }
-                }
-                self.member_event(
-                    |name, addr| ClusterEvent::MemberSuspect { name, addr },
-                    id.addr,
-                );
+            Change::Up { name, addr, roles } => ClusterEvent::MemberUp { name, addr, roles },
+            Change::Suspect { name, addr } => ClusterEvent::MemberSuspect { name, addr },
+            Change::Down { name, addr } => {
+                let events = self.directory.node_down(&name);
+                let _ = self
+                    .cluster_events
+                    .send(ClusterEvent::MemberDown { name, addr });
+                self.publish(events);
+                return;
             }
-            MemberEvent::Alive(id) => {
-                let mut back = false;
-                if let Some(row) = self.members.get_mut(&id.addr) {
-                    if row.state == MemberState::Suspect {
-                        row.state = MemberState::Up;
-                        back = true;
-                    }
-                }
-                if back {
-                    let roles = self.members[&id.addr].roles.clone();
-                    self.member_event(
-                        |name, addr| ClusterEvent::MemberUp { name, addr, roles },
-                        id.addr,
-                    );
-                }
+            Change::Left { name, addr } => {
+                let events = self.directory.node_down(&name);
+                let _ = self
+                    .cluster_events
+                    .send(ClusterEvent::MemberLeft { name, addr });
+                self.publish(events);
+                return;
             }
-            MemberEvent::Down(id) => {
-                let mut gone = None;
-                if let Some(row) = self.members.get_mut(&id.addr) {
-                    row.state = if matches!(row.state, MemberState::Leaving | MemberState::Left) {
-                        MemberState::Left
-                    } else {
-                        MemberState::Down
-                    };
-                    gone = Some(row.id.clone());
-                }
-                if let Some(name) = gone {
-                    let left = self.members[&id.addr].state == MemberState::Left;
-                    let event = if left {
-                        ClusterEvent::MemberLeft {
-                            name: name.clone(),
-                            addr: id.addr,
-                        }
-                    } else {
-                        ClusterEvent::MemberDown {
-                            name: name.clone(),
-                            addr: id.addr,
-                        }
-                    };
-                    let _ = self.cluster_events.send(event);
-                    let events = self.directory.node_down(&name);
-                    self.publish(events);
-                }
-            }
-            _ => {}
-        }
+        };
+        let _ = self.cluster_events.send(event);
     }
 }
 
@@ -425,12 +345,7 @@ impl Actor for ClusterView {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Anti-entropy with a random member that is up, periodically.
         ctx.run_interval(self.exchange_every, |act, ctx| {
-            let up: Vec<String> = act
-                .members
-                .values()
-                .filter(|r| r.state == MemberState::Up)
-                .map(|r| r.id.clone())
-                .collect();
+            let up = act.members.up();
             if !up.is_empty() {
                 let peer = up[fastrand::usize(..up.len())].clone();
                 act.exchange_with(peer, ctx);
@@ -469,20 +384,16 @@ impl Handler<Event> for ClusterView {
 impl Handler<Described> for ClusterView {
     type Result = ();
     fn handle(&mut self, m: Described, ctx: &mut Context<Self>) {
-        let name = m.1.name.clone();
-        if let Some(row) = self.members.get_mut(&m.0) {
-            row.id = m.1.name;
-            row.roles = m.1.roles.clone();
-            row.version = Some(m.1.version);
-            row.started_ms = Some(m.1.started_ms);
-            if row.state == MemberState::Joining {
-                row.state = MemberState::Up;
-                let _ = self.cluster_events.send(ClusterEvent::MemberUp {
-                    name: name.clone(),
-                    addr: m.0,
-                    roles: m.1.roles,
-                });
-            }
+        let Described(addr, info) = m;
+        let name = info.name.clone();
+        let description = Description {
+            name: info.name,
+            roles: info.roles,
+            version: info.version,
+            started_ms: info.started_ms,
+        };
+        for change in self.members.described(addr, description) {
+            self.apply(change, ctx);
         }
         // A full exchange with each new member.
         self.exchange_with(name, ctx);
@@ -617,7 +528,7 @@ impl Handler<ListMembers> for ClusterView {
             started_ms: Some(self.me.started_ms),
             state: MemberState::Up,
         }];
-        rows.extend(self.members.values().cloned());
+        rows.extend(self.members.rows().cloned());
         MessageResult(rows)
     }
 }
@@ -625,8 +536,6 @@ impl Handler<ListMembers> for ClusterView {
 impl Handler<Leaving> for ClusterView {
     type Result = ();
     fn handle(&mut self, m: Leaving, _: &mut Context<Self>) {
-        if let Some(row) = self.members.get_mut(&m.addr) {
-            row.state = MemberState::Leaving;
-        }
+        self.members.leaving(m.addr);
     }
 }
