@@ -87,6 +87,17 @@ impl Gossip {
     /// # Errors
     /// [`GossipError`].
     pub async fn start(config: GossipConfig, runtime: &Runtime) -> Result<Gossip, GossipError> {
+        let (gossip, spec) = Gossip::prepare(config)?;
+        spec.start(runtime).await.map_err(GossipError::Start)?;
+        Ok(gossip)
+    }
+
+    /// Binds the UDP socket and builds the membership subtree without starting it, for a
+    /// parent supervisor to start as one of its children.
+    ///
+    /// # Errors
+    /// [`GossipError::Bind`].
+    pub fn prepare(config: GossipConfig) -> Result<(Gossip, SupervisorSpec), GossipError> {
         let bind = |source| GossipError::Bind {
             addr: config.listen,
             source,
@@ -123,17 +134,17 @@ impl Gossip {
         })
         .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
         let actor = spec.actor_ref();
-        let supervisor = SupervisorSpec::new("gossip")
-            .child(spec)
-            .start(runtime)
-            .await
-            .map_err(GossipError::Start)?;
-        Ok(Gossip {
-            actor,
-            events,
-            local_addr,
-            supervisor,
-        })
+        let tree = SupervisorSpec::new("gossip").child(spec);
+        let supervisor = tree.handle();
+        Ok((
+            Gossip {
+                actor,
+                events,
+                local_addr,
+                supervisor,
+            },
+            tree,
+        ))
     }
 
     /// The UDP address peers gossip with.
@@ -161,8 +172,14 @@ impl Gossip {
 
     /// Leaves the cluster gracefully (peers see it at once), then stops.
     pub async fn leave(&self, timeout: Duration) {
-        let _ = self.actor.ask(Leave, timeout).await;
+        self.announce_leave(timeout).await;
         let _ = self.supervisor.stop(timeout).await;
+    }
+
+    /// Announces the leave (peers see it at once) and waits until it is on the wire, without
+    /// stopping: for a parent that stops the whole node next.
+    pub async fn announce_leave(&self, timeout: Duration) {
+        let _ = self.actor.ask(Leave, timeout).await;
     }
 
     /// Stops without telling anyone (as a crash looks to peers).

@@ -151,19 +151,15 @@ impl ClusterNode {
         runtime: &Runtime,
     ) -> Result<ClusterNode, ClusterNodeError> {
         let name = config.node_name(config.listen);
-        let node = Node::start(config.transport(&name, secret.clone()), runtime).await?;
+        let (node, transport) = Node::prepare(config.transport(&name, secret.clone()))?;
         let addr = node.local_addr();
-        let gossip = Gossip::start(
-            GossipConfig {
-                listen: addr,
-                seeds: config.seeds.clone(),
-                profile: config.profile,
-                cluster_size: 16,
-                secret,
-            },
-            runtime,
-        )
-        .await?;
+        let (gossip, membership) = Gossip::prepare(GossipConfig {
+            listen: addr,
+            seeds: config.seeds.clone(),
+            profile: config.profile,
+            cluster_size: 16,
+            secret,
+        })?;
         let me = NodeInfo {
             name: name.clone(),
             addr,
@@ -197,7 +193,12 @@ impl ClusterNode {
             )
         });
         let view = spec.actor_ref();
+        // One root for the whole node, as in the design's supervision tree: children start
+        // left to right (transport, membership, view) and an escalation in any of them ends
+        // the node instead of leaving it half alive.
         let app = SupervisorSpec::new("node")
+            .child(transport)
+            .child(membership)
             .child(spec)
             .start(runtime)
             .await
@@ -409,15 +410,18 @@ impl ClusterNode {
                 let _ = self.node.actor(&peer, ADMIN).tell(Leaving { addr });
             }
         }
-        self.gossip.leave(timeout).await;
+        self.gossip.announce_leave(timeout).await;
         let _ = self.app.stop(timeout).await;
-        let _ = self.node.shutdown(timeout).await;
     }
 
     /// Stops everything without telling anyone (as a crash looks to peers).
     pub async fn crash(&self) {
-        self.gossip.stop(Duration::from_secs(1)).await;
         let _ = self.app.stop(Duration::from_secs(1)).await;
-        let _ = self.node.shutdown(Duration::from_secs(1)).await;
+    }
+
+    /// Waits until the node's root has ended, and returns why (an abnormal reason means an
+    /// escalation reached the root).
+    pub async fn terminated(&self) -> cadre_runtime::ExitReason {
+        self.app.terminated().await
     }
 }

@@ -219,6 +219,18 @@ impl Node {
     /// # Errors
     /// An invalid configuration, an address that cannot be bound, or a tree that did not start.
     pub async fn start(config: TransportConfig, runtime: &Runtime) -> Result<Node, TransportError> {
+        let (node, spec) = Node::prepare(config)?;
+        spec.start(runtime).await.map_err(TransportError::Start)?;
+        Ok(node)
+    }
+
+    /// Binds the listen address and builds the transport's supervision subtree without starting
+    /// it, for a parent supervisor to start as one of its children (a node's root). The handle
+    /// works once the subtree runs.
+    ///
+    /// # Errors
+    /// An invalid configuration or an address that cannot be bound.
+    pub fn prepare(config: TransportConfig) -> Result<(Node, SupervisorSpec), TransportError> {
         config.validate()?;
         let std_listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| TransportError::Bind {
@@ -265,12 +277,15 @@ impl Node {
         })
         .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
         let spec = SupervisorSpec::new("transport").child(listener).child(pool);
-        let supervisor = spec.start(runtime).await.map_err(TransportError::Start)?;
-        Ok(Node {
-            inner,
-            local_addr,
-            supervisor,
-        })
+        let supervisor = spec.handle();
+        Ok((
+            Node {
+                inner,
+                local_addr,
+                supervisor,
+            },
+            spec,
+        ))
     }
 
     /// The address peers connect to.
@@ -366,6 +381,8 @@ impl Node {
     }
 
     /// Stops the transport: every connection closes (asks pending over them fail at once).
+    /// Under a parent supervisor (a [`ClusterNode`](crate::node::ClusterNode)), stop the parent
+    /// instead: the parent would restart a stopped transport.
     ///
     /// # Errors
     /// The tree did not stop within `timeout`.

@@ -93,10 +93,18 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
             roles = ?config.roles,
             "node listening"
         );
-        let signal = shutdown_signal().await?;
-        tracing::info!(%signal, "leaving the cluster");
-        node.leave(Duration::from_secs(5)).await;
-        tracing::info!("stopped");
-        Ok(())
+        tokio::select! {
+            signal = shutdown_signal() => {
+                tracing::info!(signal = %signal?, "leaving the cluster");
+                node.leave(Duration::from_secs(5)).await;
+                tracing::info!("stopped");
+                Ok(())
+            }
+            reason = node.terminated() => {
+                // An escalation reached the node's root: report it and exit non-zero.
+                tracing::error!(%reason, "the node failed");
+                Err(anyhow::anyhow!("the node failed: {reason}"))
+            }
+        }
     })
 }
