@@ -356,3 +356,37 @@ fn two_nodes_that_dial_each_other_have_one_peer_each_and_talk_both_ways() {
         assert_eq!(b.peers(), ["a"]);
     });
 }
+
+#[test]
+fn connect_reuses_the_dialer_of_an_address_and_disconnect_stops_it() {
+    run(async {
+        let a = node("a").await;
+        let b = node("b").await;
+        for _ in 0..3 {
+            assert_eq!(b.connect(a.local_addr(), T).await.unwrap(), "a");
+        }
+        assert_eq!(
+            b.dialing(),
+            [a.local_addr()],
+            "one dialer, however many connects"
+        );
+        b.actor("a", "rec").ask(Push(1), T).await.unwrap();
+        b.disconnect(a.local_addr(), T).await;
+        assert!(b.dialing().is_empty());
+        let deadline = tokio::time::Instant::now() + T;
+        while !b.peers().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the connection stayed up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(
+            b.actor("a", "rec").ask(Seen, T).await,
+            Err(RemoteAskError::NodeUnreachable(_))
+        ));
+        // And connecting again dials afresh.
+        assert_eq!(b.connect(a.local_addr(), T).await.unwrap(), "a");
+        assert_eq!(b.actor("a", "rec").ask(Seen, T).await.unwrap(), [1]);
+    });
+}

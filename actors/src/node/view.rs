@@ -289,6 +289,12 @@ impl ClusterView {
         }
     }
 
+    /// Stops dialing a member that is gone (a restart comes back through the gossip).
+    fn disconnect(&self, addr: SocketAddr) {
+        let node = self.node.clone();
+        actix::spawn(async move { node.disconnect(addr, Duration::from_secs(2)).await });
+    }
+
     /// Carries out what the member table decided.
     fn apply(&mut self, change: Change, ctx: &mut Context<Self>) {
         let event = match change {
@@ -319,6 +325,7 @@ impl ClusterView {
             Change::Up { name, addr, roles } => ClusterEvent::MemberUp { name, addr, roles },
             Change::Suspect { name, addr } => ClusterEvent::MemberSuspect { name, addr },
             Change::Down { name, addr } => {
+                self.disconnect(addr);
                 let events = self.directory.node_down(&name);
                 let _ = self
                     .cluster_events
@@ -327,6 +334,7 @@ impl ClusterView {
                 return;
             }
             Change::Left { name, addr } => {
+                self.disconnect(addr);
                 let events = self.directory.node_down(&name);
                 let _ = self
                     .cluster_events

@@ -11,12 +11,11 @@ use cadre_cluster::wire::{
     Envelope, EnvelopeRef, FrameError, Handshake, HandshakeError, Hello, Peer, ReplyRef, Step,
 };
 use cadre_runtime::ContextExt;
-use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
+use super::dial::Dial;
 use super::link::{Link, QueueError};
 use super::TransportInner;
 use crate::remote::{Delivery, RemoteError};
@@ -45,13 +44,10 @@ pub(crate) enum ConnError {
     Protocol(String),
 }
 
-/// The first outcome of a dialer, for `Node::connect`.
-pub(crate) type FirstOutcome = Arc<Mutex<Option<oneshot::Sender<Result<Peer, String>>>>>;
-
 enum Kind {
     Dial {
         addr: SocketAddr,
-        first: FirstOutcome,
+        dial: Arc<Dial>,
     },
     Accepted {
         stream: Option<TcpStream>,
@@ -67,14 +63,10 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn dialer(
-        inner: Arc<TransportInner>,
-        addr: SocketAddr,
-        first: FirstOutcome,
-    ) -> Self {
+    pub(crate) fn dialer(inner: Arc<TransportInner>, addr: SocketAddr, dial: Arc<Dial>) -> Self {
         Connection {
             inner,
-            kind: Kind::Dial { addr, first },
+            kind: Kind::Dial { addr, dial },
         }
     }
 
@@ -100,7 +92,7 @@ impl Actor for Connection {
         let inner = self.inner.clone();
         type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ConnError>>>>;
         let run: Run = match &mut self.kind {
-            Kind::Dial { addr, first } => Box::pin(dial_loop(inner, *addr, first.clone())),
+            Kind::Dial { addr, dial } => Box::pin(dial_loop(inner, *addr, dial.clone())),
             Kind::Accepted { stream, addr } => match stream.take() {
                 Some(stream) => Box::pin(accepted(inner, stream, *addr)),
                 None => Box::pin(async { Ok(()) }),
@@ -234,13 +226,9 @@ fn log_end(peer: &Peer, addr: SocketAddr, result: &Result<(), ConnError>) {
 async fn dial_loop(
     inner: Arc<TransportInner>,
     addr: SocketAddr,
-    first: FirstOutcome,
+    dial: Arc<Dial>,
 ) -> Result<(), ConnError> {
-    let report = |outcome: Result<Peer, String>| {
-        if let Some(tx) = first.lock().take() {
-            let _ = tx.send(outcome);
-        }
-    };
+    let report = |outcome: Result<Peer, String>| dial.report(outcome.map(|p| p.node));
     let mut attempt: u32 = 0;
     loop {
         let connected = TcpStream::connect(addr).await;
@@ -259,6 +247,7 @@ async fn dial_loop(
                         // A refusal will not fix itself: stop dialing.
                         tracing::warn!(peer = %addr, reason = %e, "handshake refused; giving up on this peer");
                         report(Err(e.to_string()));
+                        inner.forget_dial(addr, &dial);
                         return Ok(());
                     }
                     Err(e) => {

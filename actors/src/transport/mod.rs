@@ -18,6 +18,7 @@
 //! nothing is dropped silently.
 
 mod connection;
+mod dial;
 mod link;
 mod listener;
 
@@ -37,6 +38,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::remote::{Exposed, Exposure, RemoteRef};
 use connection::Connection;
+use dial::Dial;
 pub(crate) use link::{Link, QueueError};
 use listener::Listener;
 
@@ -162,10 +164,20 @@ pub(crate) struct TransportInner {
     /// The live connections to each peer, oldest first; traffic takes the newest. (Two nodes
     /// that dial each other have two.)
     links: RwLock<HashMap<Arc<str>, Vec<Arc<Link>>>>,
+    /// The one dialer kept per peer address.
+    dials: Mutex<HashMap<SocketAddr, Arc<Dial>>>,
     connections: PoolRef<Connection>,
 }
 
 impl TransportInner {
+    /// Forgets the dialer of `addr` if it is still `dial` (it gave up, or was disconnected).
+    pub(crate) fn forget_dial(&self, addr: SocketAddr, dial: &Arc<Dial>) {
+        let mut dials = self.dials.lock();
+        if dials.get(&addr).is_some_and(|d| Arc::ptr_eq(d, dial)) {
+            dials.remove(&addr);
+        }
+    }
+
     pub(crate) fn add_link(&self, node: &str, link: Arc<Link>) {
         self.links
             .write()
@@ -265,6 +277,7 @@ impl Node {
             exposed: Arc::default(),
             stats: Stats::default(),
             links: RwLock::default(),
+            dials: Mutex::default(),
             connections: pool.pool_ref(),
         });
         let listener_socket = Arc::new(std_listener);
@@ -311,36 +324,65 @@ impl Node {
     }
 
     /// Dials `addr` and keeps a connection to it (redialled with backoff when lost). Returns the
-    /// peer's node id once the first handshake succeeded.
+    /// peer's node id once a handshake succeeded. A node keeps one dialer per address: calling
+    /// this again reuses it, answering at once while its connection is up.
     ///
     /// # Errors
-    /// [`TransportError::Connect`] if the first attempt failed (the peer refused the handshake,
-    /// nothing listens there, or `timeout` passed). A refused handshake stops the dialing; an
-    /// unreachable peer is still redialled in the background.
+    /// [`TransportError::Connect`] if the next attempt failed (the peer refused the handshake,
+    /// nothing listens there) or `timeout` passed. A refused handshake stops the dialing; an
+    /// unreachable peer is still redialled in the background until [`Node::disconnect`].
     pub async fn connect(
         &self,
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<String, TransportError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let first = Arc::new(Mutex::new(Some(tx)));
-        let inner = self.inner.clone();
-        let spec = ChildSpec::new(format!("dial-{addr}"), move || {
-            Connection::dialer(inner.clone(), addr, first.clone())
-        })
-        .restart(Restart::Transient)
-        .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
         let err = |reason: String| TransportError::Connect { addr, reason };
-        self.inner
-            .connections
-            .add_child(spec, timeout)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(peer))) => Ok(peer.node),
-            Ok(Ok(Err(reason))) => Err(err(reason)),
-            Ok(Err(_)) => Err(err("the dialer stopped".into())),
+        let (dial, fresh) = {
+            let mut dials = self.inner.dials.lock();
+            match dials.get(&addr) {
+                Some(d) => (d.clone(), false),
+                None => {
+                    let d = Arc::new(Dial::default());
+                    dials.insert(addr, d.clone());
+                    (d, true)
+                }
+            }
+        };
+        let seen = dial.attempts();
+        if let Some(peer) = dial.peer() {
+            if self.inner.link(&peer).is_some() {
+                return Ok(peer);
+            }
+        }
+        if fresh {
+            let (inner, d) = (self.inner.clone(), dial.clone());
+            let spec = ChildSpec::new(format!("dial-{addr}"), move || {
+                Connection::dialer(inner.clone(), addr, d.clone())
+            })
+            .restart(Restart::Transient)
+            .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
+            match self.inner.connections.add_child(spec, timeout).await {
+                Ok(handle) => *dial.handle.lock() = Some(handle),
+                Err(e) => {
+                    self.inner.forget_dial(addr, &dial);
+                    return Err(err(e.to_string()));
+                }
+            }
+        }
+        match tokio::time::timeout(timeout, dial.next_after(seen)).await {
+            Ok(Ok(peer)) => Ok(peer),
+            Ok(Err(reason)) => Err(err(reason)),
             Err(_) => Err(err(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// Stops dialing `addr` and closes the connection the dialer holds (a member that is gone
+    /// need not be redialled forever). Connections the peer opened are left to the peer.
+    pub async fn disconnect(&self, addr: SocketAddr, timeout: Duration) {
+        let dial = self.inner.dials.lock().remove(&addr);
+        let handle = dial.and_then(|d| d.handle.lock().take());
+        if let Some(handle) = handle {
+            let _ = self.inner.connections.remove(&handle, timeout).await;
         }
     }
 
@@ -348,6 +390,13 @@ impl Node {
     /// local actors, with no encoding).
     pub fn actor(&self, node: &str, name: &str) -> RemoteRef {
         RemoteRef::new(self.inner.clone(), node.into(), name.into())
+    }
+
+    /// The addresses this node keeps dialing.
+    pub fn dialing(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.inner.dials.lock().keys().copied().collect();
+        v.sort();
+        v
     }
 
     /// The ids of the peers with an established connection.
