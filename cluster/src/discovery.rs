@@ -187,6 +187,17 @@ impl Directory {
             .collect()
     }
 
+    /// Every topic with subscribers, and the nodes that have them.
+    pub fn topic_index(&self) -> BTreeMap<String, Vec<String>> {
+        let mut index: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in self.records.values() {
+            for t in &r.topics {
+                index.entry(t.clone()).or_default().push(r.node.clone());
+            }
+        }
+        index
+    }
+
     /// The digest to open an exchange with.
     pub fn digest(&self) -> Digest {
         self.records

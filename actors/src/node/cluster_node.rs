@@ -27,7 +27,7 @@ use super::config::NodeConfig;
 use super::view::{
     ClusterEvent, ClusterView, Deliver, Describe, Exchange, Leaving, ListMembers, Lookup,
     LookupActor, MemberRow, NodeInfo, PushRecords, RegisterActor, RegisterService, SubscribeTopic,
-    TopicNodes, ADMIN,
+    TopicIndex, ADMIN,
 };
 use crate::membership::{Gossip, GossipConfig, GossipError};
 use crate::remote::{Exposure, RemoteRef};
@@ -128,6 +128,7 @@ pub struct ClusterNode {
     app: SupervisorRef,
     changes: broadcast::Sender<DirectoryEvent>,
     cluster_events: broadcast::Sender<ClusterEvent>,
+    topic_index: TopicIndex,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -176,11 +177,13 @@ impl ClusterNode {
         };
         let (changes, _) = broadcast::channel(1024);
         let (cluster_events, _) = broadcast::channel(1024);
-        let (n, g, c, e) = (
+        let topic_index = TopicIndex::default();
+        let (n, g, c, e, t) = (
             node.clone(),
             gossip.clone(),
             changes.clone(),
             cluster_events.clone(),
+            topic_index.clone(),
         );
         let spec = ChildSpec::new("view", move || {
             ClusterView::new(
@@ -189,6 +192,7 @@ impl ClusterNode {
                 g.clone(),
                 c.clone(),
                 e.clone(),
+                t.clone(),
                 exchange_every,
             )
         });
@@ -218,6 +222,7 @@ impl ClusterNode {
             app,
             changes,
             cluster_events,
+            topic_index,
         })
     }
 
@@ -353,9 +358,10 @@ impl ClusterNode {
 
     /// The nodes known here to have subscribers for `topic`.
     pub async fn topic_subscribers(&self, topic: &str) -> Vec<String> {
-        self.view
-            .ask(TopicNodes(topic.into()), LOCAL)
-            .await
+        self.topic_index
+            .read()
+            .get(topic)
+            .cloned()
             .unwrap_or_default()
     }
 
@@ -372,11 +378,7 @@ impl ClusterNode {
         event: &E,
     ) -> Result<usize, cadre_cluster::wire::EncodeError> {
         let payload = cadre_cluster::wire::encode_body(event)?;
-        let nodes = self
-            .view
-            .ask(TopicNodes(topic.into()), LOCAL)
-            .await
-            .unwrap_or_default();
+        let nodes = self.topic_subscribers(topic).await;
         let mut sent = 0;
         for node in nodes {
             let deliver = Deliver {

@@ -159,11 +159,6 @@ impl RemoteMessage for Deliver {
 #[rtype(result = "broadcast::Receiver<std::sync::Arc<Vec<u8>>>")]
 pub(crate) struct SubscribeTopic(pub(crate) String);
 
-/// The nodes with subscribers for a topic.
-#[derive(Message)]
-#[rtype(result = "Vec<String>")]
-pub(crate) struct TopicNodes(pub(crate) String);
-
 /// Learnt a member's description.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -194,6 +189,9 @@ pub(crate) struct Lookup(pub(crate) String);
 #[rtype(result = "Vec<String>")]
 pub(crate) struct LookupActor(pub(crate) String);
 
+/// Topic → the nodes with subscribers for it; written by the view, read by publishers.
+pub type TopicIndex = std::sync::Arc<parking_lot::RwLock<BTreeMap<String, Vec<String>>>>;
+
 /// The cluster view actor.
 pub struct ClusterView {
     me: NodeInfo,
@@ -204,6 +202,7 @@ pub struct ClusterView {
     changes: broadcast::Sender<DirectoryEvent>,
     cluster_events: broadcast::Sender<ClusterEvent>,
     exchange_every: Duration,
+    topic_index: TopicIndex,
     /// Local subscribers, by topic.
     topics: BTreeMap<String, broadcast::Sender<std::sync::Arc<Vec<u8>>>>,
 }
@@ -220,6 +219,7 @@ impl ClusterView {
         gossip: Gossip,
         changes: broadcast::Sender<DirectoryEvent>,
         cluster_events: broadcast::Sender<ClusterEvent>,
+        topic_index: TopicIndex,
         exchange_every: Duration,
     ) -> Self {
         ClusterView {
@@ -231,6 +231,7 @@ impl ClusterView {
             changes,
             cluster_events,
             exchange_every,
+            topic_index,
             topics: BTreeMap::new(),
         }
     }
@@ -289,6 +290,12 @@ impl ClusterView {
         }
     }
 
+    /// Refreshes the shared topic index after the directory changed, so that publishing reads
+    /// it without a call into this actor.
+    fn index_topics(&self) {
+        *self.topic_index.write() = self.directory.topic_index();
+    }
+
     /// Stops dialing a member that is gone (a restart comes back through the gossip).
     fn disconnect(&self, addr: SocketAddr) {
         let node = self.node.clone();
@@ -327,6 +334,7 @@ impl ClusterView {
             Change::Down { name, addr } => {
                 self.disconnect(addr);
                 let events = self.directory.node_down(&name);
+                self.index_topics();
                 let _ = self
                     .cluster_events
                     .send(ClusterEvent::MemberDown { name, addr });
@@ -336,6 +344,7 @@ impl ClusterView {
             Change::Left { name, addr } => {
                 self.disconnect(addr);
                 let events = self.directory.node_down(&name);
+                self.index_topics();
                 let _ = self
                     .cluster_events
                     .send(ClusterEvent::MemberLeft { name, addr });
@@ -423,6 +432,7 @@ impl Handler<Exchanged> for ClusterView {
     fn handle(&mut self, m: Exchanged, _: &mut Context<Self>) {
         let Exchanged(peer, reply) = m;
         let events = self.directory.merge(reply.records);
+        self.index_topics();
         self.publish(events);
         let theirs = self.directory.newer_than(&reply.digest);
         if !theirs.is_empty() {
@@ -435,6 +445,7 @@ impl Handler<PushRecords> for ClusterView {
     type Result = ();
     fn handle(&mut self, m: PushRecords, _: &mut Context<Self>) {
         let events = self.directory.merge(m.0);
+        self.index_topics();
         self.publish(events);
     }
 }
@@ -472,6 +483,7 @@ impl Handler<SubscribeTopic> for ClusterView {
             .or_insert_with(|| broadcast::channel(TOPIC_BUFFER).0);
         let rx = sender.subscribe();
         self.directory.set_topic(&m.0, true);
+        self.index_topics();
         self.push_mine();
         // Forget topics whose subscribers all went away, now and then.
         ctx.run_later(Duration::from_secs(1), |act, _| act.prune_topics());
@@ -490,15 +502,9 @@ impl ClusterView {
         for topic in dead {
             self.topics.remove(&topic);
             self.directory.set_topic(&topic, false);
+            self.index_topics();
             self.push_mine();
         }
-    }
-}
-
-impl Handler<TopicNodes> for ClusterView {
-    type Result = MessageResult<TopicNodes>;
-    fn handle(&mut self, m: TopicNodes, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.directory.topic_nodes(&m.0))
     }
 }
 
