@@ -75,11 +75,7 @@ fn ask_times_out_with_a_typed_error() {
         let rt = Runtime::default();
         let a = worker("a", &log);
         let ha = a.actor_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(a)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, a).await;
         let err = ha
             .ask(SlowPing(Duration::from_secs(10)), Duration::from_secs(1))
             .await
@@ -95,11 +91,7 @@ fn ask_pending_on_an_actor_that_dies_fails_at_once() {
         let rt = Runtime::default();
         let a = worker("a", &log);
         let ha = a.actor_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(a)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, a).await;
         let h2 = ha.clone();
         let pending = tokio::task::spawn_local(async move {
             let t0 = tokio::time::Instant::now();
@@ -130,11 +122,7 @@ fn message_sent_while_restarting_is_refused_with_restarting_error() {
             Duration::from_secs(1),
         ));
         let ha = a.actor_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(a)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, a).await;
         ha.tell(Panic).unwrap();
         events
             .expect("a restarting", T, |e| {
@@ -408,11 +396,7 @@ fn virtual_time_drives_actor_timers() {
         let rt = Runtime::default();
         let a = worker("a", &log);
         let ha = a.actor_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(a)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, a).await;
         let t0 = tokio::time::Instant::now();
         let n = ha
             .ask(SlowPing(Duration::from_secs(30)), Duration::from_secs(60))

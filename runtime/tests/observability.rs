@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cadre_runtime::testkit::{run, run_paused, EventProbe};
-use cadre_runtime::{EventKind, Runtime, SupervisorSpec};
+use cadre_runtime::{EventKind, Runtime};
 use common::*;
 use parking_lot::Mutex;
 
@@ -48,11 +48,7 @@ fn restarts_are_logged_with_reason_inside_the_actor_span() {
             let mut events = EventProbe::new(&rt);
             let a = worker("a", &log);
             let ha = a.actor_ref();
-            let _root = SupervisorSpec::new("root")
-                .child(a)
-                .start(&rt)
-                .await
-                .unwrap();
+            let _root = start_root(&rt, a).await;
             ha.tell(Fail("disk full")).unwrap();
             events
                 .expect("a restarted", T, |e| {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cadre_runtime::testkit::{expect_terminated, run, EventProbe};
 use cadre_runtime::{
-    ChildSpec, EventKind, ExitReason, PoolSpec, Restart, Runtime, SupervisorError, SupervisorSpec,
+    ChildSpec, EventKind, ExitReason, PoolSpec, Restart, Runtime, SupervisorError,
 };
 use common::*;
 
@@ -17,11 +17,7 @@ fn pool_children_are_added_and_removed_at_run_time() {
         let rt = Runtime::default();
         let pool = PoolSpec::new("workers", worker("w", &log)).size(2);
         let pref = pool.pool_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(pool)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, pool).await;
         assert_eq!(pref.members().len(), 2);
         let mut added = Vec::new();
         for _ in 0..3 {
@@ -52,11 +48,7 @@ fn pool_restarts_a_crashed_child_alone() {
         let mut events = EventProbe::new(&rt);
         let pool = PoolSpec::new("workers", worker("w", &log)).size(3);
         let pref = pool.pool_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(pool)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, pool).await;
         let members = pref.members();
         members[1].tell(Panic).unwrap();
         events

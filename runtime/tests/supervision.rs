@@ -46,11 +46,7 @@ fn permanent_child_is_restarted_after_panic_with_fresh_state() {
         let mut events = EventProbe::new(&rt);
         let a = worker("a", &log);
         let handle = a.actor_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(a)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, a).await;
         assert_eq!(handle.ask(Ping, T).await.unwrap(), (1, 1));
         assert_eq!(handle.ask(Ping, T).await.unwrap(), (1, 2));
         handle.tell(Panic).unwrap();
@@ -78,11 +74,7 @@ fn transient_child_is_not_restarted_after_normal_stop() {
         let mut events = EventProbe::new(&rt);
         let a = worker("a", &log).restart(Restart::Transient).register("a");
         let handle = a.actor_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(a)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, a).await;
         assert!(rt.registry().contains("a"));
         handle.tell(Quit).unwrap();
         assert_eq!(expect_terminated(&handle, T).await, ExitReason::Normal);
@@ -107,11 +99,7 @@ fn transient_child_is_restarted_after_error() {
         let mut events = EventProbe::new(&rt);
         let a = worker("a", &log).restart(Restart::Transient);
         let handle = a.actor_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(a)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, a).await;
         handle.tell(Fail("disk gone")).unwrap();
         let e = events.expect("a exited", T, |e| exited(e, "a")).await;
         assert_eq!(
@@ -423,11 +411,7 @@ fn stubborn_child_is_killed_after_its_shutdown_timeout() {
         let stubborn = ChildSpec::new("s", move || Worker::new("s", &log2).stubborn())
             .shutdown(Shutdown::Timeout(Duration::from_secs(2)));
         let hs = stubborn.actor_ref();
-        let root = SupervisorSpec::new("root")
-            .child(stubborn)
-            .start(&rt)
-            .await
-            .unwrap();
+        let root = start_root(&rt, stubborn).await;
         let t0 = tokio::time::Instant::now();
         assert_eq!(
             root.stop(Duration::from_secs(10)).await.unwrap(),
@@ -447,11 +431,7 @@ fn kill_policy_does_not_wait() {
         let stubborn = ChildSpec::new("s", move || Worker::new("s", &log2).stubborn())
             .shutdown(Shutdown::Kill);
         let hs = stubborn.actor_ref();
-        let root = SupervisorSpec::new("root")
-            .child(stubborn)
-            .start(&rt)
-            .await
-            .unwrap();
+        let root = start_root(&rt, stubborn).await;
         assert_eq!(root.stop(T).await.unwrap(), ExitReason::Shutdown);
         assert_eq!(hs.exit_reason(), Some(ExitReason::Killed));
     });
@@ -547,11 +527,7 @@ fn nested_trees_of_any_depth() {
         for level in (1..5).rev() {
             spec = SupervisorSpec::new(format!("l{level}")).child(spec);
         }
-        let root = SupervisorSpec::new("root")
-            .child(spec)
-            .start(&rt)
-            .await
-            .unwrap();
+        let root = start_root(&rt, spec).await;
         assert_eq!(&*hleaf.path(), "root/l1/l2/l3/l4/l5/leaf");
         hleaf.tell(Panic).unwrap();
         let e = events
@@ -571,11 +547,7 @@ fn events_report_every_restart_with_its_reason() {
         let mut events = EventProbe::new(&rt);
         let a = worker("a", &log);
         let ha = a.actor_ref();
-        let _root = SupervisorSpec::new("root")
-            .child(a)
-            .start(&rt)
-            .await
-            .unwrap();
+        let _root = start_root(&rt, a).await;
         ha.tell(Fail("bad input")).unwrap();
         events.expect("a exits", T, |e| exited(e, "a")).await;
         let mut seen = vec![EventKind::Exited {

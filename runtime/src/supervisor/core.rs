@@ -734,26 +734,25 @@ mod tests {
         }
     }
 
+    fn start_of(key: ChildKey, generation: u64) -> Action {
+        Action::Start { key, generation }
+    }
+
+    fn stop_of(key: ChildKey, generation: u64) -> Action {
+        Action::Stop { key, generation }
+    }
+
     fn boom() -> ExitReason {
         ExitReason::Panic("boom".into())
     }
 
     /// Starts every child of `c` (generation 1).
     fn start_all(c: &mut Core, n: u64, now: Instant) {
-        assert_eq!(
-            work(c.handle(Input::Start, now)),
-            [Action::Start {
-                key: 0,
-                generation: 1
-            }]
-        );
+        assert_eq!(work(c.handle(Input::Start, now)), [start_of(0, 1)]);
         for k in 0..n {
             let next = c.handle(ok(k, 1), now);
             let expect = if k + 1 < n {
-                vec![Action::Start {
-                    key: k + 1,
-                    generation: 1,
-                }]
+                vec![start_of(k + 1, 1)]
             } else {
                 vec![Action::Ready]
             };
@@ -774,13 +773,7 @@ mod tests {
         let now = Instant::now();
         let mut c = core(Strategy::OneForOne, &["a"]);
         start_all(&mut c, 1, now);
-        assert_eq!(
-            work(c.handle(exit(0, 1, boom()), now)),
-            [Action::Start {
-                key: 0,
-                generation: 2
-            }]
-        );
+        assert_eq!(work(c.handle(exit(0, 1, boom()), now)), [start_of(0, 2)]);
         assert_eq!(work(c.handle(ok(0, 2), now)), []);
         // Generation 1 reports again (a late duplicate): nothing happens.
         assert_eq!(c.handle(exit(0, 1, boom()), now), []);
@@ -814,21 +807,12 @@ mod tests {
         let mut c = core(Strategy::OneForAll, &["a", "b", "c"]);
         start_all(&mut c, 3, now);
         // b crashes; the supervisor stops c; meanwhile a crashes by itself.
-        assert_eq!(
-            work(c.handle(exit(1, 1, boom()), now)),
-            [Action::Stop {
-                key: 2,
-                generation: 1
-            }]
-        );
+        assert_eq!(work(c.handle(exit(1, 1, boom()), now)), [stop_of(2, 1)]);
         assert_eq!(work(c.handle(exit(0, 1, boom()), now)), []);
         // c's exit completes the stops (a is already down), and the restart begins: once.
         assert_eq!(
             work(c.handle(exit(2, 1, ExitReason::Shutdown), now)),
-            [Action::Start {
-                key: 0,
-                generation: 2
-            }]
+            [start_of(0, 2)]
         );
         assert_eq!(c.restarts.len(), 1, "one failure, one restart counted");
     }
@@ -838,22 +822,10 @@ mod tests {
         let now = Instant::now();
         let mut c = core(Strategy::OneForOne, &["a", "b"]);
         start_all(&mut c, 2, now);
-        assert_eq!(
-            work(c.handle(exit(0, 1, boom()), now)),
-            [Action::Start {
-                key: 0,
-                generation: 2
-            }]
-        );
+        assert_eq!(work(c.handle(exit(0, 1, boom()), now)), [start_of(0, 2)]);
         // b dies while a's restart waits for its ack: deferred.
         assert_eq!(work(c.handle(exit(1, 1, boom()), now)), []);
-        assert_eq!(
-            work(c.handle(ok(0, 2), now)),
-            [Action::Start {
-                key: 1,
-                generation: 2
-            }]
-        );
+        assert_eq!(work(c.handle(ok(0, 2), now)), [start_of(1, 2)]);
     }
 
     #[test]
@@ -870,13 +842,7 @@ mod tests {
         c.handle(ok(0, 2), t0);
         // 6 s later the first restart is out of the window.
         let t1 = t0 + Duration::from_secs(6);
-        assert_eq!(
-            work(c.handle(exit(0, 2, boom()), t1)),
-            [Action::Start {
-                key: 0,
-                generation: 3
-            }]
-        );
+        assert_eq!(work(c.handle(exit(0, 2, boom()), t1)), [start_of(0, 3)]);
         c.handle(ok(0, 3), t1);
         // 1 s after that: two restarts within 5 s, one allowed: escalate.
         let t2 = t1 + Duration::from_secs(1);
@@ -905,13 +871,7 @@ mod tests {
         c.handle(Input::Start, now);
         c.handle(ok(0, 1), now); // b is starting
         assert_eq!(work(c.handle(Input::Shutdown, now)), []);
-        assert_eq!(
-            work(c.handle(ok(1, 1), now)),
-            [Action::Stop {
-                key: 1,
-                generation: 1
-            }]
-        );
+        assert_eq!(work(c.handle(ok(1, 1), now)), [stop_of(1, 1)]);
         assert_eq!(
             work(c.handle(exit(1, 1, ExitReason::Shutdown), now)),
             [
@@ -919,10 +879,7 @@ mod tests {
                     key: 1,
                     reason: ExitReason::Shutdown
                 },
-                Action::Stop {
-                    key: 0,
-                    generation: 1
-                }
+                stop_of(0, 1)
             ]
         );
         let last = work(c.handle(exit(0, 1, ExitReason::Shutdown), now));
@@ -962,10 +919,7 @@ mod tests {
                 },
                 now
             )),
-            [Action::Start {
-                key: 0,
-                generation: 2
-            }]
+            [start_of(0, 2)]
         );
         c.handle(ok(0, 2), now);
         assert_eq!(

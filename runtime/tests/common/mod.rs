@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use cadre_runtime::{ChildContext, ChildSpec, ContextExt};
+use cadre_runtime::{
+    Child, ChildContext, ChildSpec, ContextExt, Runtime, SupervisorRef, SupervisorSpec,
+};
 use parking_lot::Mutex;
 
 /// A shared, ordered record of lifecycle events ("start a", "stop a").
@@ -25,6 +27,15 @@ impl Log {
 }
 
 pub const T: Duration = Duration::from_secs(5);
+
+/// Starts a root supervisor named "root" over the single `child`.
+pub async fn start_root(rt: &Runtime, child: impl Into<Child>) -> SupervisorRef {
+    SupervisorSpec::new("root")
+        .child(child)
+        .start(rt)
+        .await
+        .expect("the root supervisor starts")
+}
 
 /// A worker that logs its lifecycle, counts pings, and fails on request.
 pub struct Worker {
