@@ -1,42 +1,24 @@
 //! Hostile or broken peers on 127.0.0.1: each is refused with the right reason, only its own
 //! connection closes, and the node keeps serving a good peer.
 
+mod counter;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix::prelude::*;
 use bytes::BytesMut;
-use cadre_actors::{Node, RemoteMessage, TransportConfig};
+use cadre_actors::{Node, TransportConfig};
 use cadre_cluster::wire::{
     Ask, Envelope, Handshake, Hello, RejectReason, RemoteError, Secret, Step,
 };
 use cadre_runtime::testkit::run;
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
-use serde::{Deserialize, Serialize};
+use counter::{Counter, Incr};
+use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(5);
-
-#[derive(Default)]
-struct Counter(u64);
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-
-#[derive(Message, Serialize, Deserialize, Debug)]
-#[rtype(result = "u64")]
-struct Incr;
-impl RemoteMessage for Incr {
-    const TAG: &'static str = "counter.incr";
-}
-impl Handler<Incr> for Counter {
-    type Result = u64;
-    fn handle(&mut self, _: Incr, _: &mut Context<Self>) -> u64 {
-        self.0 += 1;
-        self.0
-    }
-}
 
 fn secret(s: &str) -> Secret {
     Secret::new(s.as_bytes().to_vec()).unwrap()

@@ -2,19 +2,20 @@
 //! others, a cluster-wide actor name reaches its actor from any node, and the services of a
 //! crashed node vanish everywhere.
 
+mod counter;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix::prelude::*;
 use cadre_actors::node::view::MemberState;
 use cadre_actors::node::{ClusterNode, NodeConfig};
-use cadre_actors::RemoteMessage;
 use cadre_cluster::discovery::{DirectoryEvent, Service};
 use cadre_cluster::membership::Profile;
 use cadre_cluster::wire::Secret;
 use cadre_runtime::testkit::run;
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
+use counter::{Counter, Incr};
 use serde::{Deserialize, Serialize};
 
 const T: Duration = Duration::from_secs(10);
@@ -44,26 +45,6 @@ where
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[derive(Default)]
-struct Counter(u64);
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
-struct Incr;
-impl RemoteMessage for Incr {
-    const TAG: &'static str = "counter.incr";
-}
-impl Handler<Incr> for Counter {
-    type Result = u64;
-    fn handle(&mut self, _: Incr, _: &mut Context<Self>) -> u64 {
-        self.0 += 1;
-        self.0
     }
 }
 
