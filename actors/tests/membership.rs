@@ -22,6 +22,13 @@ fn config(seeds: Vec<std::net::SocketAddr>, secret: &str) -> GossipConfig {
     }
 }
 
+/// Starts a gossip member on 127.0.0.1 that joins through `seeds`.
+async fn gossip(rt: &Runtime, seeds: Vec<std::net::SocketAddr>, secret: &str) -> Gossip {
+    Gossip::start(config(seeds, secret), rt)
+        .await
+        .expect("the gossip member starts")
+}
+
 /// Waits (at most `T`) for an event matching `pred`.
 async fn expect(
     rx: &mut broadcast::Receiver<MemberEvent>,
@@ -62,14 +69,10 @@ async fn converged(nodes: &[Gossip]) {
 fn five_nodes_converge_and_a_stopped_node_is_seen_down() {
     run(async {
         let rt = Runtime::default();
-        let seed = Gossip::start(config(vec![], "s"), &rt).await.unwrap();
+        let seed = gossip(&rt, vec![], "s").await;
         let mut nodes = vec![seed.clone()];
         for _ in 0..4 {
-            nodes.push(
-                Gossip::start(config(vec![seed.local_addr()], "s"), &rt)
-                    .await
-                    .unwrap(),
-            );
+            nodes.push(gossip(&rt, vec![seed.local_addr()], "s").await);
         }
         converged(&nodes).await;
         let victim = nodes.pop().unwrap();
@@ -90,14 +93,10 @@ fn five_nodes_converge_and_a_stopped_node_is_seen_down() {
 fn a_leaving_node_is_seen_down_and_a_wrong_secret_never_joins() {
     run(async {
         let rt = Runtime::default();
-        let a = Gossip::start(config(vec![], "s"), &rt).await.unwrap();
-        let b = Gossip::start(config(vec![a.local_addr()], "s"), &rt)
-            .await
-            .unwrap();
+        let a = gossip(&rt, vec![], "s").await;
+        let b = gossip(&rt, vec![a.local_addr()], "s").await;
         converged(&[a.clone(), b.clone()]).await;
-        let intruder = Gossip::start(config(vec![a.local_addr()], "other"), &rt)
-            .await
-            .unwrap();
+        let intruder = gossip(&rt, vec![a.local_addr()], "other").await;
         let mut watch = a.subscribe();
         let b_addr = b.local_addr();
         b.leave(T).await;
@@ -120,14 +119,10 @@ fn ten_and_thirty_nodes_converge_over_udp() {
     for n in [10, 30] {
         run(async move {
             let rt = Runtime::default();
-            let seed = Gossip::start(config(vec![], "s"), &rt).await.unwrap();
+            let seed = gossip(&rt, vec![], "s").await;
             let mut nodes = vec![seed.clone()];
             for _ in 1..n {
-                nodes.push(
-                    Gossip::start(config(vec![seed.local_addr()], "s"), &rt)
-                        .await
-                        .unwrap(),
-                );
+                nodes.push(gossip(&rt, vec![seed.local_addr()], "s").await);
             }
             converged(&nodes).await;
             for g in &nodes {
@@ -141,13 +136,9 @@ fn ten_and_thirty_nodes_converge_over_udp() {
 fn a_restarted_node_replaces_its_old_identity_everywhere() {
     run(async {
         let rt = Runtime::default();
-        let a = Gossip::start(config(vec![], "s"), &rt).await.unwrap();
-        let b = Gossip::start(config(vec![a.local_addr()], "s"), &rt)
-            .await
-            .unwrap();
-        let c = Gossip::start(config(vec![a.local_addr()], "s"), &rt)
-            .await
-            .unwrap();
+        let a = gossip(&rt, vec![], "s").await;
+        let b = gossip(&rt, vec![a.local_addr()], "s").await;
+        let c = gossip(&rt, vec![a.local_addr()], "s").await;
         converged(&[a.clone(), b.clone(), c.clone()]).await;
         let old = c.identity().await.unwrap();
         let mut watch = a.subscribe();
