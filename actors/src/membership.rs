@@ -3,15 +3,14 @@
 //! - One UDP socket per node. Received datagrams are fed to the core; effects are carried out
 //!   in order: datagrams go to a writer task that awaits each `send_to` (a non-blocking send
 //!   loses packets when the socket buffer is momentarily full, and the first packets of a join
-//!   matter), timers go to a min-heap with a single actix timer armed for the earliest
-//!   deadline, so they fire in order.
+//!   matter), timers go to a map ordered by deadline with a single actix timer armed for the
+//!   earliest deadline, so they fire in order.
 //! - Joining: the seeds are announced to, again with backoff, until the core reports
 //!   [`MemberEvent::Active`].
 //! - A restarted actor comes back with a higher `bump`: peers replace its old identity.
 //! - Member events are published on a broadcast channel ([`Gossip::subscribe`]) and logged.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -124,8 +123,7 @@ impl Gossip {
             config: config.clone(),
             events: ev.clone(),
             core: None,
-            timers: BinaryHeap::new(),
-            pending: BTreeMap::new(),
+            timers: BTreeMap::new(),
             next_timer: 0,
             armed: None,
             out: None,
@@ -203,8 +201,8 @@ pub struct MembershipActor {
     config: GossipConfig,
     events: broadcast::Sender<MemberEvent>,
     core: Option<Membership>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    pending: BTreeMap<u64, foca::Timer<MemberId>>,
+    /// Pending timers by deadline; the sequence number keeps equal deadlines apart, in order.
+    timers: BTreeMap<(Instant, u64), foca::Timer<MemberId>>,
     next_timer: u64,
     armed: Option<(Instant, SpawnHandle)>,
     out: Option<mpsc::Sender<Outgoing>>,
@@ -238,10 +236,9 @@ impl MembershipActor {
                     }
                 }
                 Effect::Schedule { after, timer } => {
-                    let id = self.next_timer;
+                    self.timers
+                        .insert((Instant::now() + after, self.next_timer), timer);
                     self.next_timer += 1;
-                    self.pending.insert(id, timer);
-                    self.timers.push(Reverse((Instant::now() + after, id)));
                 }
                 Effect::Event(event) => {
                     match &event {
@@ -270,7 +267,7 @@ impl MembershipActor {
 
     /// Arms one actix timer for the earliest pending deadline.
     fn arm(&mut self, ctx: &mut Context<Self>) {
-        let Some(Reverse((due, _))) = self.timers.peek().copied() else {
+        let Some(&(due, _)) = self.timers.keys().next() else {
             return;
         };
         if let Some((armed_for, handle)) = self.armed {
@@ -290,14 +287,12 @@ impl MembershipActor {
     /// Feeds every due timer, in deadline order.
     fn fire(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        while let Some(Reverse((due, id))) = self.timers.peek().copied() {
-            if due > now {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
                 break;
             }
-            self.timers.pop();
-            if let Some(timer) = self.pending.remove(&id) {
-                self.feed(Input::Timer(timer), ctx);
-            }
+            let timer = entry.remove();
+            self.feed(Input::Timer(timer), ctx);
         }
         self.arm(ctx);
     }
