@@ -127,7 +127,6 @@ impl Gossip {
             next_timer: 0,
             armed: None,
             out: None,
-            active: false,
             join_attempt: 0,
         })
         .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
@@ -206,7 +205,6 @@ pub struct MembershipActor {
     next_timer: u64,
     armed: Option<(Instant, SpawnHandle)>,
     out: Option<mpsc::Sender<Outgoing>>,
-    active: bool,
     join_attempt: u32,
 }
 
@@ -248,14 +246,8 @@ impl MembershipActor {
                         MemberEvent::Down(id) => {
                             tracing::info!(member = %id.addr, bump = id.bump, "member down")
                         }
-                        MemberEvent::Active => {
-                            self.active = true;
-                            tracing::info!("joined the cluster");
-                        }
-                        MemberEvent::Idle => {
-                            self.active = false;
-                            tracing::info!("no active member known");
-                        }
+                        MemberEvent::Active => tracing::info!("joined the cluster"),
+                        MemberEvent::Idle => tracing::info!("no active member known"),
                         other => tracing::info!(event = ?other, "membership"),
                     }
                     let _ = self.events.send(event);
@@ -299,7 +291,8 @@ impl MembershipActor {
 
     /// Announces to the seeds until active, with backoff.
     fn join(&mut self, ctx: &mut Context<Self>) {
-        if self.active || self.config.seeds.is_empty() {
+        let active = self.core.as_ref().is_some_and(Membership::is_active);
+        if active || self.config.seeds.is_empty() {
             return;
         }
         self.join_attempt += 1;

@@ -308,6 +308,12 @@ impl Membership {
         v
     }
 
+    /// Whether at least one other member is known active: the state that
+    /// [`MemberEvent::Active`] and [`MemberEvent::Idle`] announce the changes of.
+    pub fn is_active(&self) -> bool {
+        self.foca.num_members() > 0
+    }
+
     /// Datagrams dropped because their tag did not verify.
     pub fn rejected(&self) -> u64 {
         self.rejected
@@ -538,6 +544,7 @@ mod tests {
                 "{n} nodes did not converge within 30 s of virtual time"
             );
             assert!(sim.events[1].iter().any(|(_, e)| *e == MemberEvent::Active));
+            assert!(sim.nodes.iter().all(Membership::is_active));
         }
     }
 
