@@ -100,18 +100,19 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// Starts a transport node named `name` in the bench cluster, on a loopback port.
+async fn bench_node(name: &str, secret: String, rt: &Runtime) -> anyhow::Result<Node> {
+    let secret = Secret::new(secret.into_bytes()).map_err(|e| anyhow!(e))?;
+    let config = TransportConfig::new("bench", name, loopback(), secret);
+    Ok(Node::start(config, rt).await?)
+}
+
 /// The child process: a cadre node and a raw server; runs until its stdin closes.
 pub(crate) fn serve() -> anyhow::Result<()> {
     let secret = std::env::var(SECRET_ENV).context("the bench secret is missing")?;
     System::new().block_on(async move {
         let rt = Runtime::new("bench-server");
-        let config = TransportConfig::new(
-            "bench",
-            "server",
-            loopback(),
-            Secret::new(secret.into_bytes()).map_err(|e| anyhow!(e))?,
-        );
-        let node = Node::start(config, &rt).await?;
+        let node = bench_node("server", secret, &rt).await?;
         let spec = ChildSpec::new("sink", Sink::default).mailbox(65_536);
         let sink = spec.actor_ref();
         SupervisorSpec::new("bench")
@@ -246,13 +247,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     let (_child, node_addr, raw_addr) = spawn_server(&secret)?;
     System::new().block_on(async move {
         let rt = Runtime::new("bench-client");
-        let config = TransportConfig::new(
-            "bench",
-            "client",
-            loopback(),
-            Secret::new(secret.into_bytes()).map_err(|e| anyhow!(e))?,
-        );
-        let node = Node::start(config, &rt).await?;
+        let node = bench_node("client", secret, &rt).await?;
         node.connect(node_addr, Duration::from_secs(10)).await?;
         let sink = node.actor("server", "sink");
         let mut raw = TcpStream::connect(raw_addr).await?;
