@@ -5,8 +5,8 @@
 //!   loses packets when the socket buffer is momentarily full, and the first packets of a join
 //!   matter), timers go to a map ordered by deadline with a single actix timer armed for the
 //!   earliest deadline, so they fire in order.
-//! - Joining: the seeds are announced to, again with backoff, until the core reports
-//!   [`MemberEvent::Active`].
+//! - Joining: the core announces to the seeds and asks for retries, with backoff, until it
+//!   knows an active member; the actor only carries out the delays.
 //! - A restarted actor comes back with a higher `bump`: peers replace its old identity.
 //! - Member events are published on a broadcast channel ([`Gossip::subscribe`]) and logged.
 
@@ -21,7 +21,7 @@ use cadre_cluster::membership::{
     Effect, Input, MemberEvent, MemberId, Membership, MembershipError, Profile,
 };
 use cadre_cluster::wire::Secret;
-use cadre_runtime::{Backoff, ChildSpec, Runtime, Shutdown, SupervisorRef, SupervisorSpec};
+use cadre_runtime::{ChildSpec, Runtime, Shutdown, SupervisorRef, SupervisorSpec};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -127,7 +127,6 @@ impl Gossip {
             next_timer: 0,
             armed: None,
             out: None,
-            join_attempt: 0,
         })
         .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
         let actor = spec.actor_ref();
@@ -205,7 +204,6 @@ pub struct MembershipActor {
     next_timer: u64,
     armed: Option<(Instant, SpawnHandle)>,
     out: Option<mpsc::Sender<Outgoing>>,
-    join_attempt: u32,
 }
 
 impl MembershipActor {
@@ -237,6 +235,9 @@ impl MembershipActor {
                     self.timers
                         .insert((Instant::now() + after, self.next_timer), timer);
                     self.next_timer += 1;
+                }
+                Effect::RetryJoin { after } => {
+                    ctx.run_later(after, |act, ctx| act.feed(Input::RetryJoin, ctx));
                 }
                 Effect::Event(event) => {
                     match &event {
@@ -287,19 +288,6 @@ impl MembershipActor {
             self.feed(Input::Timer(timer), ctx);
         }
         self.arm(ctx);
-    }
-
-    /// Announces to the seeds until active, with backoff.
-    fn join(&mut self, ctx: &mut Context<Self>) {
-        let active = self.core.as_ref().is_some_and(Membership::is_active);
-        if active || self.config.seeds.is_empty() {
-            return;
-        }
-        self.join_attempt += 1;
-        self.feed(Input::Join(self.config.seeds.clone()), ctx);
-        let delay = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5))
-            .delay(self.join_attempt, fastrand::f64());
-        ctx.run_later(delay, |act, ctx| act.join(ctx));
     }
 }
 
@@ -374,7 +362,9 @@ impl Actor for MembershipActor {
             }
             .into_actor(self),
         );
-        self.join(ctx);
+        if !self.config.seeds.is_empty() {
+            self.feed(Input::Join(self.config.seeds.clone()), ctx);
+        }
     }
 }
 

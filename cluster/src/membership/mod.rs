@@ -32,6 +32,13 @@ use crate::wire::Secret;
 /// Bytes of HMAC tag after each datagram.
 pub const TAG_LEN: usize = 16;
 
+/// The first join retry comes this long after the first announce; each later one waits twice
+/// as long as the one before, up to [`JOIN_RETRY_MAX`], each ±25 % at random.
+pub const JOIN_RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// The longest wait between two join retries.
+pub const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// A member of the cluster, as the gossip knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MemberId {
@@ -130,9 +137,11 @@ impl Profile {
 /// What happened.
 #[derive(Debug)]
 pub enum Input {
-    /// Start joining through these addresses (retry by feeding it again until
-    /// [`MemberEvent::Active`]).
+    /// Start joining through these addresses: they are announced to now and again, with
+    /// [`Effect::RetryJoin`], until this node knows an active member.
     Join(Vec<SocketAddr>),
+    /// The delay asked for in [`Effect::RetryJoin`] has passed.
+    RetryJoin,
     /// A datagram arrived.
     Datagram {
         /// The sender's address (informational; the packet says who sent it).
@@ -191,6 +200,11 @@ pub enum Effect {
         after: Duration,
         /// The timer.
         timer: Timer<MemberId>,
+    },
+    /// Feed back `Input::RetryJoin` after `after`.
+    RetryJoin {
+        /// The delay.
+        after: Duration,
     },
     /// Tell subscribers.
     Event(MemberEvent),
@@ -274,6 +288,43 @@ pub struct Membership {
     rejected: u64,
     /// Members suspected after the last input (foca reports suspicion only in its state).
     suspects: std::collections::BTreeSet<MemberId>,
+    join: Joining,
+}
+
+/// The seeds a node announces itself to until it knows an active member.
+#[derive(Debug)]
+struct Joining {
+    /// The addresses announced to (empty once joined, or when not joining).
+    seeds: Vec<SocketAddr>,
+    /// Announces so far.
+    attempt: u32,
+    /// Jitter for the retries.
+    jitter: fastrand::Rng,
+}
+
+impl Joining {
+    /// Announces the node to every seed and asks for the next retry, with exponential backoff.
+    fn announce(
+        &mut self,
+        foca: &mut Foca<MemberId, PostcardCodec, SmallRng, NoCustomBroadcast>,
+        rt: &mut Collect<'_>,
+    ) -> Result<(), foca::Error> {
+        if self.seeds.is_empty() {
+            return Ok(());
+        }
+        for &addr in &self.seeds {
+            foca.announce(MemberId { addr, bump: 0 }, &mut *rt)?;
+        }
+        self.attempt = self.attempt.saturating_add(1);
+        let base = JOIN_RETRY_MIN
+            .saturating_mul(1 << (self.attempt - 1).min(16))
+            .min(JOIN_RETRY_MAX);
+        let factor = 0.75 + 0.5 * self.jitter.f64();
+        rt.out.push(Effect::RetryJoin {
+            after: base.mul_f64(factor).clamp(JOIN_RETRY_MIN, JOIN_RETRY_MAX),
+        });
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Membership {
@@ -293,6 +344,11 @@ impl Membership {
             key,
             rejected: 0,
             suspects: std::collections::BTreeSet::new(),
+            join: Joining {
+                seeds: Vec::new(),
+                attempt: 0,
+                jitter: fastrand::Rng::with_seed(seed),
+            },
         }
     }
 
@@ -356,12 +412,20 @@ impl Membership {
         let gossip = |e: foca::Error| MembershipError::Gossip(e.to_string());
         match input {
             Input::Join(seeds) => {
-                for addr in seeds {
-                    if addr != self.foca.identity().addr {
-                        self.foca
-                            .announce(MemberId { addr, bump: 0 }, &mut rt)
-                            .map_err(gossip)?;
-                    }
+                let me = self.foca.identity().addr;
+                self.join.seeds = seeds.into_iter().filter(|a| *a != me).collect();
+                self.join.attempt = 0;
+                self.join
+                    .announce(&mut self.foca, &mut rt)
+                    .map_err(gossip)?;
+            }
+            Input::RetryJoin => {
+                if self.foca.num_members() > 0 {
+                    self.join.seeds.clear();
+                } else {
+                    self.join
+                        .announce(&mut self.foca, &mut rt)
+                        .map_err(gossip)?;
                 }
             }
             Input::Datagram { from, bytes } => {
@@ -377,7 +441,10 @@ impl Membership {
                 self.foca.handle_data(data, &mut rt).map_err(gossip)?;
             }
             Input::Timer(timer) => self.foca.handle_timer(timer, &mut rt).map_err(gossip)?,
-            Input::Leave => self.foca.leave_cluster(&mut rt).map_err(gossip)?,
+            Input::Leave => {
+                self.join.seeds.clear();
+                self.foca.leave_cluster(&mut rt).map_err(gossip)?;
+            }
         }
         if rt.rejoined {
             // A renewed identity starts disconnected, with its timers reset, and peers drop
@@ -488,6 +555,9 @@ mod tests {
                     Effect::Schedule { after, timer } => {
                         self.push(self.now + after, node, Input::Timer(timer))
                     }
+                    Effect::RetryJoin { after } => {
+                        self.push(self.now + after, node, Input::RetryJoin)
+                    }
                     Effect::Event(ev) => self.events[node].push((self.now, ev)),
                 }
             }
@@ -546,6 +616,22 @@ mod tests {
             assert!(sim.events[1].iter().any(|(_, e)| *e == MemberEvent::Active));
             assert!(sim.nodes.iter().all(Membership::is_active));
         }
+    }
+
+    #[test]
+    fn a_join_whose_first_announces_are_lost_is_retried_until_it_succeeds() {
+        let mut sim = Sim::new(3, Profile::LocalTest);
+        // Node 2 is cut off from the others while it starts joining.
+        sim.cut = Some([2].into_iter().collect());
+        sim.join_all_through(0);
+        assert!(!sim.run_until(Duration::from_secs(3), Sim::converged));
+        assert!(!sim.nodes[2].is_active());
+        sim.cut = None;
+        assert!(
+            sim.run_until(Duration::from_secs(10), Sim::converged),
+            "the retries did not bring node 2 in"
+        );
+        assert!(sim.nodes[2].is_active());
     }
 
     #[test]
