@@ -14,12 +14,15 @@
 //! - [`membership`]: SWIM gossip (foca) as a pure core, with authenticated datagrams.
 //! - [`discovery`]: the service directory, replicated by anti-entropy.
 //! - [`members`]: the member table and its state transitions.
+//! - [`tasks`]: the task master's scheduler (credit-based dispatch, leases, retries, poison
+//!   tasks, exactly-once results) and the messages between a master and worker nodes.
 //!
-//! The status store and task scheduling arrive with their features.
+//! The status store arrives with its feature.
 
 #![deny(missing_docs)]
 
 pub mod discovery;
 pub mod members;
 pub mod membership;
+pub mod tasks;
 pub mod wire;
