@@ -10,6 +10,9 @@
 //! - [`remote`]: [`RemoteMessage`], [`RemoteRef`] (tell and ask by node and actor name, the
 //!   same for a local actor) and their errors.
 //! - [`membership`]: the gossip actor over UDP, and [`Gossip`](membership::Gossip), its handle.
+//! - [`tasks`]: distributed tasks: [`Task`](tasks::Task) kinds, the worker node's pool
+//!   ([`TaskWorkers`](tasks::TaskWorkers)) and the [`Master`](tasks::Master) that distributes
+//!   them, with at-least-once execution and exactly-once results.
 //! - [`node`]: a node process's [`NodeConfig`](node::NodeConfig) (file, environment, flags)
 //!   and where its cluster secret comes from.
 //!
@@ -24,6 +27,7 @@
 pub mod membership;
 pub mod node;
 pub mod remote;
+pub mod tasks;
 pub mod transport;
 
 pub use remote::{

@@ -31,6 +31,8 @@ use super::view::{
 };
 use crate::membership::{Gossip, GossipConfig, GossipError};
 use crate::remote::{Exposure, RemoteRef};
+use crate::tasks::messages::{CancelTasks, RunBatch, TASKS_ACTOR};
+use crate::tasks::{TaskRegistry, TaskWorkers, WorkerConfig, TASKS_SERVICE};
 use crate::transport::{Node, TransportError};
 
 /// How long local calls into the node's own actors may take.
@@ -151,6 +153,36 @@ impl ClusterNode {
         secret: Secret,
         runtime: &Runtime,
     ) -> Result<ClusterNode, ClusterNodeError> {
+        Self::start_inner(config, secret, runtime, None)
+            .await
+            .map(|(node, _)| node)
+    }
+
+    /// Starts a node that also runs tasks: as [`ClusterNode::start`], with a `workers`
+    /// supervisor under the node's root (a pool of task workers and the node's task actor),
+    /// running the kinds of `registry`, offered to masters as the service
+    /// [`TASKS_SERVICE`](crate::tasks::TASKS_SERVICE).
+    ///
+    /// # Errors
+    /// [`ClusterNodeError`].
+    pub async fn start_with_workers(
+        config: &NodeConfig,
+        secret: Secret,
+        runtime: &Runtime,
+        registry: TaskRegistry,
+        workers: WorkerConfig,
+    ) -> Result<(ClusterNode, TaskWorkers), ClusterNodeError> {
+        let (node, tasks) =
+            Self::start_inner(config, secret, runtime, Some((registry, workers))).await?;
+        Ok((node, tasks.expect("started with workers")))
+    }
+
+    async fn start_inner(
+        config: &NodeConfig,
+        secret: Secret,
+        runtime: &Runtime,
+        tasks: Option<(TaskRegistry, WorkerConfig)>,
+    ) -> Result<(ClusterNode, Option<TaskWorkers>), ClusterNodeError> {
         let name = config.node_name(config.listen);
         let (node, transport) = Node::prepare(config.transport(&name, secret.clone()))?;
         let addr = node.local_addr();
@@ -200,13 +232,19 @@ impl ClusterNode {
         // One root for the whole node, as in the design's supervision tree: children start
         // left to right (transport, membership, view) and an escalation in any of them ends
         // the node instead of leaving it half alive.
-        let app = SupervisorSpec::new("node")
+        let mut root = SupervisorSpec::new("node")
             .child(transport)
             .child(membership)
-            .child(spec)
-            .start(runtime)
-            .await
-            .map_err(ClusterNodeError::Start)?;
+            .child(spec);
+        let mut workers = None;
+        if let Some((registry, config)) = tasks {
+            let kinds = registry.kinds();
+            let capacity = config.workers.max(1) * config.inflight.max(1);
+            let (handle, spec) = TaskWorkers::prepare(node.clone(), registry, config);
+            root = root.child(spec);
+            workers = Some((handle, kinds, capacity));
+        }
+        let app = root.start(runtime).await.map_err(ClusterNodeError::Start)?;
         node.expose(ADMIN, view.clone())
             .accept::<Describe>()
             .accept::<ListMembers>()
@@ -214,7 +252,7 @@ impl ClusterNode {
             .accept::<Exchange>()
             .accept::<PushRecords>()
             .accept::<Deliver>();
-        Ok(ClusterNode {
+        let cluster = ClusterNode {
             name,
             node,
             gossip,
@@ -223,7 +261,24 @@ impl ClusterNode {
             changes,
             cluster_events,
             topic_index,
-        })
+        };
+        let Some((handle, kinds, capacity)) = workers else {
+            return Ok((cluster, None));
+        };
+        cluster
+            .node
+            .expose(TASKS_ACTOR, handle.actor())
+            .accept::<RunBatch>()
+            .accept::<CancelTasks>();
+        cluster
+            .register_service(Service {
+                name: TASKS_SERVICE.into(),
+                addr,
+                tags: kinds,
+                meta: [("capacity".to_string(), capacity.to_string())].into(),
+            })
+            .await;
+        Ok((cluster, Some(handle)))
     }
 
     /// This node's id.
