@@ -167,7 +167,12 @@ struct Submit {
 #[rtype(result = "()")]
 enum Cancel {
     Task(TaskId),
+    /// Every task of a batch or stream, also those still to come.
     Group(u64),
+    /// A batch or stream starts submitting.
+    Feeding(u64),
+    /// A batch or stream has submitted its last task.
+    GroupFed(u64),
 }
 
 #[derive(Message)]
@@ -185,6 +190,9 @@ pub(crate) struct MasterActor {
     sched: Scheduler,
     config: MasterConfig,
     pending: HashMap<TaskId, Pending>,
+    /// Batches or streams still submitting, and those of them cancelled.
+    feeding: std::collections::HashSet<u64>,
+    cancelled: std::collections::HashSet<u64>,
     flush_armed: bool,
     progress: watch::Sender<Progress>,
     topology: watch::Sender<u64>,
@@ -326,13 +334,24 @@ impl Handler<Submit> for MasterActor {
     type Result = Result<(), cadre_cluster::tasks::SubmitError>;
     fn handle(&mut self, m: Submit, ctx: &mut Context<Self>) -> Self::Result {
         // All or none: a kind no node runs refuses the whole submission.
-        if let Some((_, task, _)) = m.tasks.iter().find(|(_, t, _)| !self.sched.can_run(&t.kind)) {
+        if let Some((_, task, _)) = m
+            .tasks
+            .iter()
+            .find(|(_, t, _)| !self.sched.can_run(&t.kind))
+        {
             let kind = task.kind.clone();
             return Err(cadre_cluster::tasks::SubmitError::NoWorker(kind));
         }
         let mut reply = m.reply;
+        let cancelled = m
+            .group
+            .as_ref()
+            .is_some_and(|(g, _)| self.cancelled.contains(g));
         for (id, task, permit) in m.tasks {
             self.sched.submit(id, task)?;
+            if cancelled {
+                self.sched.cancel(id);
+            }
             let sink = match (&m.group, reply.take()) {
                 (Some((group, tx)), _) => Sink::Many {
                     group: *group,
@@ -366,7 +385,17 @@ impl Handler<Cancel> for MasterActor {
     fn handle(&mut self, m: Cancel, _: &mut Context<Self>) {
         match m {
             Cancel::Task(id) => self.sched.cancel(id),
+            Cancel::Feeding(group) => {
+                self.feeding.insert(group);
+            }
+            Cancel::GroupFed(group) => {
+                self.feeding.remove(&group);
+                self.cancelled.remove(&group);
+            }
             Cancel::Group(group) => {
+                if self.feeding.contains(&group) {
+                    self.cancelled.insert(group);
+                }
                 let mut ids: Vec<TaskId> = self
                     .pending
                     .iter()
@@ -470,6 +499,8 @@ impl Master {
             ),
             config: config.clone(),
             pending: HashMap::new(),
+            feeding: Default::default(),
+            cancelled: Default::default(),
             flush_armed: false,
             progress: progress_tx.clone(),
             topology: topology_tx.clone(),
@@ -552,6 +583,9 @@ impl Master {
         let group = self.ids.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let master = self.clone();
+        self.actor
+            .tell(Cancel::Feeding(group))
+            .map_err(|e| SubmitError::MasterStopped(e.to_string()))?;
         let feeder = async move {
             let mut inputs = std::pin::pin!(inputs);
             'feed: while let Some(first) = inputs.next().await {
@@ -583,7 +617,11 @@ impl Master {
                     tracing::warn!(error = %e, "task submission ended");
                     break;
                 }
+                if tx.is_closed() {
+                    break; // nobody wants the results any more
+                }
             }
+            let _ = master.actor.tell(Cancel::GroupFed(group));
         };
         actix::spawn(feeder);
         Ok(Results {
@@ -738,9 +776,18 @@ impl<O: DeserializeOwned> Results<O> {
         Some((d.id, into_result(d.outcome)))
     }
 
-    /// Cancels every task of the batch that has not ended yet.
+    /// Cancels every task of the batch that has not ended yet, also those not yet submitted.
     pub fn cancel(&self) {
         let _ = self.master.actor.tell(Cancel::Group(self.group));
+    }
+}
+
+/// Dropping the results cancels the tasks that have not ended.
+impl<O> Drop for Results<O> {
+    fn drop(&mut self) {
+        if !self.rx.is_closed() {
+            let _ = self.master.actor.tell(Cancel::Group(self.group));
+        }
     }
 }
 

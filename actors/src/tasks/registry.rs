@@ -13,13 +13,16 @@ use super::Task;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+type SyncFn = dyn Fn(&[u8]) -> Outcome + Send + Sync;
+type AsyncFn = dyn Fn(&[u8]) -> BoxFuture<Outcome> + Send + Sync;
+
 /// One kind's handler, from input bytes to an outcome.
 #[derive(Clone)]
 pub(crate) enum Handler {
     /// Runs on tokio's blocking pool.
-    Sync(Arc<dyn Fn(&[u8]) -> Outcome + Send + Sync>),
+    Sync(Arc<SyncFn>),
     /// Runs on the worker's arbiter.
-    Async(Arc<dyn Fn(&[u8]) -> BoxFuture<Outcome> + Send + Sync>),
+    Async(Arc<AsyncFn>),
 }
 
 /// The task kinds a worker node runs, each with its handler.

@@ -257,9 +257,9 @@ async fn run_batch(registry: Arc<TaskRegistry>, work: Work) {
             Some(TaskFn::Sync(run)) => {
                 // This job and the sync ones right after it, in one trip to the blocking pool.
                 let mut chunk = vec![(index, run.clone(), job.input)];
-                while let Some((i, next)) = jobs.next_if(|(_, j)| {
-                    matches!(registry.get(&j.kind), Some(TaskFn::Sync(_)))
-                }) {
+                while let Some((i, next)) =
+                    jobs.next_if(|(_, j)| matches!(registry.get(&j.kind), Some(TaskFn::Sync(_))))
+                {
                     if let Some(TaskFn::Sync(run)) = registry.get(&next.kind) {
                         chunk.push((i, run.clone(), next.input));
                     }
