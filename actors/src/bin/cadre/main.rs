@@ -3,6 +3,7 @@
 mod bench_gossip;
 mod bench_remote;
 mod bench_topics;
+mod demo;
 mod members_cmd;
 mod node_cmd;
 
@@ -25,6 +26,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a local cluster (this process and worker processes on 127.0.0.1), count primes
+    /// across it, kill a worker halfway, and show every result arriving exactly once.
+    Demo(demo::Options),
+    /// A worker process of `demo` and `bench tasks` (started by them).
+    #[command(hide = true)]
+    DemoWorker(demo::WorkerOptions),
     /// Run a node: listen, join through seeds, serve until SIGTERM or Ctrl-C.
     Node(node_cmd::Options),
     /// Show a running node's view of the cluster's members.
@@ -53,6 +60,8 @@ enum Bench {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(opts) => demo::run(opts),
+        Command::DemoWorker(opts) => demo::worker(opts),
         Command::Node(opts) => node_cmd::run(opts),
         Command::Members(opts) => members_cmd::run(opts),
         Command::Bench { what } => match what {
