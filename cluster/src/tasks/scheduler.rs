@@ -449,7 +449,8 @@ impl Scheduler {
     }
 
     /// Sends queued tasks to nodes with free credit, the freest first. Full batches go at
-    /// once; with `partial`, smaller ones too (the caller flushes after its batching delay).
+    /// once, and so does anything for a node holding nothing from this master; with `partial`,
+    /// smaller batches go too (the caller flushes after its batching delay).
     pub fn pump(&mut self, now: Instant, partial: bool) {
         let mut credit: BTreeMap<&str, usize> = self
             .nodes
@@ -473,7 +474,11 @@ impl Scheduler {
         }
         for (node, ids) in plan {
             let batch = self.config.batch_max.max(1);
-            let send = if partial {
+            // A node with nothing in hand from us gets what there is at once (nothing to batch
+            // with: waiting would only add latency); a busy one gets full batches, and the
+            // rest when its reports come back or the batching delay runs out.
+            let idle = self.nodes[&node].held.is_empty();
+            let send = if partial || idle {
                 ids.len()
             } else {
                 ids.len() / batch * batch

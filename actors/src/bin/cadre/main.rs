@@ -2,6 +2,7 @@
 
 mod bench_gossip;
 mod bench_remote;
+mod bench_tasks;
 mod bench_topics;
 mod demo;
 mod members_cmd;
@@ -55,6 +56,8 @@ enum Bench {
     Topics(bench_topics::Options),
     /// Crash detection time with N gossip nodes over UDP.
     Gossip(bench_gossip::Options),
+    /// No-op task throughput and single-task round trip, master to two worker processes.
+    Tasks(bench_tasks::Options),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Bench::RemoteServe => bench_remote::serve(),
             Bench::Topics(opts) => bench_topics::run(opts),
             Bench::Gossip(opts) => bench_gossip::run(opts),
+            Bench::Tasks(opts) => bench_tasks::run(opts),
         },
     };
     match result {

@@ -131,20 +131,27 @@ fn no_node_is_sent_more_than_its_capacity() {
 }
 
 #[test]
-fn full_batches_go_at_once_and_partial_ones_on_flush() {
+fn an_idle_node_gets_tasks_at_once_and_a_busy_one_full_batches_or_on_flush() {
     let mut s = sched(4);
     let t0 = Instant::now();
     s.node_up("a", vec!["k".into()], 100);
-    for id in 1..=6 {
+    s.submit(1, task("k", 1)).unwrap();
+    s.pump(t0, false);
+    assert_eq!(
+        dispatches(&s.take_effects()),
+        vec![("a".into(), vec![(1, 1)])]
+    );
+    // "a" is busy now: six more make one full batch; the other two wait for the flush.
+    for id in 2..=7 {
         s.submit(id, task("k", id as u8)).unwrap();
     }
     s.pump(t0, false);
     let d = dispatches(&s.take_effects());
     assert_eq!(d.len(), 1);
-    assert_eq!(d[0].1.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(d[0].1.iter().map(|x| x.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
     s.pump(t0, true);
     let d = dispatches(&s.take_effects());
-    assert_eq!(d[0].1.iter().map(|x| x.0).collect::<Vec<_>>(), [5, 6]);
+    assert_eq!(d[0].1.iter().map(|x| x.0).collect::<Vec<_>>(), [6, 7]);
 }
 
 #[test]
