@@ -463,3 +463,68 @@ fn submitting_waits_for_room_in_the_window() {
         assert_eq!(tokio::time::timeout(T, c).await.unwrap(), Ok(1));
     });
 }
+
+/// Sleeps a node-specific time.
+struct Work;
+impl Task for Work {
+    const NAME: &'static str = "test.work";
+    type Input = u64;
+    type Output = u64;
+}
+
+fn sleeper(ms: u64) -> TaskRegistry {
+    TaskRegistry::new().async_handler::<Work, _, _, _>(move |x| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, String>(x)
+    })
+}
+
+#[test]
+fn a_slow_worker_node_is_not_swamped_and_never_holds_more_than_its_limit() {
+    run(async {
+        let m = ClusterNode::start(&config("m", vec![]), secret(), &Runtime::new("m"))
+            .await
+            .unwrap();
+        let (fast, _) = ClusterNode::start_with_workers(
+            &config("fast", vec![m.addr()]),
+            secret(),
+            &Runtime::new("fast"),
+            sleeper(1),
+            workers(1, 2),
+        )
+        .await
+        .unwrap();
+        let (_slow, slow_pool) = ClusterNode::start_with_workers(
+            &config("slow", vec![m.addr()]),
+            secret(),
+            &Runtime::new("slow"),
+            sleeper(40),
+            workers(1, 2),
+        )
+        .await
+        .unwrap();
+        let master = Master::start(&m, MasterConfig::default(), &Runtime::new("m"))
+            .await
+            .unwrap();
+        master.wait_for_workers(Work::NAME, 2, T).await.unwrap();
+        let mut results = master.submit_batch::<Work>(0..300u64).await.unwrap();
+        let mut n = 0;
+        while let Some((_, r)) = tokio::time::timeout(T, results.next()).await.unwrap() {
+            r.unwrap();
+            n += 1;
+            let (held, capacity) = slow_pool.load().await.unwrap();
+            assert!(held <= capacity, "the slow node holds {held} > {capacity}");
+            assert_eq!(capacity, 2);
+        }
+        assert_eq!(n, 300);
+        let stats = master.node_stats().await;
+        let (f, s) = (stats["fast"].completed, stats["slow"].completed);
+        assert!(
+            f > 5 * s,
+            "the fast node did most of the work: fast {f}, slow {s}"
+        );
+        // Worker nodes carry the role.
+        let rows = fast.members().await;
+        assert!(rows[0].roles.contains(&"worker".to_string()), "{rows:?}");
+    });
+}

@@ -158,8 +158,8 @@ impl ClusterNode {
             .map(|(node, _)| node)
     }
 
-    /// Starts a node that also runs tasks: as [`ClusterNode::start`], with a `workers`
-    /// supervisor under the node's root (a pool of task workers and the node's task actor),
+    /// Starts a node that also runs tasks (it gets the role `worker`): as
+    /// [`ClusterNode::start`], with a `workers` supervisor under the node's root (a pool of task workers and the node's task actor),
     /// running the kinds of `registry`, offered to masters as the service
     /// [`TASKS_SERVICE`](crate::tasks::TASKS_SERVICE).
     ///
@@ -196,7 +196,14 @@ impl ClusterNode {
         let me = NodeInfo {
             name: name.clone(),
             addr,
-            roles: config.roles.clone(),
+            roles: {
+                // A node running task workers has the role `worker`, whatever it was given.
+                let mut roles = config.roles.clone();
+                if tasks.is_some() && !roles.iter().any(|r| r == "worker") {
+                    roles.push("worker".into());
+                }
+                roles
+            },
             version: crate::VERSION.into(),
             started_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

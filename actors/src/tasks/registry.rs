@@ -57,7 +57,9 @@ impl TaskRegistry {
 
     /// Registers a synchronous handler for `T`: it runs on tokio's blocking pool, so it may
     /// compute for long without stalling the node. An `Err` is the task's error (retried if
-    /// `T`'s policy says so); a panic kills the worker.
+    /// `T`'s policy says so); a panic kills the worker. A handler that never returns is run
+    /// again elsewhere after its lease, but keeps its blocking thread (and its worker) until
+    /// the process exits; the node's actix system waits for it when it shuts down.
     pub fn sync<T, F, E>(mut self, handler: F) -> Self
     where
         T: Task,
