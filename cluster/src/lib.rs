@@ -16,13 +16,14 @@
 //! - [`members`]: the member table and its state transitions.
 //! - [`tasks`]: the task master's scheduler (credit-based dispatch, leases, retries, poison
 //!   tasks, exactly-once results) and the messages between a master and worker nodes.
-//!
-//! The status store arrives with its feature.
+//! - [`store`]: the status store's state machine (ordered keys, revisions, leases,
+//!   transactions, compaction) and its watch hub; Raft replication arrives with its actors.
 
 #![deny(missing_docs)]
 
 pub mod discovery;
 pub mod members;
 pub mod membership;
+pub mod store;
 pub mod tasks;
 pub mod wire;
