@@ -18,15 +18,21 @@
 //! - Compaction at revision R forgets the change history before R; a watch from before R fails
 //!   with [`StoreError::Compacted`].
 //!
+//! # Routing
+//! Which shard holds a key or a lease and which store nodes hold a shard: [`routing`].
+//!
 //! # Watches
 //! [`WatchHub`] turns applied changes into per-watch streams: ordered by revision, every
 //! change of a revision delivered together, none dropped or repeated; a watch starts at any
 //! revision not compacted away (history first, then live changes), so a client that saw up to
 //! revision r resumes exactly from r + 1 after a reconnect or a leader change.
 
+mod lease_clock;
+pub mod routing;
 mod state;
 mod watch;
 
+pub use lease_clock::LeaseClock;
 pub use state::{
     CmpOp, Compare, CompareTarget, DeleteRequest, Event, EventKind, KeyValue, LeaseInfo, Op,
     OpResponse, PutRequest, RangeRequest, RangeResponse, Request, Response, StateMachine,
