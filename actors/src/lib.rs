@@ -13,6 +13,7 @@
 //! - [`tasks`]: distributed tasks: [`Task`](tasks::Task) kinds, the worker node's pool
 //!   ([`TaskWorkers`](tasks::TaskWorkers)) and the [`Master`](tasks::Master) that distributes
 //!   them, with at-least-once execution and exactly-once results.
+//! - [`store`]: the status store's shard replicas (openraft over redb).
 //! - [`node`]: a node process's [`NodeConfig`](node::NodeConfig) (file, environment, flags)
 //!   and where its cluster secret comes from.
 //!
@@ -27,6 +28,7 @@
 pub mod membership;
 pub mod node;
 pub mod remote;
+pub mod store;
 pub mod tasks;
 pub mod transport;
 
