@@ -3,5 +3,16 @@
 //!
 //! - [`storage`]: a replica's log, vote and snapshots in the node's redb file, and the
 //!   in-memory state machine openraft applies entries to.
+//! - [`replica`]: a shard replica actor (one openraft member, its RPCs over cadre's transport,
+//!   writes and reads for clients).
+//! - [`StoreNode`]: the replicas a node hosts, under its `store` supervisor.
+//! - [`StoreClient`]: requests to a shard, following not-leader hints, retried only where
+//!   that is safe.
 
+mod client;
+mod node;
+pub mod replica;
 pub mod storage;
+
+pub use client::{StoreClient, StoreClientError};
+pub use node::{StoreNode, StoreStartError};

@@ -400,6 +400,13 @@ impl Node {
     }
 
     /// The ids of the peers with an established connection.
+    /// Whether a message to `node` can be sent now: it is this node, or a connection to it
+    /// is open.
+    pub fn is_reachable(&self, node: &str) -> bool {
+        node == self.id() || self.inner.link(node).is_some()
+    }
+
+    /// The peers with an open connection, by id.
     pub fn peers(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .inner

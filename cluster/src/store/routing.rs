@@ -30,6 +30,11 @@ fn fnv1a64(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// A stable 64-bit hash of `bytes` (FNV-1a), the same on every build and platform.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    fnv1a64(&[bytes])
+}
+
 /// A key's group: its first two `/`-separated segments.
 pub fn group(key: &[u8]) -> &[u8] {
     let mut slashes = key.iter().enumerate().filter(|(_, b)| **b == b'/');

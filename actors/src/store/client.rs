@@ -1,0 +1,194 @@
+//! [`StoreClient`]: requests to a shard's replicas, following not-leader hints.
+//!
+//! # Retries
+//! A write is retried on another replica only when it certainly was not applied: the replica
+//! said it is not the leader, or it does not exist there. A write whose reply was lost (a
+//! timeout, a connection dropped while waiting) fails with [`StoreClientError::Uncertain`]:
+//! it may or may not have been applied, and only the caller knows whether repeating it is
+//! safe (a transaction comparing a mod revision is). Reads are retried on any failure.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cadre_cluster::store::{RangeRequest, RangeResponse, Request};
+use parking_lot::Mutex;
+
+use super::replica::{replica_name, Read, ReplicaError, Write};
+use super::storage::Applied;
+use crate::{Node, RemoteAskError};
+
+/// Why a store request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreClientError {
+    /// No replica of the shard answered as leader within the client's patience.
+    #[error("shard {shard}: no leader found after {attempts} attempts ({last})")]
+    NoLeader {
+        /// The shard.
+        shard: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The write may or may not have been applied (its reply was lost).
+    #[error("shard {shard}: the outcome is unknown: {detail}")]
+    Uncertain {
+        /// The shard.
+        shard: u16,
+        /// What happened.
+        detail: String,
+    },
+    /// The shard refused it.
+    #[error("shard {shard}: {detail}")]
+    Refused {
+        /// The shard.
+        shard: u16,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A client of the store's shards, usable from any node.
+pub struct StoreClient {
+    transport: Node,
+    /// The nodes holding each shard's replicas.
+    replicas: HashMap<u16, Vec<String>>,
+    leaders: Mutex<HashMap<u16, String>>,
+    timeout: Duration,
+    attempts: u32,
+}
+
+impl StoreClient {
+    /// A client over `transport`, knowing which nodes hold each shard.
+    pub fn new(transport: Node, replicas: HashMap<u16, Vec<String>>) -> Self {
+        StoreClient {
+            transport,
+            replicas,
+            leaders: Mutex::new(HashMap::new()),
+            timeout: Duration::from_secs(5),
+            attempts: 40,
+        }
+    }
+
+    /// The node to try for `shard` on attempt `n`: the known leader, else the replicas in turn.
+    fn target(&self, shard: u16, n: u32) -> Option<String> {
+        if let Some(l) = self.leaders.lock().get(&shard) {
+            return Some(l.clone());
+        }
+        // Replicas in turn, starting from a reachable one.
+        let nodes = self.replicas.get(&shard)?;
+        nodes.get(n as usize % nodes.len().max(1)).cloned()
+    }
+
+    fn learn(&self, shard: u16, leader: Option<String>) {
+        let mut leaders = self.leaders.lock();
+        match leader {
+            Some(l) => {
+                leaders.insert(shard, l);
+            }
+            None => {
+                leaders.remove(&shard);
+            }
+        }
+    }
+
+    /// Applies `request` through `shard`'s log; returns what it did.
+    ///
+    /// # Errors
+    /// [`StoreClientError`].
+    pub async fn write(&self, shard: u16, request: Request) -> Result<Applied, StoreClientError> {
+        let mut last = String::from("no replica known");
+        for n in 0..self.attempts {
+            let Some(node) = self.target(shard, n) else {
+                break;
+            };
+            if !self.transport.is_reachable(&node) {
+                // Not sent at all: try another replica (it may be down, or not yet connected).
+                last = format!("{node} unreachable");
+                self.learn(shard, None);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let replica = self.transport.actor(&node, &replica_name(shard));
+            match replica.ask(Write(request.clone()), self.timeout).await {
+                Ok(Ok(applied)) => {
+                    self.learn(shard, Some(node));
+                    return Ok(applied);
+                }
+                Ok(Err(ReplicaError::NotLeader(leader))) => {
+                    last = format!("{node} is not the leader");
+                    let known = leader.is_some();
+                    self.learn(shard, leader);
+                    if !known {
+                        tokio::time::sleep(Duration::from_millis(50)).await; // an election
+                    }
+                }
+                Ok(Err(ReplicaError::Raft(detail))) => {
+                    return Err(StoreClientError::Refused { shard, detail })
+                }
+                Err(RemoteAskError::NoSuchActor(_) | RemoteAskError::QueueFull(_)) => {
+                    last = format!("{node} did not take it");
+                    self.learn(shard, None);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    self.learn(shard, None);
+                    return Err(StoreClientError::Uncertain {
+                        shard,
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+        Err(StoreClientError::NoLeader {
+            shard,
+            attempts: self.attempts,
+            last,
+        })
+    }
+
+    /// Reads keys of `shard`: linearizable (through the leader) or serializable (any replica).
+    ///
+    /// # Errors
+    /// [`StoreClientError::NoLeader`] when no replica served it.
+    pub async fn read(
+        &self,
+        shard: u16,
+        range: RangeRequest,
+        linearizable: bool,
+    ) -> Result<RangeResponse, StoreClientError> {
+        let mut last = String::from("no replica known");
+        for n in 0..self.attempts {
+            let Some(node) = self.target(shard, n) else {
+                break;
+            };
+            let replica = self.transport.actor(&node, &replica_name(shard));
+            let read = Read {
+                range: range.clone(),
+                linearizable,
+            };
+            match replica.ask(read, self.timeout).await {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(ReplicaError::NotLeader(leader))) => {
+                    last = format!("{node} is not the leader");
+                    let known = leader.is_some();
+                    self.learn(shard, leader);
+                    if !known {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(e) => {
+                    last = e.to_string();
+                    self.learn(shard, None);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(StoreClientError::NoLeader {
+            shard,
+            attempts: self.attempts,
+            last,
+        })
+    }
+}

@@ -1,0 +1,407 @@
+//! A shard replica: an actor owning one openraft group member, exposed as `store.<shard>` so
+//! that its peers' Raft RPCs and clients' requests reach it over cadre's transport.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use cadre_cluster::store::routing;
+use cadre_cluster::store::{RangeRequest, RangeResponse, Request};
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, InitializeError, InstallSnapshotError, NetworkError,
+    RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+
+use super::storage::{Applied, Disk, ShardRaft, ShardState};
+use crate::{Node, RemoteAskError, RemoteMessage, RemoteRef};
+
+/// The name a shard's replica is exposed under on its node.
+pub fn replica_name(shard: u16) -> String {
+    format!("store.{shard}")
+}
+
+/// A store node's Raft id: a stable hash of its node name (the name travels as the node's
+/// address in Raft's membership).
+pub fn raft_id(node: &str) -> u64 {
+    routing::stable_hash(node.as_bytes())
+}
+
+/// Raft timings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftTimings {
+    /// Leader heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout range: a follower that hears no leader for a random time in it starts
+    /// an election.
+    pub election_min: Duration,
+    /// See `election_min`.
+    pub election_max: Duration,
+}
+
+impl RaftTimings {
+    /// For a LAN: 100 ms heartbeats, elections after 500–1000 ms of silence.
+    pub fn lan() -> Self {
+        RaftTimings {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(500),
+            election_max: Duration::from_millis(1000),
+        }
+    }
+
+    /// For tests on one machine: 50 ms heartbeats, elections after 200–400 ms.
+    pub fn local_test() -> Self {
+        RaftTimings {
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(200),
+            election_max: Duration::from_millis(400),
+        }
+    }
+
+    fn config(&self, shard: u16) -> Arc<openraft::Config> {
+        let config = openraft::Config {
+            cluster_name: format!("cadre-store-{shard}"),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election_min.as_millis() as u64,
+            election_timeout_max: self.election_max.as_millis() as u64,
+            ..openraft::Config::default()
+        };
+        Arc::new(config.validate().expect("valid Raft timings"))
+    }
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RaftError<u64, E>>;
+
+/// Raft's append-entries (and heartbeat) RPC.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AppendRpc(AppendEntriesRequest<ShardRaft>);
+impl Message for AppendRpc {
+    type Result = RpcResult<AppendEntriesResponse<u64>>;
+}
+impl RemoteMessage for AppendRpc {
+    const TAG: &'static str = "store.raft.append";
+}
+
+/// Raft's vote RPC.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct VoteRpc(VoteRequest<u64>);
+impl Message for VoteRpc {
+    type Result = RpcResult<VoteResponse<u64>>;
+}
+impl RemoteMessage for VoteRpc {
+    const TAG: &'static str = "store.raft.vote";
+}
+
+/// Raft's install-snapshot RPC (one chunk).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SnapshotRpc(InstallSnapshotRequest<ShardRaft>);
+impl Message for SnapshotRpc {
+    type Result = RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError>;
+}
+impl RemoteMessage for SnapshotRpc {
+    const TAG: &'static str = "store.raft.snapshot";
+}
+
+/// Why a store request was not served by this replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReplicaError {
+    /// This replica is not the shard's leader; the leader, if known (a node name).
+    #[error("not the leader (the leader is {0:?})")]
+    NotLeader(Option<String>),
+    /// Raft refused or failed.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A write through the shard's log.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Write(pub Request);
+impl Message for Write {
+    type Result = Result<Applied, ReplicaError>;
+}
+impl RemoteMessage for Write {
+    const TAG: &'static str = "store.write";
+}
+
+/// A read: linearizable (confirmed with a quorum by the leader) or serializable (this
+/// replica's state, maybe stale).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Read {
+    /// What to read.
+    pub range: RangeRequest,
+    /// Linearizable (the default) or serializable.
+    pub linearizable: bool,
+}
+impl Message for Read {
+    type Result = Result<RangeResponse, ReplicaError>;
+}
+impl RemoteMessage for Read {
+    const TAG: &'static str = "store.read";
+}
+
+/// Initialize the shard's group with these members (node names); refused quietly when the
+/// group already exists.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Initialize(pub Vec<String>);
+impl Message for Initialize {
+    type Result = Result<(), ReplicaError>;
+}
+impl RemoteMessage for Initialize {
+    const TAG: &'static str = "store.initialize";
+}
+
+/// The shard's leader as this replica knows it (a node name).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Leader;
+impl Message for Leader {
+    type Result = Option<String>;
+}
+impl RemoteMessage for Leader {
+    const TAG: &'static str = "store.leader";
+}
+
+fn not_leader(f: &openraft::error::ForwardToLeader<u64, BasicNode>) -> ReplicaError {
+    ReplicaError::NotLeader(f.leader_node.as_ref().map(|n| n.addr.clone()))
+}
+
+/// Raft's client side of the network: RPCs to a peer's replica of the same shard.
+#[derive(Clone)]
+pub(crate) struct Network {
+    transport: Node,
+    shard: u16,
+}
+
+pub(crate) struct Peer {
+    target: u64,
+    remote: RemoteRef,
+}
+
+impl RaftNetworkFactory<ShardRaft> for Network {
+    type Network = Peer;
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer {
+            target,
+            remote: self.transport.actor(&node.addr, &replica_name(self.shard)),
+        }
+    }
+}
+
+impl Peer {
+    async fn call<M, T, E>(
+        &self,
+        msg: M,
+        option: &RPCOption,
+    ) -> Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        M: RemoteMessage<Result = Result<T, RaftError<u64, E>>>,
+        T: Serialize + serde::de::DeserializeOwned + Send + 'static,
+        E: std::error::Error + Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        match self.remote.ask(msg, option.hard_ttl()).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Err(e @ (RemoteAskError::NodeUnreachable(_) | RemoteAskError::NoSuchActor(_))) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+impl RaftNetwork<ShardRaft> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(AppendRpc(rpc), &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.call(SnapshotRpc(rpc), &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(VoteRpc(rpc), &option).await
+    }
+}
+
+/// Shuts the Raft member down when the replica's actor goes (also after a panic).
+struct RaftGuard(Raft<ShardRaft>);
+
+impl Drop for RaftGuard {
+    fn drop(&mut self) {
+        let raft = self.0.clone();
+        actix::spawn(async move {
+            let _ = raft.shutdown().await;
+        });
+    }
+}
+
+/// One shard's replica on this node.
+pub struct ShardReplica {
+    shard: u16,
+    me: String,
+    transport: Node,
+    disk: Disk,
+    timings: RaftTimings,
+    raft: Option<RaftGuard>,
+    state: Option<ShardState>,
+}
+
+impl ShardReplica {
+    pub(crate) fn new(shard: u16, transport: Node, disk: Disk, timings: RaftTimings) -> Self {
+        ShardReplica {
+            shard,
+            me: transport.id().to_string(),
+            transport,
+            disk,
+            timings,
+            raft: None,
+            state: None,
+        }
+    }
+
+    fn raft(&self) -> Raft<ShardRaft> {
+        self.raft
+            .as_ref()
+            .expect("the mailbox waits until Raft is up")
+            .0
+            .clone()
+    }
+}
+
+impl Actor for ShardReplica {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let (log, state) = match self.disk.shard(self.shard) {
+            Ok(s) => s,
+            Err(e) => panic!("shard {} storage: {e}", self.shard),
+        };
+        let network = Network {
+            transport: self.transport.clone(),
+            shard: self.shard,
+        };
+        self.state = Some(state.clone());
+        let id = raft_id(&self.me);
+        let config = self.timings.config(self.shard);
+        // Nothing else is handled until the Raft member is up.
+        ctx.wait(
+            async move { Raft::new(id, config, network, log, state).await }
+                .into_actor(self)
+                .map(|raft, act, _| match raft {
+                    Ok(raft) => act.raft = Some(RaftGuard(raft)),
+                    Err(e) => panic!("shard {} raft: {e}", act.shard),
+                }),
+        );
+    }
+}
+
+impl Handler<AppendRpc> for ShardReplica {
+    type Result = ResponseFuture<RpcResult<AppendEntriesResponse<u64>>>;
+    fn handle(&mut self, m: AppendRpc, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.raft();
+        Box::pin(async move { raft.append_entries(m.0).await })
+    }
+}
+
+impl Handler<VoteRpc> for ShardReplica {
+    type Result = ResponseFuture<RpcResult<VoteResponse<u64>>>;
+    fn handle(&mut self, m: VoteRpc, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.raft();
+        Box::pin(async move { raft.vote(m.0).await })
+    }
+}
+
+impl Handler<SnapshotRpc> for ShardReplica {
+    type Result = ResponseFuture<RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError>>;
+    fn handle(&mut self, m: SnapshotRpc, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.raft();
+        Box::pin(async move { raft.install_snapshot(m.0).await })
+    }
+}
+
+impl Handler<Write> for ShardReplica {
+    type Result = ResponseFuture<Result<Applied, ReplicaError>>;
+    fn handle(&mut self, m: Write, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.raft();
+        Box::pin(async move {
+            match raft.client_write(m.0).await {
+                Ok(r) => Ok(r.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(not_leader(&f))
+                }
+                Err(e) => Err(ReplicaError::Raft(e.to_string())),
+            }
+        })
+    }
+}
+
+impl Handler<Read> for ShardReplica {
+    type Result = ResponseFuture<Result<RangeResponse, ReplicaError>>;
+    fn handle(&mut self, m: Read, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.raft();
+        let state = self.state.clone().expect("set with Raft");
+        Box::pin(async move {
+            if m.linearizable {
+                match raft.ensure_linearizable().await {
+                    Ok(_) => {}
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                        return Err(not_leader(&f))
+                    }
+                    Err(e) => return Err(ReplicaError::Raft(e.to_string())),
+                }
+            }
+            Ok(state.read(|sm| sm.range(&m.range)))
+        })
+    }
+}
+
+impl Handler<Initialize> for ShardReplica {
+    type Result = ResponseFuture<Result<(), ReplicaError>>;
+    fn handle(&mut self, m: Initialize, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.raft();
+        let members: BTreeMap<u64, BasicNode> =
+            m.0.iter()
+                .map(|n| (raft_id(n), BasicNode::new(n)))
+                .collect();
+        Box::pin(async move {
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+                Err(e) => Err(ReplicaError::Raft(e.to_string())),
+            }
+        })
+    }
+}
+
+impl Handler<Leader> for ShardReplica {
+    type Result = Option<String>;
+    fn handle(&mut self, _: Leader, _: &mut Context<Self>) -> Option<String> {
+        let metrics = self.raft().metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+}

@@ -1,0 +1,260 @@
+//! The status store with three store nodes in one process on 127.0.0.1: a Raft group per
+//! shard over cadre's transport, persisted with redb.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cadre_actors::node::{ClusterNode, NodeConfig};
+use cadre_actors::store::replica::{Initialize, Leader, RaftTimings};
+use cadre_actors::store::{StoreClient, StoreNode};
+use cadre_cluster::membership::Profile;
+use cadre_cluster::store::{PutRequest, RangeRequest, Request};
+use cadre_cluster::wire::Secret;
+use cadre_runtime::testkit::run;
+use cadre_runtime::Runtime;
+
+const T: Duration = Duration::from_secs(20);
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cadre-store-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(name: &str, seeds: Vec<SocketAddr>) -> NodeConfig {
+    NodeConfig {
+        name: Some(name.into()),
+        cluster: "store".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        seeds,
+        profile: Profile::LocalTest,
+        roles: vec!["store".into()],
+        ..NodeConfig::default()
+    }
+}
+
+/// Waits (at most `T`) until `check` holds, re-checking every 20 ms.
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + T;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const NAMES: [&str; 3] = ["s0", "s1", "s2"];
+
+/// Three connected nodes.
+async fn nodes() -> Vec<ClusterNode> {
+    let secret = || Secret::new(b"store-test".to_vec()).unwrap();
+    let first = ClusterNode::start(&config(NAMES[0], vec![]), secret(), &Runtime::new("s0"))
+        .await
+        .unwrap();
+    let mut nodes = vec![first.clone()];
+    for name in &NAMES[1..] {
+        let n = ClusterNode::start(
+            &config(name, vec![first.addr()]),
+            secret(),
+            &Runtime::new(*name),
+        )
+        .await
+        .unwrap();
+        nodes.push(n);
+    }
+    for n in &nodes {
+        eventually("every node reaches every other", || async {
+            NAMES.iter().all(|m| n.transport().is_reachable(m))
+        })
+        .await;
+    }
+    nodes
+}
+
+async fn stores(nodes: &[ClusterNode], dirs: &[TempDir]) -> Vec<StoreNode> {
+    let mut stores = Vec::new();
+    for (n, d) in nodes.iter().zip(dirs) {
+        let s = StoreNode::start(
+            n.transport(),
+            &d.0,
+            &[0],
+            RaftTimings::local_test(),
+            &Runtime::new(n.name()),
+        )
+        .await
+        .unwrap();
+        stores.push(s);
+    }
+    stores
+}
+
+fn put(key: &str, value: &str) -> Request {
+    Request::Put(PutRequest {
+        key: key.into(),
+        value: value.into(),
+        lease: None,
+        prev_kv: false,
+    })
+}
+
+fn client(on: &ClusterNode) -> StoreClient {
+    let replicas = HashMap::from([(0u16, NAMES.iter().map(|s| s.to_string()).collect())]);
+    StoreClient::new(on.transport().clone(), replicas)
+}
+
+async fn leader(store: &StoreNode) -> Option<String> {
+    store.replica(0)?.ask(Leader, T).await.ok().flatten()
+}
+
+async fn values(c: &StoreClient, linearizable: bool) -> Vec<(String, String)> {
+    let all = RangeRequest {
+        key: b"k/".to_vec(),
+        prefix: true,
+        ..RangeRequest::default()
+    };
+    c.read(0, all, linearizable)
+        .await
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                String::from_utf8(kv.key).unwrap(),
+                String::from_utf8(kv.value).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
+    run(async {
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let nodes = nodes().await;
+        let stores = stores(&nodes, &dirs).await;
+        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        stores[0]
+            .replica(0)
+            .unwrap()
+            .ask(Initialize(members), T)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut old = None;
+        for s in &stores {
+            eventually("a leader is elected", || async {
+                leader(s).await.is_some()
+            })
+            .await;
+            old = leader(s).await;
+        }
+        let old = old.unwrap();
+        let k = NAMES.iter().position(|n| *n == old).unwrap();
+        // A client on a node that survives.
+        let survivor = (k + 1) % 3;
+        let c = client(&nodes[survivor]);
+        let mut acked = Vec::new();
+        for i in 0..20 {
+            let applied = c
+                .write(0, put(&format!("k/{i:02}"), &format!("v{i}")))
+                .await
+                .unwrap();
+            assert_eq!(applied.revision, i + 1);
+            acked.push((format!("k/{i:02}"), format!("v{i}")));
+        }
+        assert_eq!(values(&c, true).await, acked);
+
+        stores[k].stop(T).await;
+        nodes[k].crash().await;
+        let others: Vec<usize> = (0..3).filter(|i| *i != k).collect();
+        for &i in &others {
+            eventually("a new leader", || async {
+                leader(&stores[i]).await.is_some_and(|l| l != old)
+            })
+            .await;
+        }
+        for i in 20..30 {
+            let applied = c
+                .write(0, put(&format!("k/{i:02}"), &format!("v{i}")))
+                .await
+                .unwrap();
+            assert_eq!(applied.revision, i + 1);
+            acked.push((format!("k/{i:02}"), format!("v{i}")));
+        }
+        assert_eq!(
+            values(&c, true).await,
+            acked,
+            "every acknowledged write is there"
+        );
+        // Each survivor's own replica has them too.
+        for &i in &others {
+            let own = StoreClient::new(
+                nodes[i].transport().clone(),
+                HashMap::from([(0u16, vec![NAMES[i].to_string()])]),
+            );
+            eventually("the follower caught up", || async {
+                values(&own, false).await == acked
+            })
+            .await;
+        }
+    });
+}
+
+#[test]
+fn every_replica_restarted_from_disk_has_all_acknowledged_data() {
+    run(async {
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let nodes = nodes().await;
+        let first = stores(&nodes, &dirs).await;
+        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        first[0]
+            .replica(0)
+            .unwrap()
+            .ask(Initialize(members), T)
+            .await
+            .unwrap()
+            .unwrap();
+        let c = client(&nodes[0]);
+        let mut acked = Vec::new();
+        for i in 0..15 {
+            c.write(0, put(&format!("k/{i:02}"), "x")).await.unwrap();
+            acked.push((format!("k/{i:02}"), "x".to_string()));
+        }
+        for s in &first {
+            s.stop(T).await;
+        }
+        let again = stores(&nodes, &dirs).await;
+        for s in &again {
+            eventually("a leader after the restart", || async {
+                leader(s).await.is_some()
+            })
+            .await;
+        }
+        let c = client(&nodes[1]);
+        assert_eq!(values(&c, true).await, acked);
+        let applied = c.write(0, put("k/99", "after")).await.unwrap();
+        assert_eq!(applied.revision, 16, "revisions go on from where they were");
+    });
+}
