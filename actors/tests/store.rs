@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use cadre_actors::node::{ClusterNode, NodeConfig};
 use cadre_actors::store::replica::{Initialize, Leader, RaftTimings};
-use cadre_actors::store::{StoreClient, StoreNode};
+use cadre_actors::store::{StoreClient, StoreNode, StoreWatch};
 use cadre_cluster::membership::Profile;
-use cadre_cluster::store::{PutRequest, RangeRequest, Request};
+use cadre_cluster::store::{PutRequest, RangeRequest, Request, WatchUpdate};
 use cadre_cluster::wire::Secret;
 use cadre_runtime::testkit::run;
 use cadre_runtime::Runtime;
@@ -175,6 +175,16 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
         // A client on a node that survives.
         let survivor = (k + 1) % 3;
         let c = client(&nodes[survivor]);
+        // A watch from the first revision, served by the old leader's replica.
+        let mut watch = StoreWatch::start_on(
+            nodes[survivor].transport().clone(),
+            0,
+            b"k/".to_vec(),
+            1,
+            vec![old.clone(), NAMES[survivor].to_string()],
+        )
+        .await
+        .unwrap();
         let mut acked = Vec::new();
         for i in 0..20 {
             let applied = c
@@ -208,6 +218,25 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
             acked,
             "every acknowledged write is there"
         );
+        // The watch moved to a surviving replica and saw every put once, in order.
+        let mut seen = Vec::new();
+        while seen.len() < 30 {
+            match tokio::time::timeout(T, watch.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                WatchUpdate::Changes { revision, events } => {
+                    assert_eq!(events.len(), 1);
+                    let kv = &events[0].kv;
+                    seen.push((revision, String::from_utf8(kv.key.clone()).unwrap()));
+                }
+                WatchUpdate::Progress { .. } => {}
+            }
+        }
+        let expected: Vec<(u64, String)> =
+            (0..30u64).map(|i| (i + 1, format!("k/{i:02}"))).collect();
+        assert_eq!(seen, expected);
         // Each survivor's own replica has them too.
         for &i in &others {
             let own = StoreClient::new(

@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cadre_cluster::store::{RangeRequest, RangeResponse, Request};
+use cadre_cluster::store::{RangeRequest, RangeResponse, Request, Revision};
 use parking_lot::Mutex;
 
 use super::replica::{replica_name, Read, ReplicaError, Write};
 use super::storage::Applied;
+use super::watch::StoreWatch;
 use crate::{Node, RemoteAskError};
 
 /// Why a store request failed.
@@ -145,6 +146,28 @@ impl StoreClient {
             attempts: self.attempts,
             last,
         })
+    }
+
+    /// Watches the keys of `shard` under `prefix` from revision `start` (0: from the next
+    /// change), served by any replica and resumed on another when it fails.
+    ///
+    /// # Errors
+    /// No replica could start it, or `start` is compacted away.
+    pub async fn watch(
+        &self,
+        shard: u16,
+        prefix: &[u8],
+        start: Revision,
+    ) -> Result<StoreWatch, StoreClientError> {
+        let replicas = self.replicas.get(&shard).cloned().unwrap_or_default();
+        StoreWatch::start_on(
+            self.transport.clone(),
+            shard,
+            prefix.to_vec(),
+            start,
+            replicas,
+        )
+        .await
     }
 
     /// Reads keys of `shard`: linearizable (through the leader) or serializable (any replica).

@@ -13,6 +13,8 @@ mod client;
 mod node;
 pub mod replica;
 pub mod storage;
+mod watch;
 
 pub use client::{StoreClient, StoreClientError};
 pub use node::{StoreNode, StoreStartError};
+pub use watch::StoreWatch;

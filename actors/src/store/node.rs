@@ -7,7 +7,8 @@ use std::time::Duration;
 use cadre_runtime::{ActorRef, ChildSpec, Runtime, SupervisorRef, SupervisorSpec};
 
 use super::replica::{
-    AppendRpc, Initialize, Leader, RaftTimings, Read, ShardReplica, SnapshotRpc, VoteRpc, Write,
+    AppendRpc, Initialize, Leader, RaftTimings, Read, ShardReplica, SnapshotRpc, VoteRpc,
+    WatchCancel, WatchStart, Write,
 };
 use super::storage::Disk;
 use crate::Node;
@@ -75,7 +76,9 @@ impl StoreNode {
                 .accept::<Write>()
                 .accept::<Read>()
                 .accept::<Initialize>()
-                .accept::<Leader>();
+                .accept::<Leader>()
+                .accept::<WatchStart>()
+                .accept::<WatchCancel>();
         }
         Ok(StoreNode { replicas, sup })
     }

@@ -1,13 +1,16 @@
 //! A shard replica: an actor owning one openraft group member, exposed as `store.<shard>` so
 //! that its peers' Raft RPCs and clients' requests reach it over cadre's transport.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use cadre_cluster::store::routing;
-use cadre_cluster::store::{RangeRequest, RangeResponse, Request};
+use cadre_cluster::store::{
+    Event, RangeRequest, RangeResponse, Request, Revision, StoreError, WatchHub, WatchId,
+    WatchUpdate,
+};
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, InitializeError, InstallSnapshotError, NetworkError,
     RPCError, RaftError, RemoteError, Unreachable,
@@ -167,6 +170,63 @@ impl RemoteMessage for Leader {
     const TAG: &'static str = "store.leader";
 }
 
+/// Start a watch of keys under `prefix` from revision `start` (0: the next), its updates sent
+/// to the actor exposed as `name` on `node` ([`WatchEvents`]). Any replica serves watches: each
+/// applies the same log.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct WatchStart {
+    /// The key prefix.
+    #[serde(with = "serde_bytes")]
+    pub prefix: Vec<u8>,
+    /// The first revision wanted (0: the next).
+    pub start: Revision,
+    /// Where updates go: a node.
+    pub node: String,
+    /// Where updates go: an actor exposed there.
+    pub name: String,
+}
+impl Message for WatchStart {
+    /// The watch's id, and the revision it starts at.
+    type Result = Result<(WatchId, Revision), StoreError>;
+}
+impl RemoteMessage for WatchStart {
+    const TAG: &'static str = "store.watch";
+}
+
+/// End a watch.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct WatchCancel(pub WatchId);
+impl Message for WatchCancel {
+    type Result = ();
+}
+impl RemoteMessage for WatchCancel {
+    const TAG: &'static str = "store.watch.cancel";
+}
+
+/// Replica → watcher: the next updates of a watch, numbered from 1 per watch so that the
+/// watcher notices anything lost on the way.
+#[derive(Message, Serialize, Deserialize, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct WatchEvents {
+    /// The watch.
+    pub watch: WatchId,
+    /// This message's number in the watch (1, 2, …).
+    pub seq: u64,
+    /// Its updates, in revision order.
+    pub updates: Vec<WatchUpdate>,
+}
+impl RemoteMessage for WatchEvents {
+    const TAG: &'static str = "store.watch.events";
+}
+
+/// How often each watch gets a progress notification.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+struct Watcher {
+    target: RemoteRef,
+    seq: u64,
+}
+
 fn not_leader(f: &openraft::error::ForwardToLeader<u64, BasicNode>) -> ReplicaError {
     ReplicaError::NotLeader(f.leader_node.as_ref().map(|n| n.addr.clone()))
 }
@@ -265,6 +325,8 @@ pub struct ShardReplica {
     timings: RaftTimings,
     raft: Option<RaftGuard>,
     state: Option<ShardState>,
+    hub: WatchHub,
+    watchers: HashMap<WatchId, Watcher>,
 }
 
 impl ShardReplica {
@@ -277,6 +339,26 @@ impl ShardReplica {
             timings,
             raft: None,
             state: None,
+            hub: WatchHub::new(),
+            watchers: HashMap::new(),
+        }
+    }
+
+    /// Sends `updates` to watch `id`; a watcher that cannot be reached loses its watch (it
+    /// notices the silence, or the gap in numbers, and watches again from where it was).
+    fn send(&mut self, id: WatchId, updates: Vec<WatchUpdate>) {
+        let Some(w) = self.watchers.get_mut(&id) else {
+            return;
+        };
+        w.seq += 1;
+        let msg = WatchEvents {
+            watch: id,
+            seq: w.seq,
+            updates,
+        };
+        if w.target.tell(msg).is_err() {
+            self.watchers.remove(&id);
+            self.hub.cancel(id);
         }
     }
 
@@ -302,6 +384,18 @@ impl Actor for ShardReplica {
             shard: self.shard,
         };
         self.state = Some(state.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        state.on_changes(tx);
+        ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        ctx.run_interval(PROGRESS_EVERY, |act, _| {
+            let Some(state) = act.state.clone() else {
+                return;
+            };
+            let updates = state.read(|sm| act.hub.progress(sm));
+            for (id, update) in updates {
+                act.send(id, vec![update]);
+            }
+        });
         let id = raft_id(&self.me);
         let config = self.timings.config(self.shard);
         // Nothing else is handled until the Raft member is up.
@@ -313,6 +407,41 @@ impl Actor for ShardReplica {
                     Err(e) => panic!("shard {} raft: {e}", act.shard),
                 }),
         );
+    }
+}
+
+impl StreamHandler<(Revision, Vec<Event>)> for ShardReplica {
+    fn handle(&mut self, (revision, events): (Revision, Vec<Event>), _: &mut Context<Self>) {
+        for (id, update) in self.hub.applied(revision, &events) {
+            self.send(id, vec![update]);
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<WatchStart> for ShardReplica {
+    type Result = Result<(WatchId, Revision), StoreError>;
+    fn handle(&mut self, m: WatchStart, _: &mut Context<Self>) -> Self::Result {
+        let state = self.state.clone().expect("set with Raft");
+        let start = match m.start {
+            0 => state.read(|sm| sm.revision()) + 1,
+            s => s,
+        };
+        let (id, backlog) = state.read(|sm| self.hub.watch(sm, &m.prefix, start))?;
+        let target = self.transport.actor(&m.node, &m.name);
+        self.watchers.insert(id, Watcher { target, seq: 0 });
+        // The history first, in one message (possibly empty: it tells the watcher it is on).
+        self.send(id, backlog);
+        Ok((id, start))
+    }
+}
+
+impl Handler<WatchCancel> for ShardReplica {
+    type Result = ();
+    fn handle(&mut self, m: WatchCancel, _: &mut Context<Self>) {
+        self.watchers.remove(&m.0);
+        self.hub.cancel(m.0);
     }
 }
 

@@ -8,7 +8,7 @@ use super::{Event, Revision, StateMachine, StoreError};
 pub type WatchId = u64;
 
 /// What a watch receives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WatchUpdate {
     /// Every change of one revision under the watch's prefix, together.
     Changes {
