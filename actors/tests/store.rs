@@ -287,3 +287,132 @@ fn every_replica_restarted_from_disk_has_all_acknowledged_data() {
         assert_eq!(applied.revision, 16, "revisions go on from where they were");
     });
 }
+
+#[test]
+fn a_dead_holders_lease_expires_and_watchers_see_its_keys_deleted() {
+    use cadre_cluster::store::{routing, EventKind, Response};
+    use std::rc::Rc;
+
+    run(async {
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let nodes = nodes().await;
+        let stores = stores(&nodes, &dirs).await;
+        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        stores[0]
+            .replica(0)
+            .unwrap()
+            .ask(Initialize(members), T)
+            .await
+            .unwrap()
+            .unwrap();
+        // The lease holder: a node that is not a store node.
+        let secret = Secret::new(b"store-test".to_vec()).unwrap();
+        let app = ClusterNode::start(
+            &config("app", vec![nodes[0].addr()]),
+            secret,
+            &Runtime::new("app"),
+        )
+        .await
+        .unwrap();
+        eventually("app reaches the store nodes", || async {
+            NAMES.iter().all(|m| app.transport().is_reachable(m))
+        })
+        .await;
+        let holder = Rc::new(client(&app));
+        let id = routing::lease_id(0, 42);
+        let granted = holder
+            .write(0, Request::LeaseGrant { id, ttl_ms: 800 })
+            .await
+            .unwrap();
+        assert_eq!(
+            granted.response,
+            Some(Response::LeaseGranted { id, ttl_ms: 800 })
+        );
+        let watcher = client(&nodes[1]);
+        let mut watch = watcher.watch(0, b"nodes/", 0).await.unwrap();
+        for key in ["nodes/app/status", "nodes/app/addr"] {
+            holder
+                .write(
+                    0,
+                    Request::Put(PutRequest {
+                        key: key.into(),
+                        value: b"up".to_vec(),
+                        lease: Some(id),
+                        prev_kv: false,
+                    }),
+                )
+                .await
+                .unwrap();
+        }
+        let h = holder.clone();
+        actix::spawn(async move {
+            while h.keep_alive(0, id).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        // Kept alive for twice its TTL: still there.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let (left, ttl) = holder.time_to_live(0, id).await.unwrap();
+        assert_eq!(ttl, Duration::from_millis(800));
+        assert!(left > Duration::from_millis(400), "{left:?} left");
+        let alive = watcher
+            .read(
+                0,
+                RangeRequest {
+                    key: b"nodes/app/".to_vec(),
+                    prefix: true,
+                    ..RangeRequest::default()
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(alive.count, 2);
+
+        app.crash().await;
+        let crashed = tokio::time::Instant::now();
+        let mut deleted = Vec::new();
+        while deleted.len() < 2 {
+            if let WatchUpdate::Changes { revision, events } = tokio::time::timeout(T, watch.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                for e in events {
+                    if e.kind == EventKind::Delete {
+                        deleted.push((revision, String::from_utf8(e.kv.key).unwrap()));
+                    }
+                }
+            }
+        }
+        let after = crashed.elapsed();
+        // No keep-alive since the crash: the TTL ran out (less the last keep-alive's age).
+        assert!(
+            after >= Duration::from_millis(550),
+            "deleted after {after:?}"
+        );
+        assert_eq!(deleted[0].0, deleted[1].0, "both keys go at one revision");
+        deleted.sort();
+        assert_eq!(
+            deleted.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(),
+            ["nodes/app/addr", "nodes/app/status"]
+        );
+        let gone = watcher
+            .read(
+                0,
+                RangeRequest {
+                    key: b"nodes/app/".to_vec(),
+                    prefix: true,
+                    ..RangeRequest::default()
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(gone.count, 0);
+        assert!(matches!(
+            watcher.time_to_live(0, id).await,
+            Err(cadre_actors::store::StoreClientError::Refused { .. })
+        ));
+    });
+}

@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cadre_cluster::store::{RangeRequest, RangeResponse, Request, Revision};
+use cadre_cluster::store::{LeaseId, RangeRequest, RangeResponse, Request, Revision};
 use parking_lot::Mutex;
 
-use super::replica::{replica_name, Read, ReplicaError, Write};
+use super::replica::{replica_name, KeepAlive, Read, ReplicaError, TimeToLive, Write};
 use super::storage::Applied;
 use super::watch::StoreWatch;
 use crate::{Node, RemoteAskError};
@@ -124,8 +124,11 @@ impl StoreClient {
                         tokio::time::sleep(Duration::from_millis(50)).await; // an election
                     }
                 }
-                Ok(Err(ReplicaError::Raft(detail))) => {
-                    return Err(StoreClientError::Refused { shard, detail })
+                Ok(Err(e @ (ReplicaError::Raft(_) | ReplicaError::LeaseNotFound(_)))) => {
+                    return Err(StoreClientError::Refused {
+                        shard,
+                        detail: e.to_string(),
+                    })
                 }
                 Err(RemoteAskError::NoSuchActor(_) | RemoteAskError::QueueFull(_)) => {
                     last = format!("{node} did not take it");
@@ -168,6 +171,81 @@ impl StoreClient {
             replicas,
         )
         .await
+    }
+
+    /// Keeps lease `id` alive for another TTL (it lives in shard
+    /// [`shard_of_lease`](cadre_cluster::store::routing::shard_of_lease)`(id)`); returns the
+    /// TTL. Safe to repeat: retried until the leader answers.
+    ///
+    /// # Errors
+    /// [`StoreClientError::Refused`] for an unknown (or expired) lease, or no leader.
+    pub async fn keep_alive(&self, shard: u16, id: LeaseId) -> Result<Duration, StoreClientError> {
+        self.leader_call(shard, || KeepAlive(id))
+            .await
+            .map(Duration::from_millis)
+    }
+
+    /// How long lease `id` has left, and its TTL.
+    ///
+    /// # Errors
+    /// As [`StoreClient::keep_alive`].
+    pub async fn time_to_live(
+        &self,
+        shard: u16,
+        id: LeaseId,
+    ) -> Result<(Duration, Duration), StoreClientError> {
+        self.leader_call(shard, || TimeToLive(id))
+            .await
+            .map(|(left, ttl)| (Duration::from_millis(left), Duration::from_millis(ttl)))
+    }
+
+    /// Sends a request only the leader serves, and that is safe to repeat.
+    async fn leader_call<M, T>(
+        &self,
+        shard: u16,
+        make: impl Fn() -> M,
+    ) -> Result<T, StoreClientError>
+    where
+        M: crate::RemoteMessage<Result = Result<T, ReplicaError>>,
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let mut last = String::from("no replica known");
+        for n in 0..self.attempts {
+            let Some(node) = self.target(shard, n) else {
+                break;
+            };
+            let replica = self.transport.actor(&node, &replica_name(shard));
+            match replica.ask(make(), self.timeout).await {
+                Ok(Ok(r)) => {
+                    self.learn(shard, Some(node));
+                    return Ok(r);
+                }
+                Ok(Err(ReplicaError::NotLeader(leader))) => {
+                    last = format!("{node} is not the leader");
+                    let known = leader.is_some();
+                    self.learn(shard, leader);
+                    if !known {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Ok(Err(e)) => {
+                    return Err(StoreClientError::Refused {
+                        shard,
+                        detail: e.to_string(),
+                    })
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    self.learn(shard, None);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(StoreClientError::NoLeader {
+            shard,
+            attempts: self.attempts,
+            last,
+        })
     }
 
     /// Reads keys of `shard`: linearizable (through the leader) or serializable (any replica).

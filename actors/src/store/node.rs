@@ -7,8 +7,8 @@ use std::time::Duration;
 use cadre_runtime::{ActorRef, ChildSpec, Runtime, SupervisorRef, SupervisorSpec};
 
 use super::replica::{
-    AppendRpc, Initialize, Leader, RaftTimings, Read, ShardReplica, SnapshotRpc, VoteRpc,
-    WatchCancel, WatchStart, Write,
+    AppendRpc, Initialize, KeepAlive, Leader, RaftTimings, Read, ShardReplica, SnapshotRpc,
+    TimeToLive, VoteRpc, WatchCancel, WatchStart, Write,
 };
 use super::storage::Disk;
 use crate::Node;
@@ -78,7 +78,9 @@ impl StoreNode {
                 .accept::<Initialize>()
                 .accept::<Leader>()
                 .accept::<WatchStart>()
-                .accept::<WatchCancel>();
+                .accept::<WatchCancel>()
+                .accept::<KeepAlive>()
+                .accept::<TimeToLive>();
         }
         Ok(StoreNode { replicas, sup })
     }

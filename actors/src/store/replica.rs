@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use cadre_cluster::store::routing;
 use cadre_cluster::store::{
-    Event, RangeRequest, RangeResponse, Request, Revision, StoreError, WatchHub, WatchId,
-    WatchUpdate,
+    Event, LeaseClock, LeaseId, RangeRequest, RangeResponse, Request, Revision, StoreError,
+    WatchHub, WatchId, WatchUpdate,
 };
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, InitializeError, InstallSnapshotError, NetworkError,
@@ -121,6 +121,9 @@ pub enum ReplicaError {
     /// Raft refused or failed.
     #[error("raft: {0}")]
     Raft(String),
+    /// No such lease (never granted, revoked, or expired).
+    #[error("lease {0} not found")]
+    LeaseNotFound(LeaseId),
 }
 
 /// A write through the shard's log.
@@ -218,6 +221,33 @@ pub struct WatchEvents {
 impl RemoteMessage for WatchEvents {
     const TAG: &'static str = "store.watch.events";
 }
+
+/// Keep a lease alive: it runs a full TTL from now. Served by the shard's leader only.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KeepAlive(pub LeaseId);
+impl Message for KeepAlive {
+    /// The lease's TTL in milliseconds.
+    type Result = Result<u64, ReplicaError>;
+}
+impl RemoteMessage for KeepAlive {
+    const TAG: &'static str = "store.lease.keepalive";
+}
+
+/// How long a lease has left: (remaining, TTL) in milliseconds. Served by the leader only.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct TimeToLive(pub LeaseId);
+impl Message for TimeToLive {
+    type Result = Result<(u64, u64), ReplicaError>;
+}
+impl RemoteMessage for TimeToLive {
+    const TAG: &'static str = "store.lease.ttl";
+}
+
+/// How often the leader checks its lease deadlines.
+const LEASE_TICK: Duration = Duration::from_millis(50);
+
+/// How long the leader waits for a proposed revoke before proposing it again.
+const REVOKE_RETRY: Duration = Duration::from_secs(2);
 
 /// How often each watch gets a progress notification.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -327,6 +357,8 @@ pub struct ShardReplica {
     state: Option<ShardState>,
     hub: WatchHub,
     watchers: HashMap<WatchId, Watcher>,
+    leases: LeaseClock,
+    leading: bool,
 }
 
 impl ShardReplica {
@@ -341,6 +373,8 @@ impl ShardReplica {
             state: None,
             hub: WatchHub::new(),
             watchers: HashMap::new(),
+            leases: LeaseClock::new(),
+            leading: false,
         }
     }
 
@@ -360,6 +394,54 @@ impl ShardReplica {
             self.watchers.remove(&id);
             self.hub.cancel(id);
         }
+    }
+
+    /// The leader's lease duties: on taking over, every lease gets a full TTL; grants and
+    /// revokes applied since the last tick are taken in; expired leases are revoked through
+    /// the log.
+    fn lease_tick(&mut self) {
+        let (Some(raft), Some(state)) = (self.raft.as_ref(), self.state.as_ref()) else {
+            return;
+        };
+        let raft = raft.0.clone();
+        let me = raft_id(&self.me);
+        let leading = raft.metrics().borrow().current_leader == Some(me);
+        let now = std::time::Instant::now();
+        if !leading {
+            self.leading = false;
+            return;
+        }
+        if !self.leading {
+            self.leading = true;
+            state.read(|sm| self.leases.took_over(sm, now));
+        } else {
+            state.read(|sm| self.leases.sync(sm, now));
+        }
+        for id in self.leases.expired(now, REVOKE_RETRY) {
+            let raft = raft.clone();
+            actix::spawn(async move {
+                if let Err(e) = raft.client_write(Request::LeaseRevoke { id }).await {
+                    tracing::debug!(lease = id, error = %e, "lease revoke not committed yet");
+                }
+            });
+        }
+    }
+
+    fn leader_only(&self) -> Result<(), ReplicaError> {
+        if self.leading {
+            return Ok(());
+        }
+        let leader = self.raft().metrics().borrow().current_leader;
+        let node = leader.and_then(|l| {
+            self.raft()
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        Err(ReplicaError::NotLeader(node))
     }
 
     fn raft(&self) -> Raft<ShardRaft> {
@@ -387,6 +469,7 @@ impl Actor for ShardReplica {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         state.on_changes(tx);
         ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        ctx.run_interval(LEASE_TICK, |act, _| act.lease_tick());
         ctx.run_interval(PROGRESS_EVERY, |act, _| {
             let Some(state) = act.state.clone() else {
                 return;
@@ -434,6 +517,36 @@ impl Handler<WatchStart> for ShardReplica {
         // The history first, in one message (possibly empty: it tells the watcher it is on).
         self.send(id, backlog);
         Ok((id, start))
+    }
+}
+
+impl Handler<KeepAlive> for ShardReplica {
+    type Result = Result<u64, ReplicaError>;
+    fn handle(&mut self, m: KeepAlive, _: &mut Context<Self>) -> Self::Result {
+        self.leader_only()?;
+        let now = std::time::Instant::now();
+        if let Some(state) = &self.state {
+            state.read(|sm| self.leases.sync(sm, now));
+        }
+        self.leases
+            .keep_alive(m.0, now)
+            .map(|ttl| ttl.as_millis() as u64)
+            .ok_or(ReplicaError::LeaseNotFound(m.0))
+    }
+}
+
+impl Handler<TimeToLive> for ShardReplica {
+    type Result = Result<(u64, u64), ReplicaError>;
+    fn handle(&mut self, m: TimeToLive, _: &mut Context<Self>) -> Self::Result {
+        self.leader_only()?;
+        let now = std::time::Instant::now();
+        if let Some(state) = &self.state {
+            state.read(|sm| self.leases.sync(sm, now));
+        }
+        self.leases
+            .time_to_live(m.0, now)
+            .map(|(left, ttl)| (left.as_millis() as u64, ttl.as_millis() as u64))
+            .ok_or(ReplicaError::LeaseNotFound(m.0))
     }
 }
 

@@ -50,6 +50,17 @@ impl LeaseClock {
             .collect();
     }
 
+    /// Takes in the grants and revokes applied since the last call: a lease new to the clock
+    /// runs a full TTL from `now`; a lease gone from the state machine is forgotten.
+    pub fn sync(&mut self, sm: &StateMachine, now: Instant) {
+        self.deadlines.retain(|id, _| sm.leases().contains_key(id));
+        for (id, lease) in sm.leases() {
+            if !self.deadlines.contains_key(id) {
+                self.granted(*id, Duration::from_millis(lease.ttl_ms), now);
+            }
+        }
+    }
+
     /// A grant was applied.
     pub fn granted(&mut self, id: LeaseId, ttl: Duration, now: Instant) {
         self.deadlines.insert(
@@ -133,6 +144,25 @@ mod tests {
         assert_eq!(c.time_to_live(2, t0 + 130 * MS), Some((50 * MS, 100 * MS)));
         assert_eq!(c.expired(t0 + 180 * MS, 50 * MS), vec![2]);
         assert_eq!(c.keep_alive(9, t0), None);
+    }
+
+    #[test]
+    fn sync_takes_in_grants_and_revokes() {
+        let mut sm = StateMachine::new();
+        let t = Instant::now();
+        let mut c = LeaseClock::new();
+        sm.apply(Request::LeaseGrant { id: 1, ttl_ms: 100 });
+        c.sync(&sm, t);
+        assert_eq!(c.time_to_live(1, t), Some((100 * MS, 100 * MS)));
+        c.sync(&sm, t + 50 * MS);
+        assert_eq!(
+            c.time_to_live(1, t + 50 * MS),
+            Some((50 * MS, 100 * MS)),
+            "kept, not reset"
+        );
+        sm.apply(Request::LeaseRevoke { id: 1 });
+        c.sync(&sm, t + 60 * MS);
+        assert_eq!(c.time_to_live(1, t + 60 * MS), None);
     }
 
     #[test]
