@@ -47,7 +47,6 @@ fn config(name: &str, seeds: Vec<SocketAddr>) -> NodeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         seeds,
         profile: Profile::LocalTest,
-        roles: vec!["store".into()],
         ..NodeConfig::default()
     }
 }

@@ -14,6 +14,7 @@
 //! | forgetting a topic without local subscribers | 1 s after a subscription | same |
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::Actor;
@@ -31,6 +32,11 @@ use super::view::{
 };
 use crate::membership::{Gossip, GossipConfig, GossipError};
 use crate::remote::{Exposure, RemoteRef};
+use crate::store::gateway::{
+    bootstrap, KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWrite, StoreGateway, STORE,
+};
+use crate::store::replica::RaftTimings;
+use crate::store::{Kv, StoreNode, StoreStartError};
 use crate::tasks::messages::{CancelTasks, RunBatch, TASKS_ACTOR};
 use crate::tasks::{TaskRegistry, TaskWorkers, WorkerConfig, TASKS_SERVICE};
 use crate::transport::{Node, TransportError};
@@ -47,6 +53,9 @@ pub enum ClusterNodeError {
     /// The gossip did not start.
     #[error(transparent)]
     Gossip(#[from] GossipError),
+    /// The store did not start.
+    #[error(transparent)]
+    Store(#[from] StoreStartError),
     /// The node's own tree did not start.
     #[error("the node did not start: {0}")]
     Start(cadre_runtime::ExitReason),
@@ -124,6 +133,8 @@ impl ServiceWatch {
 #[derive(Clone)]
 pub struct ClusterNode {
     name: String,
+    store: Option<StoreNode>,
+    gateway: Arc<OnceLock<SupervisorRef>>,
     node: Node,
     gossip: Gossip,
     view: ActorRef<ClusterView>,
@@ -243,6 +254,18 @@ impl ClusterNode {
             .child(transport)
             .child(membership)
             .child(spec);
+        let mut store = None;
+        if config.roles.iter().any(|r| r == "store") {
+            let timings = match config.profile {
+                Profile::Lan => RaftTimings::lan(),
+                Profile::LocalTest => RaftTimings::local_test(),
+            };
+            let shards: Vec<u16> = (0..config.store_shards).collect();
+            let (s, spec) = StoreNode::prepare(&node, &config.data_dir(&name), &shards, timings)
+                .map_err(ClusterNodeError::Store)?;
+            root = root.child(spec);
+            store = Some(s);
+        }
         let mut workers = None;
         if let Some((registry, config)) = tasks {
             let kinds = registry.kinds();
@@ -259,8 +282,13 @@ impl ClusterNode {
             .accept::<Exchange>()
             .accept::<PushRecords>()
             .accept::<Deliver>();
+        if let Some(s) = &store {
+            s.expose(&node);
+        }
         let cluster = ClusterNode {
             name,
+            store: store.clone(),
+            gateway: Arc::new(OnceLock::new()),
             node,
             gossip,
             view,
@@ -269,6 +297,34 @@ impl ClusterNode {
             cluster_events,
             topic_index,
         };
+        // The store's front door, on every node; and on store nodes, the groups' bootstrap.
+        let (c, shards, expect) = (
+            cluster.clone(),
+            config.store_shards,
+            config.bootstrap_expect,
+        );
+        let gateway = ChildSpec::new("gateway", move || {
+            StoreGateway::new(c.clone(), shards, expect)
+        })
+        .mailbox(16 * 1024);
+        let gateway_ref = gateway.actor_ref();
+        let gateway_sup = SupervisorSpec::new("store-gateway")
+            .child(gateway)
+            .start(runtime)
+            .await
+            .map_err(ClusterNodeError::Start)?;
+        cluster
+            .node
+            .expose(STORE, gateway_ref.clone())
+            .accept::<KvWrite>()
+            .accept::<KvRead>()
+            .accept::<KvKeepAlive>()
+            .accept::<KvTimeToLive>()
+            .accept::<KvWatch>();
+        let _ = cluster.gateway.set(gateway_sup);
+        if let Some(s) = store {
+            actix::spawn(bootstrap(cluster.clone(), s, shards, expect));
+        }
         let Some((handle, kinds, capacity)) = workers else {
             return Ok((cluster, None));
         };
@@ -296,6 +352,16 @@ impl ClusterNode {
     /// Its address (TCP for the transport, UDP for the gossip).
     pub fn addr(&self) -> SocketAddr {
         self.node.local_addr()
+    }
+
+    /// The shard replicas this node hosts (a `store` node).
+    pub fn store(&self) -> Option<&StoreNode> {
+        self.store.as_ref()
+    }
+
+    /// The status store, as this node's actors use it.
+    pub fn kv(&self) -> Kv {
+        Kv::through(self.node.clone(), &self.name)
     }
 
     /// The transport: expose actors, reach remote ones.
@@ -475,12 +541,20 @@ impl ClusterNode {
             }
         }
         self.gossip.announce_leave(timeout).await;
+        self.stop_gateway(timeout).await;
         let _ = self.app.stop(timeout).await;
     }
 
     /// Stops everything without telling anyone (as a crash looks to peers).
     pub async fn crash(&self) {
+        self.stop_gateway(Duration::from_secs(1)).await;
         let _ = self.app.stop(Duration::from_secs(1)).await;
+    }
+
+    async fn stop_gateway(&self, timeout: Duration) {
+        if let Some(g) = self.gateway.get() {
+            let _ = g.stop(timeout).await;
+        }
     }
 
     /// Waits until the node's root has ended, and returns why (an abnormal reason means an

@@ -27,6 +27,9 @@ pub const DEFAULT_PORT: u16 = 7370;
 /// | [`queue_bytes`](Self::queue_bytes) | `queue_bytes` | `CADRE_QUEUE_BYTES` | — | 4 MiB |
 /// | [`handshake_timeout_ms`](Self::handshake_timeout_ms) | `handshake_timeout_ms` | `CADRE_HANDSHAKE_TIMEOUT_MS` | — | 5 000 |
 /// | [`profile`](Self::profile) | `profile` | `CADRE_PROFILE` | `--profile` | `lan` |
+/// | [`data_dir`](Self::data_dir) | `data_dir` | `CADRE_DATA_DIR` | `--data-dir` | `./cadre-data/<name>` |
+/// | [`store_shards`](Self::store_shards) | `store_shards` | `CADRE_STORE_SHARDS` | — | 4 |
+/// | [`bootstrap_expect`](Self::bootstrap_expect) | `bootstrap_expect` | `CADRE_BOOTSTRAP_EXPECT` | `--bootstrap-expect` | 3 |
 ///
 /// The secret itself is never a flag (`ps` would show it): see [`crate::node::secret`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -53,6 +56,13 @@ pub struct NodeConfig {
     /// The gossip timing profile: `lan` (the default) or `local_test` (fast timers for nodes on
     /// one machine).
     pub profile: cadre_cluster::membership::Profile,
+    /// Where a `store` node keeps its data (`store.redb`).
+    pub data_dir: Option<PathBuf>,
+    /// The status store's shards (1 to 256); the same on every node of a cluster.
+    pub store_shards: u16,
+    /// How many `store` nodes must be up before the store's Raft groups are formed (1 to 9;
+    /// 1 for a one-node development cluster). Start exactly this many store nodes to bootstrap.
+    pub bootstrap_expect: usize,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +78,9 @@ impl Default for NodeConfig {
             queue_bytes: 4 * 1024 * 1024,
             handshake_timeout_ms: 5_000,
             profile: cadre_cluster::membership::Profile::Lan,
+            data_dir: None,
+            store_shards: 4,
+            bootstrap_expect: 3,
         }
     }
 }
@@ -109,6 +122,10 @@ pub struct Overrides {
     pub secret_file: Option<PathBuf>,
     /// `--profile`.
     pub profile: Option<cadre_cluster::membership::Profile>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--bootstrap-expect`.
+    pub bootstrap_expect: Option<usize>,
 }
 
 fn list(s: &str) -> Vec<String> {
@@ -209,6 +226,15 @@ impl NodeConfig {
         if let Some(v) = get("CADRE_PROFILE") {
             self.profile = parse_profile("CADRE_PROFILE", &v)?;
         }
+        if let Some(v) = get("CADRE_DATA_DIR") {
+            self.data_dir = Some(PathBuf::from(v.trim()));
+        }
+        if let Some(v) = get("CADRE_STORE_SHARDS") {
+            self.store_shards = parse("CADRE_STORE_SHARDS", "store_shards", &v)?;
+        }
+        if let Some(v) = get("CADRE_BOOTSTRAP_EXPECT") {
+            self.bootstrap_expect = parse("CADRE_BOOTSTRAP_EXPECT", "bootstrap_expect", &v)?;
+        }
         if let Some(v) = get("CADRE_HANDSHAKE_TIMEOUT_MS") {
             self.handshake_timeout_ms =
                 parse("CADRE_HANDSHAKE_TIMEOUT_MS", "handshake_timeout_ms", &v)?;
@@ -237,6 +263,12 @@ impl NodeConfig {
         }
         if let Some(v) = flags.profile {
             self.profile = v;
+        }
+        if let Some(v) = &flags.data_dir {
+            self.data_dir = Some(v.clone());
+        }
+        if let Some(v) = flags.bootstrap_expect {
+            self.bootstrap_expect = v;
         }
     }
 
@@ -283,6 +315,12 @@ impl NodeConfig {
         if !(1..=600_000).contains(&self.handshake_timeout_ms) {
             return bad("handshake_timeout_ms", "must be between 1 and 600000");
         }
+        if !(1..=256).contains(&self.store_shards) {
+            return bad("store_shards", "must be between 1 and 256");
+        }
+        if !(1..=9).contains(&self.bootstrap_expect) {
+            return bad("bootstrap_expect", "must be between 1 and 9");
+        }
         Ok(())
     }
 
@@ -291,6 +329,13 @@ impl NodeConfig {
         self.name
             .clone()
             .unwrap_or_else(|| format!("node-{}", bound.port()))
+    }
+
+    /// Where a node called `name` keeps its data.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("cadre-data").join(name))
     }
 
     /// The transport's configuration for a node called `name` with `secret`.

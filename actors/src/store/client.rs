@@ -53,7 +53,7 @@ pub enum StoreClientError {
 pub struct StoreClient {
     transport: Node,
     /// The nodes holding each shard's replicas.
-    replicas: HashMap<u16, Vec<String>>,
+    replicas: Mutex<HashMap<u16, Vec<String>>>,
     leaders: Mutex<HashMap<u16, String>>,
     timeout: Duration,
     attempts: u32,
@@ -64,11 +64,16 @@ impl StoreClient {
     pub fn new(transport: Node, replicas: HashMap<u16, Vec<String>>) -> Self {
         StoreClient {
             transport,
-            replicas,
+            replicas: Mutex::new(replicas),
             leaders: Mutex::new(HashMap::new()),
             timeout: Duration::from_secs(5),
             attempts: 40,
         }
+    }
+
+    /// Replaces what the client knows of which nodes hold each shard.
+    pub fn set_replicas(&self, replicas: HashMap<u16, Vec<String>>) {
+        *self.replicas.lock() = replicas;
     }
 
     /// The node to try for `shard` on attempt `n`: the known leader, else the replicas in turn.
@@ -77,7 +82,8 @@ impl StoreClient {
             return Some(l.clone());
         }
         // Replicas in turn, starting from a reachable one.
-        let nodes = self.replicas.get(&shard)?;
+        let replicas = self.replicas.lock();
+        let nodes = replicas.get(&shard)?;
         nodes.get(n as usize % nodes.len().max(1)).cloned()
     }
 
@@ -162,7 +168,12 @@ impl StoreClient {
         prefix: &[u8],
         start: Revision,
     ) -> Result<StoreWatch, StoreClientError> {
-        let replicas = self.replicas.get(&shard).cloned().unwrap_or_default();
+        let replicas = self
+            .replicas
+            .lock()
+            .get(&shard)
+            .cloned()
+            .unwrap_or_default();
         StoreWatch::start_on(
             self.transport.clone(),
             shard,

@@ -50,6 +50,24 @@ impl StoreNode {
         timings: RaftTimings,
         runtime: &Runtime,
     ) -> Result<StoreNode, StoreStartError> {
+        let (store, spec) = StoreNode::prepare(transport, data_dir, shards, timings)?;
+        spec.start(runtime).await.map_err(StoreStartError::Start)?;
+        store.expose(transport);
+        Ok(store)
+    }
+
+    /// As [`StoreNode::start`], but returns the `store` supervisor to start in a tree; call
+    /// `expose` once it has started.
+    pub(crate) fn prepare(
+        transport: &Node,
+        data_dir: &Path,
+        shards: &[u16],
+        timings: RaftTimings,
+    ) -> Result<(StoreNode, SupervisorSpec), StoreStartError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreStartError::Disk {
+            path: data_dir.display().to_string(),
+            source: redb::Error::Io(e),
+        })?;
         let path = data_dir.join("store.redb");
         let disk = Disk::open(&path).map_err(|source| StoreStartError::Disk {
             path: path.display().to_string(),
@@ -66,8 +84,16 @@ impl StoreNode {
             replicas.insert(shard, spec.actor_ref());
             sup = sup.child(spec);
         }
-        let sup = sup.start(runtime).await.map_err(StoreStartError::Start)?;
-        for (shard, replica) in &replicas {
+        let store = StoreNode {
+            replicas,
+            sup: sup.handle(),
+        };
+        Ok((store, sup))
+    }
+
+    /// Exposes every replica on `transport`.
+    pub(crate) fn expose(&self, transport: &Node) {
+        for (shard, replica) in &self.replicas {
             transport
                 .expose(&super::replica::replica_name(*shard), replica.clone())
                 .accept::<AppendRpc>()
@@ -82,7 +108,6 @@ impl StoreNode {
                 .accept::<KeepAlive>()
                 .accept::<TimeToLive>();
         }
-        Ok(StoreNode { replicas, sup })
     }
 
     /// The replica of `shard` on this node.

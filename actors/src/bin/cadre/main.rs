@@ -5,6 +5,7 @@ mod bench_remote;
 mod bench_tasks;
 mod bench_topics;
 mod demo;
+mod kv_cmd;
 mod members_cmd;
 mod node_cmd;
 
@@ -37,6 +38,10 @@ enum Command {
     Node(node_cmd::Options),
     /// Show a running node's view of the cluster's members.
     Members(members_cmd::Options),
+    /// The status store: put, get, del, txn, watch (through a running node).
+    Kv(kv_cmd::KvOptions),
+    /// The status store's leases: grant, keepalive, revoke, ttl.
+    Lease(kv_cmd::LeaseOptions),
     /// Measure cadre against baselines taken in the same run.
     Bench {
         #[command(subcommand)]
@@ -67,6 +72,8 @@ fn main() -> ExitCode {
         Command::DemoWorker(opts) => demo::worker(opts),
         Command::Node(opts) => node_cmd::run(opts),
         Command::Members(opts) => members_cmd::run(opts),
+        Command::Kv(opts) => kv_cmd::run_kv(opts),
+        Command::Lease(opts) => kv_cmd::run_lease(opts),
         Command::Bench { what } => match what {
             Bench::Remote(opts) => bench_remote::run(opts),
             Bench::RemoteServe => bench_remote::serve(),

@@ -36,6 +36,13 @@ pub(crate) struct Options {
     /// The gossip timing profile: `lan` or `local_test`.
     #[arg(long, value_parser = profile)]
     profile: Option<cadre_cluster::membership::Profile>,
+    /// Where a `store` node keeps its data (default `./cadre-data/<name>`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// How many `store` nodes form the store's Raft groups (default 3; 1 for a one-node
+    /// cluster).
+    #[arg(long)]
+    bootstrap_expect: Option<usize>,
 }
 
 fn profile(s: &str) -> Result<cadre_cluster::membership::Profile, String> {
@@ -44,7 +51,8 @@ fn profile(s: &str) -> Result<cadre_cluster::membership::Profile, String> {
 
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CADRE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // openraft reports routine election races as warnings: keep its errors only.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -73,6 +81,8 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         roles: opts.roles,
         secret_file: opts.secret_file,
         profile: opts.profile,
+        data_dir: opts.data_dir,
+        bootstrap_expect: opts.bootstrap_expect,
     };
     let config = NodeConfig::load(opts.config.as_deref(), env, &flags)?;
     let (secret, source) = secret::resolve(config.secret_file.as_deref(), env)?;

@@ -1,0 +1,420 @@
+//! The store's front door on every node, exposed as `store`: requests by key (routed to their
+//! shard), for the node's own actors and for `cadre kv` / `cadre lease` from outside. Also the
+//! bootstrap of the shards' Raft groups.
+//!
+//! # Routing of prefixes
+//! A key's shard is decided by its group, its first two `/` segments
+//! ([`cadre_cluster::store::routing`]). A range or watch whose prefix covers a whole
+//! group or less (`nodes/n1/`) goes to that group's shard; a shorter prefix (`nodes/`) is
+//! asked of every shard and the answers merged (each shard has its own revisions, so each
+//! watch update says its shard). A delete by prefix or a transaction must stay within one
+//! shard.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use cadre_cluster::members::MemberState;
+use cadre_cluster::store::{
+    routing, Compare, DeleteRequest, LeaseId, Op, RangeRequest, RangeResponse, Request, Revision,
+    WatchUpdate,
+};
+use serde::{Deserialize, Serialize};
+
+use super::replica::Initialize;
+use super::storage::Applied;
+use super::{StoreClient, StoreNode};
+use crate::node::ClusterNode;
+use crate::RemoteMessage;
+
+/// The name the gateway is exposed under.
+pub const STORE: &str = "store";
+
+/// A write, routed by its keys (a lease by its id).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KvWrite(pub Request);
+impl Message for KvWrite {
+    type Result = Result<Applied, String>;
+}
+impl RemoteMessage for KvWrite {
+    const TAG: &'static str = "kv.write";
+}
+
+/// A read, linearizable unless `serializable`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KvRead {
+    /// What to read.
+    pub range: RangeRequest,
+    /// Read a replica's state, maybe stale, instead of confirming with a quorum.
+    pub serializable: bool,
+}
+impl Message for KvRead {
+    type Result = Result<RangeResponse, String>;
+}
+impl RemoteMessage for KvRead {
+    const TAG: &'static str = "kv.read";
+}
+
+/// Keep a lease alive; answers its TTL in milliseconds.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KvKeepAlive(pub LeaseId);
+impl Message for KvKeepAlive {
+    type Result = Result<u64, String>;
+}
+impl RemoteMessage for KvKeepAlive {
+    const TAG: &'static str = "kv.keepalive";
+}
+
+/// A lease's remaining time and TTL, in milliseconds.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KvTimeToLive(pub LeaseId);
+impl Message for KvTimeToLive {
+    type Result = Result<(u64, u64), String>;
+}
+impl RemoteMessage for KvTimeToLive {
+    const TAG: &'static str = "kv.ttl";
+}
+
+/// Watch keys under `prefix` from `start` (0: the next change); updates go as
+/// [`KvWatchUpdate`] to the actor `name` on `node`, until it cannot be reached.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KvWatch {
+    /// The prefix.
+    #[serde(with = "serde_bytes")]
+    pub prefix: Vec<u8>,
+    /// The first revision (per shard; 0: the next change).
+    pub start: Revision,
+    /// The watcher's node.
+    pub node: String,
+    /// The watcher's actor there.
+    pub name: String,
+}
+impl Message for KvWatch {
+    type Result = Result<(), String>;
+}
+impl RemoteMessage for KvWatch {
+    const TAG: &'static str = "kv.watch";
+}
+
+/// One update of a [`KvWatch`], with the shard it comes from.
+#[derive(Message, Serialize, Deserialize, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct KvWatchUpdate {
+    /// The shard.
+    pub shard: u16,
+    /// The update.
+    pub update: WatchUpdate,
+}
+impl RemoteMessage for KvWatchUpdate {
+    const TAG: &'static str = "kv.watch.update";
+}
+
+/// The shards a prefix touches: its group's, or all when it is shorter than a group.
+pub fn shards_of_prefix(prefix: &[u8], shards: u16) -> Vec<u16> {
+    let slashes = prefix.iter().filter(|b| **b == b'/').count();
+    if slashes >= 2 || (slashes == 1 && !prefix.ends_with(b"/")) {
+        vec![routing::shard_of(prefix, shards)]
+    } else {
+        (0..shards).collect()
+    }
+}
+
+fn one_shard(keys: &[&[u8]], shards: u16) -> Result<u16, String> {
+    let mut found: Option<u16> = None;
+    for key in keys {
+        let s = routing::shard_of(key, shards);
+        if found.is_some_and(|f| f != s) {
+            return Err(
+                "the keys of one transaction must be in one shard (one group: the same first two \
+                 `/` segments)"
+                    .into(),
+            );
+        }
+        found = Some(s);
+    }
+    found.ok_or_else(|| "a transaction needs at least one key".into())
+}
+
+/// The shard a write goes to.
+pub fn shard_of_request(request: &Request, shards: u16) -> Result<u16, String> {
+    match request {
+        Request::Put(p) => Ok(routing::shard_of(&p.key, shards)),
+        Request::Delete(DeleteRequest { key, prefix, .. }) => {
+            let touched = if *prefix {
+                shards_of_prefix(key, shards)
+            } else {
+                vec![routing::shard_of(key, shards)]
+            };
+            match touched[..] {
+                [s] => Ok(s),
+                _ => Err(format!(
+                    "a prefix delete must stay within one group (two `/` segments, e.g. \
+                     `nodes/n1/`): `{}` spans every shard",
+                    String::from_utf8_lossy(key)
+                )),
+            }
+        }
+        Request::Txn(t) => {
+            let mut keys: Vec<&[u8]> = t
+                .compare
+                .iter()
+                .map(|c: &Compare| c.key.as_slice())
+                .collect();
+            for op in t.success.iter().chain(&t.failure) {
+                keys.push(match op {
+                    Op::Put(p) => &p.key,
+                    Op::Delete(d) => &d.key,
+                    Op::Range(r) => &r.key,
+                });
+            }
+            one_shard(&keys, shards)
+        }
+        Request::LeaseGrant { id, .. } | Request::LeaseRevoke { id } => {
+            let s = routing::shard_of_lease(*id);
+            if s >= shards {
+                return Err(format!(
+                    "lease {id} names shard {s}, beyond the {shards} shards"
+                ));
+            }
+            Ok(s)
+        }
+        Request::Compact { .. } => Err("compaction is per shard: not served by key".into()),
+    }
+}
+
+/// The store gateway of a node.
+pub(crate) struct StoreGateway {
+    cluster: ClusterNode,
+    client: Rc<StoreClient>,
+    shards: u16,
+    expect: usize,
+}
+
+impl StoreGateway {
+    pub(crate) fn new(cluster: ClusterNode, shards: u16, expect: usize) -> Self {
+        let client = StoreClient::new(cluster.transport().clone(), HashMap::new());
+        StoreGateway {
+            cluster,
+            client: Rc::new(client),
+            shards,
+            expect,
+        }
+    }
+}
+
+/// The store nodes that form the groups: the first `expect` store members by name.
+pub(crate) async fn store_members(cluster: &ClusterNode, expect: usize) -> Vec<String> {
+    let mut stores: Vec<String> = cluster
+        .members()
+        .await
+        .into_iter()
+        .filter(|r| r.roles.iter().any(|x| x == "store") && r.state == MemberState::Up)
+        .map(|r| r.id)
+        .collect();
+    stores.sort();
+    stores.truncate(expect);
+    stores
+}
+
+/// Refreshes the client's view of who holds each shard, then runs `f` with it.
+async fn with_client<T>(
+    cluster: ClusterNode,
+    client: Rc<StoreClient>,
+    shards: u16,
+    expect: usize,
+    f: impl AsyncFnOnce(&StoreClient) -> T,
+) -> T {
+    let members = store_members(&cluster, expect).await;
+    if !members.is_empty() {
+        client.set_replicas((0..shards).map(|s| (s, members.clone())).collect());
+    }
+    f(&client).await
+}
+
+impl Actor for StoreGateway {
+    type Context = Context<Self>;
+}
+
+impl Handler<KvWrite> for StoreGateway {
+    type Result = ResponseFuture<Result<Applied, String>>;
+    fn handle(&mut self, m: KvWrite, _: &mut Context<Self>) -> Self::Result {
+        let (cluster, client, shards, expect) = (
+            self.cluster.clone(),
+            self.client.clone(),
+            self.shards,
+            self.expect,
+        );
+        Box::pin(async move {
+            let shard = shard_of_request(&m.0, shards)?;
+            with_client(cluster, client, shards, expect, async |c| {
+                c.write(shard, m.0).await.map_err(|e| e.to_string())
+            })
+            .await
+        })
+    }
+}
+
+impl Handler<KvRead> for StoreGateway {
+    type Result = ResponseFuture<Result<RangeResponse, String>>;
+    fn handle(&mut self, m: KvRead, _: &mut Context<Self>) -> Self::Result {
+        let (cluster, client, shards, expect) = (
+            self.cluster.clone(),
+            self.client.clone(),
+            self.shards,
+            self.expect,
+        );
+        Box::pin(async move {
+            let targets = if m.range.prefix {
+                shards_of_prefix(&m.range.key, shards)
+            } else {
+                vec![routing::shard_of(&m.range.key, shards)]
+            };
+            with_client(cluster, client, shards, expect, async |c| {
+                let mut merged = RangeResponse {
+                    kvs: Vec::new(),
+                    count: 0,
+                    more: false,
+                    revision: 0,
+                };
+                for shard in &targets {
+                    let r = c
+                        .read(*shard, m.range.clone(), !m.serializable)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    merged.kvs.extend(r.kvs);
+                    merged.count += r.count;
+                    // One shard: its revision; several: none is meaningful for all.
+                    merged.revision = if targets.len() == 1 { r.revision } else { 0 };
+                }
+                merged.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+                if m.range.limit > 0 && merged.kvs.len() > m.range.limit {
+                    merged.kvs.truncate(m.range.limit);
+                }
+                merged.more = merged.count > merged.kvs.len();
+                Ok(merged)
+            })
+            .await
+        })
+    }
+}
+
+fn lease_shard(id: LeaseId, shards: u16) -> Result<u16, String> {
+    let s = routing::shard_of_lease(id);
+    if s >= shards {
+        return Err(format!(
+            "lease {id} names shard {s}, beyond the {shards} shards"
+        ));
+    }
+    Ok(s)
+}
+
+impl Handler<KvKeepAlive> for StoreGateway {
+    type Result = ResponseFuture<Result<u64, String>>;
+    fn handle(&mut self, m: KvKeepAlive, _: &mut Context<Self>) -> Self::Result {
+        let (cluster, client, shards, expect) = (
+            self.cluster.clone(),
+            self.client.clone(),
+            self.shards,
+            self.expect,
+        );
+        Box::pin(async move {
+            let shard = lease_shard(m.0, shards)?;
+            with_client(cluster, client, shards, expect, async |c| {
+                c.keep_alive(shard, m.0)
+                    .await
+                    .map(|d| d.as_millis() as u64)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+        })
+    }
+}
+
+impl Handler<KvTimeToLive> for StoreGateway {
+    type Result = ResponseFuture<Result<(u64, u64), String>>;
+    fn handle(&mut self, m: KvTimeToLive, _: &mut Context<Self>) -> Self::Result {
+        let (cluster, client, shards, expect) = (
+            self.cluster.clone(),
+            self.client.clone(),
+            self.shards,
+            self.expect,
+        );
+        Box::pin(async move {
+            let shard = lease_shard(m.0, shards)?;
+            with_client(cluster, client, shards, expect, async |c| {
+                c.time_to_live(shard, m.0)
+                    .await
+                    .map(|(l, t)| (l.as_millis() as u64, t.as_millis() as u64))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+        })
+    }
+}
+
+impl Handler<KvWatch> for StoreGateway {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, m: KvWatch, _: &mut Context<Self>) -> Self::Result {
+        let (cluster, client, shards, expect) = (
+            self.cluster.clone(),
+            self.client.clone(),
+            self.shards,
+            self.expect,
+        );
+        Box::pin(async move {
+            let target = cluster.transport().actor(&m.node, &m.name);
+            with_client(cluster, client, shards, expect, async |c| {
+                for shard in shards_of_prefix(&m.prefix, shards) {
+                    let mut watch = c
+                        .watch(shard, &m.prefix, m.start)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let target = target.clone();
+                    actix::spawn(async move {
+                        while let Ok(update) = watch.next().await {
+                            let msg = KvWatchUpdate { shard, update };
+                            if target.tell_wait(msg).await.is_err() {
+                                return; // the watcher is gone
+                            }
+                        }
+                    });
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+}
+
+/// Forms the shards' Raft groups once `expect` store nodes are up: the first of them by name
+/// initializes every shard with those nodes as members. Initializing a group that exists is
+/// refused by Raft and ignored, so this is safe to repeat (after a restart, or when several
+/// nodes start at once).
+pub(crate) async fn bootstrap(cluster: ClusterNode, store: StoreNode, shards: u16, expect: usize) {
+    let mut events = cluster.events();
+    loop {
+        let members = store_members(&cluster, expect).await;
+        if members.len() >= expect {
+            if members[0] == cluster.name() {
+                for shard in 0..shards {
+                    let Some(replica) = store.replica(shard) else {
+                        continue;
+                    };
+                    match replica
+                        .ask(Initialize(members.clone()), Duration::from_secs(10))
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(shard, error = %e, "shard not initialized"),
+                        Err(e) => tracing::warn!(shard, error = %e, "shard not initialized"),
+                    }
+                }
+                tracing::info!(?members, shards, "store groups formed");
+            }
+            return;
+        }
+        // Wait for a membership change (or look again in a second).
+        let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+    }
+}

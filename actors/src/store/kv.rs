@@ -1,0 +1,264 @@
+//! [`Kv`]: the status store as a node's actors (or `cadre kv`) use it, through a node's
+//! gateway.
+//!
+//! # Guarantees
+//! - Writes go through the shard's Raft log: acknowledged means committed by a majority of the
+//!   shard's replicas and on their disks.
+//! - Reads are linearizable (the leader confirms it still leads before answering) unless asked
+//!   serializable (any replica's state, possibly behind).
+//! - Watches deliver each shard's changes in revision order, a revision's changes together,
+//!   none lost or repeated, resumed on another replica when the serving one fails.
+//! - A lease's TTL is a minimum: its keys go no sooner than a TTL after the last keep-alive
+//!   (a new leader gives every lease a full TTL), and all at one revision.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use cadre_cluster::store::{
+    routing, DeleteRequest, KeyValue, LeaseId, PutRequest, RangeRequest, RangeResponse, Request,
+    Revision, TxnRequest,
+};
+use tokio::sync::mpsc;
+
+use super::gateway::{KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWatchUpdate, KvWrite, STORE};
+use super::storage::Applied;
+use crate::{Node, RemoteRef};
+
+/// How long one request may take (retries to find a leader included).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Why a store request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The store answered with an error (not the leader anywhere, refused, uncertain).
+    #[error("{0}")]
+    Store(String),
+    /// The gateway node did not answer.
+    #[error("the node did not answer: {0}")]
+    Unavailable(String),
+}
+
+/// The status store through one node's gateway. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Kv {
+    transport: Node,
+    gateway: RemoteRef,
+}
+
+impl Kv {
+    /// The store through the gateway of node `node`, reached over `transport`.
+    pub fn through(transport: Node, node: &str) -> Kv {
+        Kv {
+            gateway: transport.actor(node, STORE),
+            transport,
+        }
+    }
+
+    async fn call<M>(&self, msg: M) -> Result<M::Result, KvError>
+    where
+        M: crate::RemoteMessage,
+        M::Result: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.gateway
+            .ask(msg, PATIENCE)
+            .await
+            .map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+
+    /// Applies a write (put, delete, transaction, lease grant or revoke).
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn write(&self, request: Request) -> Result<Applied, KvError> {
+        self.call(KvWrite(request)).await?.map_err(KvError::Store)
+    }
+
+    /// Puts `key`; returns the shard's revision after it.
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<Revision, KvError> {
+        let put = PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease: None,
+            prev_kv: false,
+        };
+        Ok(self.write(Request::Put(put)).await?.revision)
+    }
+
+    /// Reads (linearizable unless `serializable`).
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn range(
+        &self,
+        range: RangeRequest,
+        serializable: bool,
+    ) -> Result<RangeResponse, KvError> {
+        self.call(KvRead {
+            range,
+            serializable,
+        })
+        .await?
+        .map_err(KvError::Store)
+    }
+
+    /// The key-value of `key`, linearizable.
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, KvError> {
+        let range = RangeRequest {
+            key: key.to_vec(),
+            ..RangeRequest::default()
+        };
+        Ok(self.range(range, false).await?.kvs.into_iter().next())
+    }
+
+    /// Deletes `key` (or the keys under it, with `prefix`); returns how many.
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn delete(&self, key: &[u8], prefix: bool) -> Result<usize, KvError> {
+        let del = DeleteRequest {
+            key: key.to_vec(),
+            prefix,
+            prev_kv: false,
+        };
+        let applied = self.write(Request::Delete(del)).await?;
+        Ok(match applied.response {
+            Some(cadre_cluster::store::Response::Write { responses, .. }) => {
+                match responses.first() {
+                    Some(cadre_cluster::store::OpResponse::Delete { deleted, .. }) => *deleted,
+                    _ => 0,
+                }
+            }
+            _ => 0,
+        })
+    }
+
+    /// A transaction (its keys in one shard).
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn txn(&self, txn: TxnRequest) -> Result<Applied, KvError> {
+        self.write(Request::Txn(txn)).await
+    }
+
+    /// Grants a lease of `ttl` in the shard of `group` (the group of keys it will carry, e.g.
+    /// `nodes/n1`), with `shards` shards in the cluster; returns its id.
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn grant(
+        &self,
+        ttl: Duration,
+        group: &[u8],
+        shards: u16,
+    ) -> Result<LeaseId, KvError> {
+        let id = routing::lease_id(routing::lease_shard(group, shards), fastrand::u64(1..));
+        let grant = Request::LeaseGrant {
+            id,
+            ttl_ms: ttl.as_millis().max(1) as u64,
+        };
+        self.write(grant).await?;
+        Ok(id)
+    }
+
+    /// Keeps a lease alive for another TTL; returns the TTL.
+    ///
+    /// # Errors
+    /// [`KvError`] (an unknown or expired lease among them).
+    pub async fn keep_alive(&self, id: LeaseId) -> Result<Duration, KvError> {
+        let ms = self.call(KvKeepAlive(id)).await?.map_err(KvError::Store)?;
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// Revokes a lease: its keys are deleted.
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn revoke(&self, id: LeaseId) -> Result<Applied, KvError> {
+        self.write(Request::LeaseRevoke { id }).await
+    }
+
+    /// How long a lease has left, and its TTL.
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn time_to_live(&self, id: LeaseId) -> Result<(Duration, Duration), KvError> {
+        let (left, ttl) = self.call(KvTimeToLive(id)).await?.map_err(KvError::Store)?;
+        Ok((Duration::from_millis(left), Duration::from_millis(ttl)))
+    }
+
+    /// Watches the keys under `prefix` from revision `start` (0: the next change).
+    ///
+    /// # Errors
+    /// [`KvError`].
+    pub async fn watch(&self, prefix: &[u8], start: Revision) -> Result<KvWatchStream, KvError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inbox = cadre_runtime::spawn("kv-watch", 4096, WatchInbox { tx });
+        let name = format!("kv.watcher.{:016x}", fastrand::u64(..));
+        self.transport
+            .expose(&name, inbox)
+            .accept::<KvWatchUpdate>();
+        let watch = KvWatch {
+            prefix: prefix.to_vec(),
+            start,
+            node: self.transport.id().to_string(),
+            name: name.clone(),
+        };
+        if let Err(e) = self
+            .call(watch)
+            .await
+            .and_then(|r| r.map_err(KvError::Store))
+        {
+            self.transport.unexpose(&name);
+            return Err(e);
+        }
+        Ok(KvWatchStream {
+            rx,
+            transport: self.transport.clone(),
+            name,
+        })
+    }
+}
+
+struct WatchInbox {
+    tx: mpsc::UnboundedSender<KvWatchUpdate>,
+}
+
+impl Actor for WatchInbox {
+    type Context = Context<Self>;
+}
+
+impl Handler<KvWatchUpdate> for WatchInbox {
+    type Result = ();
+    fn handle(&mut self, m: KvWatchUpdate, ctx: &mut Context<Self>) {
+        if self.tx.send(m).is_err() {
+            ctx.stop();
+        }
+    }
+}
+
+/// The updates of a [`Kv::watch`], each with its shard.
+pub struct KvWatchStream {
+    rx: mpsc::UnboundedReceiver<KvWatchUpdate>,
+    transport: Node,
+    name: String,
+}
+
+impl KvWatchStream {
+    /// The next update; `None` once the gateway stopped sending.
+    pub async fn next(&mut self) -> Option<KvWatchUpdate> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for KvWatchStream {
+    fn drop(&mut self) {
+        // The gateway's next send fails and ends its watches.
+        self.transport.unexpose(&self.name);
+    }
+}

@@ -1,0 +1,221 @@
+//! The status store as processes: three `cadre node --roles store` processes on 127.0.0.1 and
+//! `cadre kv` / `cadre lease` round trips through different nodes, with a watch that sees a
+//! put made by another client.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{temp_home, NodeProc, T};
+
+fn cadre(args: &[&str], home: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cadre"))
+        .args(args)
+        .env("CADRE_SECRET", "process-test-secret")
+        .env("HOME", home)
+        .output()
+        .expect("cadre runs")
+}
+
+fn ok(args: &[&str], home: &std::path::Path) -> String {
+    let out = cadre(args, home);
+    assert!(
+        out.status.success(),
+        "cadre {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Kills the process on drop.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn three_store_processes_serve_kv_round_trips_and_watches() {
+    let home = temp_home();
+    let data = home.join("data");
+    let mut first = NodeProc::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "s0",
+            "--roles",
+            "store",
+            "--profile",
+            "local_test",
+            "--data-dir",
+            data.join("s0").to_str().unwrap(),
+        ],
+        &home,
+    );
+    let seed = first.listening_addr();
+    let mut procs = vec![];
+    let mut addrs = vec![seed.clone()];
+    for name in ["s1", "s2"] {
+        let mut p = NodeProc::start(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                name,
+                "--roles",
+                "store",
+                "--profile",
+                "local_test",
+                "--seed",
+                &seed,
+                "--data-dir",
+                data.join(name).to_str().unwrap(),
+            ],
+            &home,
+        );
+        addrs.push(p.listening_addr());
+        procs.push(p);
+    }
+    first.expect_line(&["store groups formed"]);
+
+    // A watch through s2, started before the put, sees the put made through s1.
+    let mut watch = Guard(
+        Command::new(env!("CARGO_BIN_EXE_cadre"))
+            .args([
+                "kv", "--node", &addrs[2], "watch", "nodes/", "--count", "1", "--json",
+            ])
+            .env("CADRE_SECRET", "process-test-secret")
+            .env("HOME", &home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = watch.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = rx.recv_timeout(T).expect("the watch starts");
+    assert!(started.contains("watching"), "{started}");
+
+    let put = ok(
+        &[
+            "kv",
+            "--node",
+            &addrs[1],
+            "put",
+            "nodes/n1/status",
+            "up",
+            "--json",
+        ],
+        &home,
+    );
+    let rev: serde_json::Value = serde_json::from_str(&put).unwrap();
+    assert_eq!(
+        ok(
+            &["kv", "--node", &addrs[0], "get", "nodes/n1/status"],
+            &home
+        ),
+        "up\n"
+    );
+
+    let deadline = Instant::now() + T;
+    let out = loop {
+        if let Some(status) = watch.0.try_wait().unwrap() {
+            assert!(status.success());
+            let mut s = String::new();
+            std::io::Read::read_to_string(watch.0.stdout.as_mut().unwrap(), &mut s).unwrap();
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the watch saw nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let event: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(event["kind"], "PUT");
+    assert_eq!(event["key"], "nodes/n1/status");
+    assert_eq!(event["value"], "up");
+    assert_eq!(event["revision"], rev["revision"]);
+
+    // A transaction, a lease with a key, a revoke that deletes it.
+    let txn = ok(
+        &[
+            "kv",
+            "--node",
+            &addrs[2],
+            "txn",
+            "--cmp",
+            "nodes/n1/status:value=up",
+            "--put",
+            "nodes/n1/status=busy",
+            "--json",
+        ],
+        &home,
+    );
+    assert!(txn.contains("\"succeeded\":true"), "{txn}");
+    let lease: serde_json::Value = serde_json::from_str(&ok(
+        &[
+            "lease", "--node", &addrs[0], "grant", "60000", "--group", "nodes/n1", "--json",
+        ],
+        &home,
+    ))
+    .unwrap();
+    let id = lease["id"].as_u64().unwrap().to_string();
+    ok(
+        &[
+            "kv",
+            "--node",
+            &addrs[1],
+            "put",
+            "nodes/n1/addr",
+            "x",
+            "--lease",
+            &id,
+        ],
+        &home,
+    );
+    let ttl = ok(&["lease", "--node", &addrs[2], "ttl", &id, "--json"], &home);
+    assert!(ttl.contains("\"ttl_ms\":60000"), "{ttl}");
+    ok(&["lease", "--node", &addrs[2], "revoke", &id], &home);
+    let gone = cadre(&["kv", "--node", &addrs[0], "get", "nodes/n1/addr"], &home);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
+
+    // Bad input: a clear error, and the nodes keep serving.
+    let bad = cadre(
+        &["kv", "--node", &addrs[0], "del", "--prefix", "nodes/"],
+        &home,
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("within one group"));
+    let bad = cadre(
+        &[
+            "kv",
+            "--node",
+            &addrs[0],
+            "txn",
+            "--cmp",
+            "nodes/n1/status:size=1",
+        ],
+        &home,
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not one of"));
+    assert_eq!(
+        ok(
+            &["kv", "--node", &addrs[1], "get", "nodes/n1/status"],
+            &home
+        ),
+        "busy\n"
+    );
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&home);
+}
