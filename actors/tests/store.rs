@@ -415,3 +415,108 @@ fn a_dead_holders_lease_expires_and_watchers_see_its_keys_deleted() {
         ));
     });
 }
+
+#[test]
+fn histories_of_concurrent_clients_during_leader_kills_are_linearizable() {
+    use cadre_actors::store::StoreClientError;
+    use cadre_cluster::store::check::{check, KvOp, Operation};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    run(async {
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let nodes = nodes().await;
+        let mut stores = stores(&nodes, &dirs).await;
+        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        stores[0]
+            .replica(0)
+            .unwrap()
+            .ask(Initialize(members), T)
+            .await
+            .unwrap()
+            .unwrap();
+        for s in &stores {
+            eventually("a leader", || async { leader(s).await.is_some() }).await;
+        }
+        let t0 = tokio::time::Instant::now();
+        let now = move || t0.elapsed().as_micros() as u64;
+        let history: Rc<RefCell<Vec<Operation>>> = Rc::default();
+        let running = Rc::new(std::cell::Cell::new(true));
+        let mut clients = Vec::new();
+        for c in 0..3usize {
+            let client = client(&nodes[c]);
+            let (history, running) = (history.clone(), running.clone());
+            clients.push(actix::spawn(async move {
+                let mut n = 0u32;
+                while running.get() {
+                    n += 1;
+                    let key = format!("k/{}", fastrand::u8(..3));
+                    let call = now();
+                    if fastrand::bool() {
+                        let value = format!("c{c}-{n}");
+                        let ret = match client.write(0, put(&key, &value)).await {
+                            Ok(_) => Some(now()),
+                            Err(StoreClientError::Uncertain { .. }) => None,
+                            Err(_) => continue, // certainly not applied
+                        };
+                        history.borrow_mut().push(Operation {
+                            key: key.into_bytes(),
+                            call,
+                            ret,
+                            op: KvOp::Put(Some(value.into_bytes())),
+                        });
+                    } else {
+                        let range = RangeRequest {
+                            key: key.clone().into_bytes(),
+                            ..RangeRequest::default()
+                        };
+                        if let Ok(r) = client.read(0, range, true).await {
+                            history.borrow_mut().push(Operation {
+                                key: key.into_bytes(),
+                                call,
+                                ret: Some(now()),
+                                op: KvOp::Get(r.kvs.into_iter().next().map(|kv| kv.value)),
+                            });
+                        }
+                    }
+                }
+            }));
+        }
+        // Kill the leader's replica twice, each time bringing it back from its disk.
+        let mut kills = 0;
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let mut at = None;
+            for (i, s) in stores.iter().enumerate() {
+                if let Some(l) = leader(s).await {
+                    at = NAMES.iter().position(|n| *n == l);
+                    let _ = i;
+                    break;
+                }
+            }
+            let Some(k) = at else { continue };
+            stores[k].stop(T).await;
+            kills += 1;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            stores[k] = StoreNode::start(
+                nodes[k].transport(),
+                &dirs[k].0,
+                &[0],
+                RaftTimings::local_test(),
+                &Runtime::new(NAMES[k]),
+            )
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        running.set(false);
+        for c in clients {
+            c.await.unwrap();
+        }
+        assert_eq!(kills, 2);
+        let history = history.borrow();
+        let done = history.iter().filter(|o| o.ret.is_some()).count();
+        assert!(done > 50, "only {done} operations completed");
+        check(&history).expect("the history is linearizable");
+    });
+}

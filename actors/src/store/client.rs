@@ -2,8 +2,9 @@
 //!
 //! # Retries
 //! A write is retried on another replica only when it certainly was not applied: the replica
-//! said it is not the leader, or it does not exist there. A write whose reply was lost (a
-//! timeout, a connection dropped while waiting) fails with [`StoreClientError::Uncertain`]:
+//! said it is not the leader, or the request was never sent (no connection). A write whose
+//! reply was lost (a timeout, a connection dropped while waiting, a replica shutting down
+//! after taking it) fails with [`StoreClientError::Uncertain`]:
 //! it may or may not have been applied, and only the caller knows whether repeating it is
 //! safe (a transaction comparing a mod revision is). Reads are retried on any failure.
 
@@ -130,11 +131,20 @@ impl StoreClient {
                         tokio::time::sleep(Duration::from_millis(50)).await; // an election
                     }
                 }
-                Ok(Err(e @ (ReplicaError::Raft(_) | ReplicaError::LeaseNotFound(_)))) => {
+                Ok(Err(e @ ReplicaError::LeaseNotFound(_))) => {
                     return Err(StoreClientError::Refused {
                         shard,
                         detail: e.to_string(),
                     })
+                }
+                // Raft failed after taking the request (the replica is shutting down, …): the
+                // entry may still be committed.
+                Ok(Err(e @ ReplicaError::Raft(_))) => {
+                    self.learn(shard, None);
+                    return Err(StoreClientError::Uncertain {
+                        shard,
+                        detail: e.to_string(),
+                    });
                 }
                 Err(RemoteAskError::NoSuchActor(_) | RemoteAskError::QueueFull(_)) => {
                     last = format!("{node} did not take it");

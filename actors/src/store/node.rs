@@ -34,6 +34,8 @@ pub enum StoreStartError {
 pub struct StoreNode {
     replicas: BTreeMap<u16, ActorRef<ShardReplica>>,
     sup: SupervisorRef,
+    /// The store file, let go of once stopped.
+    disk: std::sync::Arc<parking_lot::Mutex<Option<Disk>>>,
 }
 
 impl StoreNode {
@@ -87,6 +89,7 @@ impl StoreNode {
         let store = StoreNode {
             replicas,
             sup: sup.handle(),
+            disk: std::sync::Arc::new(parking_lot::Mutex::new(Some(disk))),
         };
         Ok((store, sup))
     }
@@ -115,8 +118,16 @@ impl StoreNode {
         self.replicas.get(&shard)
     }
 
-    /// Stops every replica (their Raft members shut down; the data stays on disk).
+    /// Stops every replica and waits (at most `timeout`) until their Raft members have shut
+    /// down and let go of the store file, so that it can be opened again; the data stays.
     pub async fn stop(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
         let _ = self.sup.stop(timeout).await;
+        let Some(disk) = self.disk.lock().take() else {
+            return;
+        };
+        while disk.users() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

@@ -102,6 +102,12 @@ pub struct Disk {
     db: Arc<Database>,
 }
 
+impl std::fmt::Debug for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Disk").finish_non_exhaustive()
+    }
+}
+
 impl Disk {
     /// Opens (or creates) the store file at `path`.
     ///
@@ -115,6 +121,11 @@ impl Disk {
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
         Ok(Disk { db: Arc::new(db) })
+    }
+
+    /// How many handles share the file (this one included).
+    pub(crate) fn users(&self) -> usize {
+        Arc::strong_count(&self.db)
     }
 
     /// The log store and the state machine of `shard`, with the state machine restored from

@@ -18,6 +18,9 @@
 //! - Compaction at revision R forgets the change history before R; a watch from before R fails
 //!   with [`StoreError::Compacted`].
 //!
+//! # Checking
+//! [`check`]: a linearizability checker for key-value histories recorded by tests.
+//!
 //! # Routing
 //! Which shard holds a key or a lease and which store nodes hold a shard: [`routing`].
 //!
@@ -27,6 +30,7 @@
 //! revision not compacted away (history first, then live changes), so a client that saw up to
 //! revision r resumes exactly from r + 1 after a reconnect or a leader change.
 
+pub mod check;
 mod lease_clock;
 pub mod routing;
 mod state;
