@@ -443,8 +443,8 @@ fn histories_of_concurrent_clients_during_leader_kills_are_linearizable() {
         let history: Rc<RefCell<Vec<Operation>>> = Rc::default();
         let running = Rc::new(std::cell::Cell::new(true));
         let mut clients = Vec::new();
-        for c in 0..3usize {
-            let client = client(&nodes[c]);
+        for (c, node) in nodes.iter().enumerate() {
+            let client = client(node);
             let (history, running) = (history.clone(), running.clone());
             clients.push(actix::spawn(async move {
                 let mut n = 0u32;
@@ -487,10 +487,9 @@ fn histories_of_concurrent_clients_during_leader_kills_are_linearizable() {
         for _ in 0..2 {
             tokio::time::sleep(Duration::from_millis(400)).await;
             let mut at = None;
-            for (i, s) in stores.iter().enumerate() {
+            for s in &stores {
                 if let Some(l) = leader(s).await {
                     at = NAMES.iter().position(|n| *n == l);
-                    let _ = i;
                     break;
                 }
             }
