@@ -519,3 +519,74 @@ fn histories_of_concurrent_clients_during_leader_kills_are_linearizable() {
         check(&history).expect("the history is linearizable");
     });
 }
+
+#[test]
+fn a_minority_cannot_commit_and_oversized_requests_are_refused() {
+    use cadre_actors::store::StoreClientError;
+
+    run(async {
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let nodes = nodes().await;
+        let mut stores = stores(&nodes, &dirs).await;
+        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        stores[0]
+            .replica(0)
+            .unwrap()
+            .ask(Initialize(members), T)
+            .await
+            .unwrap()
+            .unwrap();
+        let c = client(&nodes[0]);
+        c.write(0, put("k/before", "1")).await.unwrap();
+        // Over the value limit (1 MiB): refused, nothing applied.
+        let big = "x".repeat(1024 * 1024 + 1);
+        match c.write(0, put("k/big", &big)).await {
+            Err(StoreClientError::Refused { detail, .. }) => {
+                assert!(detail.contains("a value is 1048577 bytes"), "{detail}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Only the leader's replica left: a minority.
+        let l = leader(&stores[0]).await.unwrap();
+        let k = NAMES.iter().position(|n| *n == l).unwrap();
+        for i in (0..3).filter(|i| *i != k) {
+            stores[i].stop(T).await;
+        }
+        let alone = StoreClient::new(
+            nodes[k].transport().clone(),
+            HashMap::from([(0u16, vec![l.clone()])]),
+        )
+        .with_timeout(Duration::from_millis(1500));
+        let lost = alone.write(0, put("k/minority", "x")).await;
+        assert!(
+            matches!(
+                lost,
+                Err(StoreClientError::Uncertain { .. } | StoreClientError::NoLeader { .. })
+            ),
+            "a lone replica acknowledged a write: {lost:?}"
+        );
+        let read = RangeRequest {
+            key: b"k/before".to_vec(),
+            ..RangeRequest::default()
+        };
+        assert!(
+            alone.read(0, read.clone(), true).await.is_err(),
+            "no linearizable read either"
+        );
+        // A majority again: the store serves, with everything acknowledged before.
+        let back = (k + 1) % 3;
+        stores[back] = StoreNode::start(
+            nodes[back].transport(),
+            &dirs[back].0,
+            &[0],
+            RaftTimings::local_test(),
+            &Runtime::new(NAMES[back]),
+        )
+        .await
+        .unwrap();
+        let c = client(&nodes[back]);
+        let r = c.read(0, read, true).await.unwrap();
+        assert_eq!(r.kvs[0].value, b"1");
+        c.write(0, put("k/after", "2")).await.unwrap();
+    });
+}

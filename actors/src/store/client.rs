@@ -72,6 +72,12 @@ impl StoreClient {
         }
     }
 
+    /// Waits at most `timeout` for each reply (default 5 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Replaces what the client knows of which nodes hold each shard.
     pub fn set_replicas(&self, replicas: HashMap<u16, Vec<String>>) {
         *self.replicas.lock() = replicas;
@@ -131,7 +137,7 @@ impl StoreClient {
                         tokio::time::sleep(Duration::from_millis(50)).await; // an election
                     }
                 }
-                Ok(Err(e @ ReplicaError::LeaseNotFound(_))) => {
+                Ok(Err(e @ (ReplicaError::LeaseNotFound(_) | ReplicaError::Refused(_)))) => {
                     return Err(StoreClientError::Refused {
                         shard,
                         detail: e.to_string(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use cadre_cluster::store::routing;
 use cadre_cluster::store::{
-    Event, LeaseClock, LeaseId, RangeRequest, RangeResponse, Request, Revision, StoreError,
+    Event, LeaseClock, LeaseId, Limits, RangeRequest, RangeResponse, Request, Revision, StoreError,
     WatchHub, WatchId, WatchUpdate,
 };
 use openraft::error::{
@@ -124,6 +124,9 @@ pub enum ReplicaError {
     /// No such lease (never granted, revoked, or expired).
     #[error("lease {0} not found")]
     LeaseNotFound(LeaseId),
+    /// Refused before it reached the log (over a size limit).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A write through the shard's log.
@@ -359,6 +362,7 @@ pub struct ShardReplica {
     watchers: HashMap<WatchId, Watcher>,
     leases: LeaseClock,
     leading: bool,
+    limits: Limits,
 }
 
 impl ShardReplica {
@@ -375,6 +379,7 @@ impl ShardReplica {
             watchers: HashMap::new(),
             leases: LeaseClock::new(),
             leading: false,
+            limits: Limits::default(),
         }
     }
 
@@ -586,7 +591,12 @@ impl Handler<Write> for ShardReplica {
     type Result = ResponseFuture<Result<Applied, ReplicaError>>;
     fn handle(&mut self, m: Write, _: &mut Context<Self>) -> Self::Result {
         let raft = self.raft();
+        let limits = self.limits;
         Box::pin(async move {
+            // Over a limit: refused before it reaches the log.
+            limits
+                .check(&m.0)
+                .map_err(|e| ReplicaError::Refused(e.to_string()))?;
             match raft.client_write(m.0).await {
                 Ok(r) => Ok(r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

@@ -38,8 +38,8 @@ mod watch;
 
 pub use lease_clock::LeaseClock;
 pub use state::{
-    CmpOp, Compare, CompareTarget, DeleteRequest, Event, EventKind, KeyValue, LeaseInfo, Op,
-    OpResponse, PutRequest, RangeRequest, RangeResponse, Request, Response, StateMachine,
+    CmpOp, Compare, CompareTarget, DeleteRequest, Event, EventKind, KeyValue, LeaseInfo, Limits,
+    Op, OpResponse, PutRequest, RangeRequest, RangeResponse, Request, Response, StateMachine,
     StoreError, TxnRequest,
 };
 pub use watch::{WatchHub, WatchId, WatchUpdate};

@@ -274,6 +274,92 @@ pub enum StoreError {
     /// A transaction writes the same key twice.
     #[error("a transaction writes key {0:?} more than once")]
     DuplicateKey(String),
+    /// A key, a value or the whole request is over its limit.
+    #[error("{what} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// What (`a key`, `a value`, `the request`).
+        what: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Size limits on requests, checked before a request enters the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest key, in bytes (default 4 KiB).
+    pub max_key: usize,
+    /// The longest value, in bytes (default 1 MiB).
+    pub max_value: usize,
+    /// The largest request (keys, values and the rest), in bytes (default 1.5 MiB).
+    pub max_request: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key: 4 * 1024,
+            max_value: 1024 * 1024,
+            max_request: 1536 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks `request`.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`] naming the first part over its limit.
+    pub fn check(&self, request: &Request) -> Result<(), StoreError> {
+        let too_large = |what: &str, size: usize, limit: usize| {
+            if size > limit {
+                Err(StoreError::TooLarge {
+                    what: what.into(),
+                    size,
+                    limit,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let mut total = 0;
+        let put = |p: &PutRequest| -> Result<usize, StoreError> {
+            too_large("a key", p.key.len(), self.max_key)?;
+            too_large("a value", p.value.len(), self.max_value)?;
+            Ok(p.key.len() + p.value.len())
+        };
+        match request {
+            Request::Put(p) => total += put(p)?,
+            Request::Txn(t) => {
+                for op in t.success.iter().chain(&t.failure) {
+                    match op {
+                        Op::Put(p) => total += put(p)?,
+                        Op::Delete(DeleteRequest { key, .. })
+                        | Op::Range(RangeRequest { key, .. }) => {
+                            too_large("a key", key.len(), self.max_key)?;
+                            total += key.len();
+                        }
+                    }
+                }
+                for c in &t.compare {
+                    too_large("a key", c.key.len(), self.max_key)?;
+                    total += c.key.len();
+                    if let CompareTarget::Value(v) = &c.target {
+                        too_large("a value", v.len(), self.max_value)?;
+                        total += v.len();
+                    }
+                }
+            }
+            Request::Delete(d) => {
+                too_large("a key", d.key.len(), self.max_key)?;
+                total += d.key.len();
+            }
+            _ => {}
+        }
+        too_large("the request", total, self.max_request)
+    }
 }
 
 /// A lease: its TTL and the keys bound to it.

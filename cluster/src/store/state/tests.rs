@@ -557,3 +557,45 @@ fn random_operations_match_a_plain_model_and_watches_replay_its_changes() {
         }
     }
 }
+
+#[test]
+fn requests_over_a_limit_are_named() {
+    let limits = Limits {
+        max_key: 8,
+        max_value: 16,
+        max_request: 20,
+    };
+    assert_eq!(limits.check(&put("k", "v")), Ok(()));
+    assert_eq!(
+        limits.check(&put("a-very-long-key", "v")),
+        Err(StoreError::TooLarge {
+            what: "a key".into(),
+            size: 15,
+            limit: 8
+        })
+    );
+    let big = "x".repeat(17);
+    assert!(
+        matches!(limits.check(&put("k", &big)), Err(StoreError::TooLarge { what, .. }) if what == "a value")
+    );
+    let txn = Request::Txn(TxnRequest {
+        success: vec![
+            Op::Put(PutRequest {
+                key: b"k1".to_vec(),
+                value: vec![0; 12],
+                lease: None,
+                prev_kv: false,
+            }),
+            Op::Put(PutRequest {
+                key: b"k2".to_vec(),
+                value: vec![0; 12],
+                lease: None,
+                prev_kv: false,
+            }),
+        ],
+        ..TxnRequest::default()
+    });
+    assert!(
+        matches!(limits.check(&txn), Err(StoreError::TooLarge { what, size: 28, .. }) if what == "the request")
+    );
+}
