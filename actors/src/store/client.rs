@@ -55,6 +55,8 @@ pub struct StoreClient {
     transport: Node,
     /// The nodes holding each shard's replicas.
     replicas: Mutex<HashMap<u16, Vec<String>>>,
+    /// When `replicas` was last set.
+    replicas_set: Mutex<Option<std::time::Instant>>,
     leaders: Mutex<HashMap<u16, String>>,
     timeout: Duration,
     attempts: u32,
@@ -66,6 +68,7 @@ impl StoreClient {
         StoreClient {
             transport,
             replicas: Mutex::new(replicas),
+            replicas_set: Mutex::new(None),
             leaders: Mutex::new(HashMap::new()),
             timeout: Duration::from_secs(5),
             attempts: 40,
@@ -81,6 +84,12 @@ impl StoreClient {
     /// Replaces what the client knows of which nodes hold each shard.
     pub fn set_replicas(&self, replicas: HashMap<u16, Vec<String>>) {
         *self.replicas.lock() = replicas;
+        *self.replicas_set.lock() = Some(std::time::Instant::now());
+    }
+
+    /// Whether the replicas were set more than `age` ago (or never).
+    pub fn replicas_older_than(&self, age: Duration) -> bool {
+        self.replicas_set.lock().is_none_or(|t| t.elapsed() > age)
     }
 
     /// The node to try for `shard` on attempt `n`: the known leader, else the replicas in turn.

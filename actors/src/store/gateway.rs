@@ -225,9 +225,13 @@ async fn with_client<T>(
     expect: usize,
     f: impl AsyncFnOnce(&StoreClient) -> T,
 ) -> T {
-    let members = store_members(&cluster, expect).await;
-    if !members.is_empty() {
-        client.set_replicas((0..shards).map(|s| (s, members.clone())).collect());
+    // The groups' members change rarely (the client moves on from an unreachable replica by
+    // itself): look them up again at most once a second.
+    if client.replicas_older_than(Duration::from_secs(1)) {
+        let members = store_members(&cluster, expect).await;
+        if !members.is_empty() {
+            client.set_replicas((0..shards).map(|s| (s, members.clone())).collect());
+        }
     }
     f(&client).await
 }

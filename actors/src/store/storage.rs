@@ -10,8 +10,9 @@
 //! | `meta` | (shard, `vote` \| `committed` \| `purged`) | MessagePack |
 //! | `snapshot` | shard | the last snapshot: its metadata and the state machine, MessagePack |
 //!
-//! Every write commits with redb's immediate durability (an fsync) before openraft is told
-//! it is done.
+//! Every write of the log, the vote and the snapshots commits with redb's immediate durability
+//! (an fsync) before openraft is told it is done; the committed id is written without one and
+//! reaches the disk with the next durable commit (openraft treats it as optional).
 
 // openraft's traits fix the error type (`StorageError`, over 200 bytes); the helpers here
 // return it as the traits do.
@@ -167,9 +168,15 @@ impl LogStore {
         }
     }
 
-    fn set_meta<T: Serialize>(&self, key: &str, value: &T) -> StoreResult<()> {
+    /// Writes a meta value; `durable` commits with an fsync, otherwise it reaches the disk with
+    /// the next durable commit.
+    fn set_meta<T: Serialize>(&self, key: &str, value: &T, durable: bool) -> StoreResult<()> {
         let bytes = encode_body(value).map_err(|e| codec(write, e))?;
-        let txn = self.db.begin_write().map_err(|e| io(write, e))?;
+        let mut txn = self.db.begin_write().map_err(|e| io(write, e))?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| codec(write, e))?;
+        }
         {
             let mut table = txn.open_table(META).map_err(|e| io(write, e))?;
             table
@@ -259,7 +266,7 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
-        self.set_meta("vote", vote)
+        self.set_meta("vote", vote, true)
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
@@ -267,7 +274,9 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
-        self.set_meta("committed", &committed)
+        // Not worth an fsync: the committed id is an optimisation (a restarted replica that
+        // lost it learns it again from the leader), so it rides on the next durable commit.
+        self.set_meta("committed", &committed, false)
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
@@ -298,7 +307,7 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        self.set_meta("purged", &Some(log_id))?;
+        self.set_meta("purged", &Some(log_id), true)?;
         self.remove(..=log_id.index)
     }
 }

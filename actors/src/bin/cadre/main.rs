@@ -1,6 +1,7 @@
 //! The `cadre` command.
 
 mod bench_gossip;
+mod bench_kv;
 mod bench_remote;
 mod bench_tasks;
 mod bench_topics;
@@ -63,6 +64,8 @@ enum Bench {
     Gossip(bench_gossip::Options),
     /// No-op task throughput and single-task round trip, master to two worker processes.
     Tasks(bench_tasks::Options),
+    /// Status-store puts (1 and 64 clients) and watch latency, three store processes.
+    Kv(bench_kv::Options),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             Bench::Topics(opts) => bench_topics::run(opts),
             Bench::Gossip(opts) => bench_gossip::run(opts),
             Bench::Tasks(opts) => bench_tasks::run(opts),
+            Bench::Kv(opts) => bench_kv::run(opts),
         },
     };
     match result {
