@@ -11,6 +11,28 @@
 //! - [`Kv`]: the store as a node's actors use it (through a gateway): its guarantees.
 //! - [`StoreClient`]: requests to a shard, following not-leader hints, retried only where
 //!   that is safe.
+//!
+//! # Guarantees
+//! - **Consistency.** Each shard is one Raft group; a write is acknowledged once a majority of
+//!   its replicas have it on disk (fsync), and is never lost while a majority survives. A
+//!   minority (after a partition or crashes) commits nothing and serves no linearizable read.
+//!   Reads are linearizable by default (the leader confirms its leadership with a quorum, then
+//!   answers once it has applied everything committed before), serializable on request.
+//! - **Revisions** are per shard; operations in different shards are not ordered with each
+//!   other, and a transaction (or a prefix delete) stays within one shard.
+//! - **Watches** see each shard's changes in revision order, every change of a revision at
+//!   once, none lost or repeated across replica failures and leader changes; from a revision
+//!   before the shard's compaction point they fail with `Compacted`.
+//! - **Leases**: a TTL is a minimum; keys go all at once, through the log, when the leader
+//!   finds the lease expired (every replica emits the same deletes).
+//! - **Limits**: keys up to 4 KiB, values up to 1 MiB, requests up to 1.5 MiB
+//!   ([`Limits`](cadre_cluster::store::Limits)), refused with an error naming what is over.
+//!
+//! # Limits of this version
+//! Every store node hosts a replica of every shard, and the groups are the first
+//! `bootstrap_expect` store nodes (by name) that came up: start exactly that many store nodes.
+//! Store nodes joining later host no replicas (no membership changes yet), and nodes
+//! are told apart by name.
 
 mod client;
 pub mod gateway;
