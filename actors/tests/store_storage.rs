@@ -82,6 +82,8 @@ fn a_reopened_store_has_its_log_vote_and_state_back() {
         sm.build_snapshot().await.unwrap();
         sm.apply([put(3, "c")]).await.unwrap();
         assert_eq!(sm.read(|s| s.revision()), 3);
+        drop((log, sm, other));
+        disk.close();
     });
     rt.block_on(async {
         let disk = Disk::open(&path).unwrap();

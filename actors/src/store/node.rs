@@ -126,8 +126,11 @@ impl StoreNode {
         let Some(disk) = self.disk.lock().take() else {
             return;
         };
-        while disk.users() > 1 && tokio::time::Instant::now() < deadline {
+        // The Raft members shut down once their actors are gone; then only this handle and
+        // the writer thread hold the file.
+        while disk.users() > 2 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        disk.close();
     }
 }

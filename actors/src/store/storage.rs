@@ -19,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -97,10 +98,66 @@ fn codec(make: fn(AnyError) -> StorageIOError<NodeId>, e: impl ToString) -> Stor
     make(AnyError::error(e)).into()
 }
 
-/// The node's store file.
+/// Changes a write transaction (run on the writer thread).
+type Apply = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send>;
+/// Told the outcome once the transaction that carried its change has committed.
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+struct Job {
+    apply: Apply,
+    done: Done,
+    durable: bool,
+}
+
+/// Log entries handed to the writer and not yet committed, by (shard, index): readers see
+/// them; the version tells a stale removal from a newer entry at the same index.
+type Pending = Arc<parking_lot::Mutex<BTreeMap<(u16, u64), (u64, Arc<Vec<u8>>)>>>;
+
+/// The writer thread: takes every change queued (of every shard on the node), applies them in
+/// one transaction, commits once (one fsync when any of them asked for durability), then tells
+/// each its outcome. Group commit: while one commit syncs, the next batch gathers.
+fn writer(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let durable = batch.iter().any(|j| j.durable);
+        let mut dones = Vec::with_capacity(batch.len());
+        let mut applies = Vec::with_capacity(batch.len());
+        for job in batch {
+            applies.push(job.apply);
+            dones.push(job.done);
+        }
+        let outcome = (|| -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            if !durable {
+                txn.set_durability(redb::Durability::None)?;
+            }
+            for apply in applies {
+                apply(&txn)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })()
+        .map_err(|e| e.to_string());
+        for done in dones {
+            done(outcome.clone());
+        }
+    }
+}
+
+/// The node's store file, and its writer thread.
 #[derive(Clone)]
 pub struct Disk {
     db: Arc<Database>,
+    jobs: std::sync::mpsc::Sender<Job>,
+    pending: Pending,
+    versions: Arc<std::sync::atomic::AtomicU64>,
+    thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Disk {
@@ -121,12 +178,63 @@ impl Disk {
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
-        Ok(Disk { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("cadre-store-writer".into())
+            .spawn(move || writer(w, rx))
+            .map_err(redb::Error::Io)?;
+        Ok(Disk {
+            db,
+            jobs: tx,
+            pending: Pending::default(),
+            versions: Arc::default(),
+            thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
+        })
     }
 
-    /// How many handles share the file (this one included).
+    /// How many handles share the file: this one, its other clones, and the writer thread.
     pub(crate) fn users(&self) -> usize {
         Arc::strong_count(&self.db)
+    }
+
+    /// Lets go of the file: when this is the last handle (every shard's stores dropped), the
+    /// writer thread ends and the file closes before this returns, so that it can be opened
+    /// again at once.
+    pub fn close(self) {
+        let thread = self.thread.lock().take();
+        let last = Arc::strong_count(&self.db) <= 2;
+        drop(self);
+        if let (true, Some(t)) = (last, thread) {
+            let _ = t.join();
+        }
+    }
+
+    /// Queues a change for the writer; `done` is told once it is committed.
+    fn submit(&self, durable: bool, apply: Apply, done: Done) {
+        let job = Job {
+            apply,
+            done,
+            durable,
+        };
+        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(job) {
+            (job.done)(Err("the store's writer has stopped".into()));
+        }
+    }
+
+    /// Applies a change and waits until it is committed.
+    async fn write(&self, durable: bool, apply: Apply) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(
+            durable,
+            apply,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await
+            .unwrap_or_else(|_| Err("the store's writer has stopped".into()))
     }
 
     /// The log store and the state machine of `shard`, with the state machine restored from
@@ -136,11 +244,11 @@ impl Disk {
     /// The snapshot cannot be read.
     pub fn shard(&self, shard: u16) -> StoreResult<(LogStore, ShardState)> {
         let log = LogStore {
-            db: self.db.clone(),
+            disk: self.clone(),
             shard,
         };
         let state = ShardState {
-            db: self.db.clone(),
+            disk: self.clone(),
             shard,
             inner: Rc::new(RefCell::new(Inner::default())),
         };
@@ -154,13 +262,13 @@ impl Disk {
 /// A shard's log, vote and committed id.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    disk: Disk,
     shard: u16,
 }
 
 impl LogStore {
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
-        let txn = self.db.begin_read().map_err(|e| io(read, e))?;
+        let txn = self.disk.db.begin_read().map_err(|e| io(read, e))?;
         let table = txn.open_table(META).map_err(|e| io(read, e))?;
         match table.get((self.shard, key)).map_err(|e| io(read, e))? {
             Some(v) => Ok(Some(decode_body(v.value()).map_err(|e| codec(read, e))?)),
@@ -170,33 +278,42 @@ impl LogStore {
 
     /// Writes a meta value; `durable` commits with an fsync, otherwise it reaches the disk with
     /// the next durable commit.
-    fn set_meta<T: Serialize>(&self, key: &str, value: &T, durable: bool) -> StoreResult<()> {
+    async fn set_meta<T: Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+        durable: bool,
+    ) -> StoreResult<()> {
         let bytes = encode_body(value).map_err(|e| codec(write, e))?;
-        let mut txn = self.db.begin_write().map_err(|e| io(write, e))?;
-        if !durable {
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| codec(write, e))?;
-        }
-        {
-            let mut table = txn.open_table(META).map_err(|e| io(write, e))?;
-            table
-                .insert((self.shard, key), bytes.as_slice())
-                .map_err(|e| io(write, e))?;
-        }
-        txn.commit().map_err(|e| io(write, e))
+        let shard = self.shard;
+        let apply: Apply = Box::new(move |txn| {
+            txn.open_table(META)?
+                .insert((shard, key), bytes.as_slice())?;
+            Ok(())
+        });
+        self.disk
+            .write(durable, apply)
+            .await
+            .map_err(|e| codec(write, e))
     }
 
     /// Removes the entries with index in `range`.
-    fn remove(&self, range: impl RangeBounds<u64>) -> StoreResult<()> {
+    async fn remove(&self, range: impl RangeBounds<u64>) -> StoreResult<()> {
         let (lo, hi) = self.keys(range);
-        let txn = self.db.begin_write().map_err(|e| io(write_logs, e))?;
-        {
-            let mut table = txn.open_table(LOG).map_err(|e| io(write_logs, e))?;
-            table
-                .retain_in((lo, hi), |_, _| false)
-                .map_err(|e| io(write_logs, e))?;
-        }
-        txn.commit().map_err(|e| io(write_logs, e))
+        let (l, h) = (lo, hi);
+        let apply: Apply = Box::new(move |txn| {
+            txn.open_table(LOG)?.retain_in((l, h), |_, _| false)?;
+            Ok(())
+        });
+        self.disk
+            .write(true, apply)
+            .await
+            .map_err(|e| codec(write_logs, e))?;
+        self.disk
+            .pending
+            .lock()
+            .retain(|k, _| !(lo, hi).contains(k));
+        Ok(())
     }
 
     fn keys(&self, range: impl RangeBounds<u64>) -> KeyRange {
@@ -220,17 +337,22 @@ impl RaftLogReader<ShardRaft> for LogStore {
         &mut self,
         range: RB,
     ) -> StoreResult<Vec<Entry<ShardRaft>>> {
-        let txn = self.db.begin_read().map_err(|e| io(read_logs, e))?;
+        let keys = self.keys(range);
+        let txn = self.disk.db.begin_read().map_err(|e| io(read_logs, e))?;
         let table = txn.open_table(LOG).map_err(|e| io(read_logs, e))?;
-        let mut out = Vec::new();
-        for item in table
-            .range(self.keys(range))
-            .map_err(|e| io(read_logs, e))?
-        {
-            let (_, v) = item.map_err(|e| io(read_logs, e))?;
-            out.push(decode_body(v.value()).map_err(|e| codec(read_logs, e))?);
+        let mut found: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for item in table.range(keys).map_err(|e| io(read_logs, e))? {
+            let (k, v) = item.map_err(|e| io(read_logs, e))?;
+            found.insert(k.value().1, v.value().to_vec());
         }
-        Ok(out)
+        // Entries handed to the writer and not yet committed count as written.
+        for ((_, index), (_, bytes)) in self.disk.pending.lock().range(keys) {
+            found.insert(*index, bytes.to_vec());
+        }
+        found
+            .values()
+            .map(|b| decode_body(b).map_err(|e| codec(read_logs, e)))
+            .collect()
     }
 }
 
@@ -239,18 +361,30 @@ impl RaftLogStorage<ShardRaft> for LogStore {
 
     async fn get_log_state(&mut self) -> StoreResult<LogState<ShardRaft>> {
         let last_purged: Option<LogId<NodeId>> = self.meta("purged")?;
-        let txn = self.db.begin_read().map_err(|e| io(read_logs, e))?;
+        let txn = self.disk.db.begin_read().map_err(|e| io(read_logs, e))?;
         let table = txn.open_table(LOG).map_err(|e| io(read_logs, e))?;
-        let last = table
+        let stored = table
             .range(self.keys(..))
             .map_err(|e| io(read_logs, e))?
             .next_back()
             .transpose()
-            .map_err(|e| io(read_logs, e))?;
+            .map_err(|e| io(read_logs, e))?
+            .map(|(k, v)| (k.value().1, v.value().to_vec()));
+        let pending = self
+            .disk
+            .pending
+            .lock()
+            .range(self.keys(..))
+            .next_back()
+            .map(|((_, i), (_, b))| (*i, b.to_vec()));
+        let last = match (stored, pending) {
+            (Some(s), Some(p)) => Some(if p.0 >= s.0 { p } else { s }),
+            (s, p) => s.or(p),
+        };
         let last_log_id = match last {
-            Some((_, v)) => {
+            Some((_, bytes)) => {
                 let entry: Entry<ShardRaft> =
-                    decode_body(v.value()).map_err(|e| codec(read_logs, e))?;
+                    decode_body(&bytes).map_err(|e| codec(read_logs, e))?;
                 Some(entry.log_id)
             }
             None => last_purged,
@@ -266,7 +400,7 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
-        self.set_meta("vote", vote, true)
+        self.set_meta("vote", vote, true).await
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
@@ -276,7 +410,7 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
         // Not worth an fsync: the committed id is an optimisation (a restarted replica that
         // lost it learns it again from the leader), so it rides on the next durable commit.
-        self.set_meta("committed", &committed, false)
+        self.set_meta("committed", &committed, false).await
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
@@ -287,28 +421,56 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     where
         I: IntoIterator<Item = Entry<ShardRaft>>,
     {
-        let txn = self.db.begin_write().map_err(|e| io(write_logs, e))?;
+        // Handed to the writer: readers see the entries at once, and openraft is told they are
+        // on disk once the commit that carries them (with other shards' appends) has synced.
+        let shard = self.shard;
+        let mut batch = Vec::new();
         {
-            let mut table = txn.open_table(LOG).map_err(|e| io(write_logs, e))?;
+            let mut pending = self.disk.pending.lock();
             for entry in entries {
-                let bytes = encode_body(&entry).map_err(|e| codec(write_logs, e))?;
-                table
-                    .insert((self.shard, entry.log_id.index), bytes.as_slice())
-                    .map_err(|e| io(write_logs, e))?;
+                let bytes = Arc::new(encode_body(&entry).map_err(|e| codec(write_logs, e))?);
+                let version = self
+                    .disk
+                    .versions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                pending.insert((shard, entry.log_id.index), (version, bytes.clone()));
+                batch.push((entry.log_id.index, version, bytes));
             }
         }
-        txn.commit().map_err(|e| io(write_logs, e))?;
-        callback.log_io_completed(Ok(()));
+        let written = batch.clone();
+        let apply: Apply = Box::new(move |txn| {
+            let mut table = txn.open_table(LOG)?;
+            for (index, _, bytes) in &written {
+                table.insert((shard, *index), bytes.as_slice())?;
+            }
+            Ok(())
+        });
+        let pending = self.disk.pending.clone();
+        let done: Done = Box::new(move |outcome| {
+            if outcome.is_ok() {
+                let mut pending = pending.lock();
+                for (index, version, _) in &batch {
+                    if pending
+                        .get(&(shard, *index))
+                        .is_some_and(|(v, _)| v == version)
+                    {
+                        pending.remove(&(shard, *index));
+                    }
+                }
+            }
+            callback.log_io_completed(outcome.map_err(std::io::Error::other));
+        });
+        self.disk.submit(true, apply, done);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        self.remove(log_id.index..)
+        self.remove(log_id.index..).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        self.set_meta("purged", &Some(log_id), true)?;
-        self.remove(..=log_id.index)
+        self.set_meta("purged", &Some(log_id), true).await?;
+        self.remove(..=log_id.index).await
     }
 }
 
@@ -333,7 +495,7 @@ struct Inner {
 /// it (serializable reads, watch history) on the same thread.
 #[derive(Clone)]
 pub struct ShardState {
-    db: Arc<Database>,
+    disk: Disk,
     shard: u16,
     inner: Rc<RefCell<Inner>>,
 }
@@ -350,7 +512,11 @@ impl ShardState {
     }
 
     fn read_snapshot(&self) -> StoreResult<Option<Vec<u8>>> {
-        let txn = self.db.begin_read().map_err(|e| io(read_snapshot, e))?;
+        let txn = self
+            .disk
+            .db
+            .begin_read()
+            .map_err(|e| io(read_snapshot, e))?;
         let table = txn.open_table(SNAPSHOT).map_err(|e| io(read_snapshot, e))?;
         Ok(table
             .get(self.shard)
@@ -358,17 +524,16 @@ impl ShardState {
             .map(|v| v.value().to_vec()))
     }
 
-    fn write_snapshot(&self, bytes: &[u8]) -> StoreResult<()> {
-        let txn = self.db.begin_write().map_err(|e| io(write_snapshot, e))?;
-        {
-            let mut table = txn
-                .open_table(SNAPSHOT)
-                .map_err(|e| io(write_snapshot, e))?;
-            table
-                .insert(self.shard, bytes)
-                .map_err(|e| io(write_snapshot, e))?;
-        }
-        txn.commit().map_err(|e| io(write_snapshot, e))
+    async fn write_snapshot(&self, bytes: &[u8]) -> StoreResult<()> {
+        let (shard, bytes) = (self.shard, bytes.to_vec());
+        let apply: Apply = Box::new(move |txn| {
+            txn.open_table(SNAPSHOT)?.insert(shard, bytes.as_slice())?;
+            Ok(())
+        });
+        self.disk
+            .write(true, apply)
+            .await
+            .map_err(|e| codec(write_snapshot, e))
     }
 
     fn restore(&self, bytes: &[u8]) -> StoreResult<SnapshotMeta<NodeId, BasicNode>> {
@@ -402,7 +567,7 @@ impl RaftSnapshotBuilder<ShardRaft> for ShardState {
             let bytes = encode_body(&stored).map_err(|e| codec(write_snapshot, e))?;
             (meta, bytes)
         };
-        self.write_snapshot(&bytes)?;
+        self.write_snapshot(&bytes).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -471,7 +636,7 @@ impl RaftStateMachine<ShardRaft> for ShardState {
             sm: stored.sm,
         };
         let bytes = encode_body(&stored).map_err(|e| codec(write_snapshot, e))?;
-        self.write_snapshot(&bytes)?;
+        self.write_snapshot(&bytes).await?;
         self.restore(&bytes)?;
         Ok(())
     }
