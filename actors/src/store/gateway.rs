@@ -391,31 +391,34 @@ impl Handler<KvWatch> for StoreGateway {
     }
 }
 
-/// Forms the shards' Raft groups once `expect` store nodes are up: the first of them by name
-/// initializes every shard with those nodes as members. Initializing a group that exists is
-/// refused by Raft and ignored, so this is safe to repeat (after a restart, or when several
-/// nodes start at once).
+/// Forms the shards' Raft groups once `expect` store nodes are up: each shard is initialized,
+/// with those nodes as members, by one of them — the first by rendezvous order for that shard,
+/// so that the first leaders (and their work) spread over the nodes. Initializing a group that
+/// exists is refused by Raft and ignored, so this is safe to repeat (after a restart, or when
+/// several nodes start at once).
 pub(crate) async fn bootstrap(cluster: ClusterNode, store: StoreNode, shards: u16, expect: usize) {
     let mut events = cluster.events();
     loop {
         let members = store_members(&cluster, expect).await;
         if members.len() >= expect {
-            if members[0] == cluster.name() {
-                for shard in 0..shards {
-                    let Some(replica) = store.replica(shard) else {
-                        continue;
-                    };
-                    match replica
-                        .ask(Initialize(members.clone()), Duration::from_secs(10))
-                        .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::warn!(shard, error = %e, "shard not initialized"),
-                        Err(e) => tracing::warn!(shard, error = %e, "shard not initialized"),
-                    }
+            let names: Vec<&str> = members.iter().map(String::as_str).collect();
+            let mine: Vec<u16> = (0..shards)
+                .filter(|s| routing::place(*s, &names, 1).first() == Some(&cluster.name()))
+                .collect();
+            for &shard in &mine {
+                let Some(replica) = store.replica(shard) else {
+                    continue;
+                };
+                match replica
+                    .ask(Initialize(members.clone()), Duration::from_secs(10))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(shard, error = %e, "shard not initialized"),
+                    Err(e) => tracing::warn!(shard, error = %e, "shard not initialized"),
                 }
-                tracing::info!(?members, shards, "store groups formed");
             }
+            tracing::info!(?members, shards = ?mine, "store groups formed");
             return;
         }
         // Wait for a membership change (or look again in a second).
