@@ -590,3 +590,80 @@ fn a_minority_cannot_commit_and_oversized_requests_are_refused() {
         c.write(0, put("k/after", "2")).await.unwrap();
     });
 }
+
+#[test]
+fn a_partitioned_leader_commits_nothing_and_its_writes_vanish_when_it_heals() {
+    use cadre_actors::store::StoreClientError;
+
+    run(async {
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let nodes = nodes().await;
+        let stores = stores(&nodes, &dirs).await;
+        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        stores[0]
+            .replica(0)
+            .unwrap()
+            .ask(Initialize(members), T)
+            .await
+            .unwrap()
+            .unwrap();
+        client(&nodes[0])
+            .write(0, put("k/0", "before"))
+            .await
+            .unwrap();
+        let old = leader(&stores[0]).await.unwrap();
+        let k = NAMES.iter().position(|n| *n == old).unwrap();
+        let others: Vec<usize> = (0..3).filter(|i| *i != k).collect();
+        // Cut the leader off from both followers, both ways.
+        for &i in &others {
+            nodes[k].transport().cut_off(NAMES[i]);
+            nodes[i].transport().cut_off(NAMES[k]);
+        }
+        // The old leader's side is a minority: nothing it takes is acknowledged.
+        let alone = StoreClient::new(
+            nodes[k].transport().clone(),
+            HashMap::from([(0u16, vec![old.clone()])]),
+        )
+        .with_timeout(Duration::from_millis(1500));
+        let lost = alone.write(0, put("k/0", "minority")).await;
+        assert!(
+            matches!(
+                lost,
+                Err(StoreClientError::Uncertain { .. } | StoreClientError::NoLeader { .. })
+            ),
+            "the minority acknowledged a write: {lost:?}"
+        );
+        // The majority elects a leader of its own and goes on.
+        let majority = StoreClient::new(
+            nodes[others[0]].transport().clone(),
+            HashMap::from([(0u16, others.iter().map(|i| NAMES[*i].to_string()).collect())]),
+        );
+        majority.write(0, put("k/0", "majority")).await.unwrap();
+        majority.write(0, put("k/1", "majority")).await.unwrap();
+        // Healed: the old leader follows, and its write that was never committed is gone.
+        for &i in &others {
+            nodes[k].transport().restore(NAMES[i]);
+            nodes[i].transport().restore(NAMES[k]);
+        }
+        let own = StoreClient::new(
+            nodes[k].transport().clone(),
+            HashMap::from([(0u16, vec![old.clone()])]),
+        );
+        eventually("the old leader catches up", || async {
+            values(&own, false).await
+                == vec![
+                    ("k/0".to_string(), "majority".to_string()),
+                    ("k/1".to_string(), "majority".to_string()),
+                ]
+        })
+        .await;
+        let everyone = client(&nodes[k]);
+        assert_eq!(
+            values(&everyone, true).await,
+            vec![
+                ("k/0".to_string(), "majority".to_string()),
+                ("k/1".to_string(), "majority".to_string()),
+            ]
+        );
+    });
+}

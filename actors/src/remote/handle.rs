@@ -184,6 +184,9 @@ impl RemoteRef {
 
     /// The live connection to the node: the cached one while it lives, else the node's current.
     fn link(&self) -> Option<Arc<Link>> {
+        if self.transport.is_cut(&self.node) {
+            return None;
+        }
         if let Some(link) = self.link.get() {
             if !link.is_closed() {
                 return Some(link.clone());

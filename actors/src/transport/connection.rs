@@ -416,6 +416,9 @@ fn handle(
     cache: &mut Option<LastDispatch>,
     env: EnvelopeRef<'_>,
 ) -> Result<Option<WaitDelivery>, ConnError> {
+    if inner.is_cut(&peer.node) {
+        return Ok(None); // the fault injector's partition: as if never received
+    }
     match env {
         EnvelopeRef::Tell(t) => {
             match dispatcher(inner, cache, t.to, t.tag).and_then(|d| d.tell_bytes(t.tag, t.body)) {

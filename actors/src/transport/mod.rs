@@ -167,6 +167,8 @@ pub(crate) struct TransportInner {
     /// The one dialer kept per peer address.
     dials: Mutex<HashMap<SocketAddr, Arc<Dial>>>,
     connections: PoolRef<Connection>,
+    /// Peers cut off by the fault injector ([`Node::cut_off`]).
+    cut: RwLock<std::collections::HashSet<Arc<str>>>,
 }
 
 impl TransportInner {
@@ -176,6 +178,12 @@ impl TransportInner {
         if dials.get(&addr).is_some_and(|d| Arc::ptr_eq(d, dial)) {
             dials.remove(&addr);
         }
+    }
+
+    /// Whether the fault injector cut this node off from `node`.
+    pub(crate) fn is_cut(&self, node: &str) -> bool {
+        let cut = self.cut.read();
+        !cut.is_empty() && cut.contains(node)
     }
 
     pub(crate) fn add_link(&self, node: &str, link: Arc<Link>) {
@@ -197,6 +205,9 @@ impl TransportInner {
     }
 
     pub(crate) fn link(&self, node: &str) -> Option<Arc<Link>> {
+        if self.is_cut(node) {
+            return None;
+        }
         self.links
             .read()
             .get(node)?
@@ -279,6 +290,7 @@ impl Node {
             links: RwLock::default(),
             dials: Mutex::default(),
             connections: pool.pool_ref(),
+            cut: RwLock::default(),
         });
         let listener_socket = Arc::new(std_listener);
         let li = inner.clone();
@@ -400,10 +412,23 @@ impl Node {
     }
 
     /// The ids of the peers with an established connection.
+    /// Fault injection, for tests: simulates a network partition between this node and `peer`.
+    /// Messages to it fail at once as unreachable, and messages from it are dropped unread (an
+    /// ask from it gets no reply). Cut both sides for a symmetric partition; the gossip (UDP)
+    /// is not affected.
+    pub fn cut_off(&self, peer: &str) {
+        self.inner.cut.write().insert(peer.into());
+    }
+
+    /// Ends a [`Node::cut_off`].
+    pub fn restore(&self, peer: &str) {
+        self.inner.cut.write().remove(peer);
+    }
+
     /// Whether a message to `node` can be sent now: it is this node, or a connection to it
     /// is open.
     pub fn is_reachable(&self, node: &str) -> bool {
-        node == self.id() || self.inner.link(node).is_some()
+        (node == self.id() && !self.inner.is_cut(node)) || self.inner.link(node).is_some()
     }
 
     /// The peers with an open connection, by id.
