@@ -667,3 +667,55 @@ fn a_partitioned_leader_commits_nothing_and_its_writes_vanish_when_it_heals() {
         );
     });
 }
+
+#[test]
+fn a_watcher_that_falls_behind_loses_nothing() {
+    run(async {
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let nodes = nodes().await;
+        let stores = stores(&nodes, &dirs).await;
+        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        stores[0]
+            .replica(0)
+            .unwrap()
+            .ask(Initialize(members), T)
+            .await
+            .unwrap()
+            .unwrap();
+        let c = client(&nodes[1]);
+        let mut watch = c.watch(0, b"k/", 0).await.unwrap();
+        // More changes than the watcher's inbox holds, while it reads nothing.
+        let n = 1300u64;
+        let c = std::rc::Rc::new(c);
+        let mut writers = Vec::new();
+        for w in 0..13u64 {
+            let c = c.clone();
+            writers.push(actix::spawn(async move {
+                for i in 0..n / 13 {
+                    c.write(0, put(&format!("k/{w:02}-{i:03}"), "v"))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let mut next = 1;
+        let mut keys = std::collections::BTreeSet::new();
+        while next <= n {
+            match tokio::time::timeout(T, watch.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                WatchUpdate::Changes { revision, events } => {
+                    assert_eq!(revision, next, "in order, none twice, none lost");
+                    assert!(keys.insert(events[0].kv.key.clone()));
+                    next += 1;
+                }
+                WatchUpdate::Progress { .. } => {}
+            }
+        }
+    });
+}

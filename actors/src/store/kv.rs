@@ -197,8 +197,8 @@ impl Kv {
     /// # Errors
     /// [`KvError`].
     pub async fn watch(&self, prefix: &[u8], start: Revision) -> Result<KvWatchStream, KvError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let inbox = cadre_runtime::spawn("kv-watch", 4096, WatchInbox { tx });
+        let (tx, rx) = mpsc::channel(1024);
+        let inbox = cadre_runtime::spawn("kv-watch", 1024, WatchInbox { tx });
         let name = format!("kv.watcher.{:016x}", fastrand::u64(..));
         self.transport
             .expose(&name, inbox)
@@ -225,8 +225,10 @@ impl Kv {
     }
 }
 
+/// Hands updates to the stream, waiting (its mailbox filling, then the sender's connection)
+/// while the stream's reader is behind: nothing is dropped and nothing waits unbounded.
 struct WatchInbox {
-    tx: mpsc::UnboundedSender<KvWatchUpdate>,
+    tx: mpsc::Sender<KvWatchUpdate>,
 }
 
 impl Actor for WatchInbox {
@@ -236,15 +238,22 @@ impl Actor for WatchInbox {
 impl Handler<KvWatchUpdate> for WatchInbox {
     type Result = ();
     fn handle(&mut self, m: KvWatchUpdate, ctx: &mut Context<Self>) {
-        if self.tx.send(m).is_err() {
-            ctx.stop();
-        }
+        let tx = self.tx.clone();
+        ctx.wait(
+            async move { tx.send(m).await.is_ok() }
+                .into_actor(self)
+                .map(|open, _, ctx| {
+                    if !open {
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 }
 
 /// The updates of a [`Kv::watch`], each with its shard.
 pub struct KvWatchStream {
-    rx: mpsc::UnboundedReceiver<KvWatchUpdate>,
+    rx: mpsc::Receiver<KvWatchUpdate>,
     transport: Node,
     name: String,
 }

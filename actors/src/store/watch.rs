@@ -16,9 +16,13 @@ use crate::Node;
 /// moves to another replica.
 const SILENCE: Duration = Duration::from_secs(3);
 
+/// How many messages wait for the watcher at most; beyond, one is dropped and the numbering
+/// gap makes the watch start again after the last update delivered (nothing is lost).
+const INBOX: usize = 1024;
+
 /// Receives a watch's messages on the watcher's node.
 struct Inbox {
-    tx: mpsc::UnboundedSender<WatchEvents>,
+    tx: mpsc::Sender<WatchEvents>,
 }
 
 impl Actor for Inbox {
@@ -28,8 +32,9 @@ impl Actor for Inbox {
 impl Handler<WatchEvents> for Inbox {
     type Result = ();
     fn handle(&mut self, m: WatchEvents, ctx: &mut Context<Self>) {
-        if self.tx.send(m).is_err() {
-            ctx.stop();
+        match self.tx.try_send(m) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
         }
     }
 }
@@ -46,7 +51,7 @@ pub struct StoreWatch {
     prefix: Vec<u8>,
     replicas: Vec<String>,
     inbox_name: String,
-    rx: mpsc::UnboundedReceiver<WatchEvents>,
+    rx: mpsc::Receiver<WatchEvents>,
     /// The serving replica and the watch id there.
     current: Option<(String, WatchId)>,
     next_seq: u64,
@@ -69,7 +74,7 @@ impl StoreWatch {
         start: Revision,
         replicas: Vec<String>,
     ) -> Result<StoreWatch, StoreClientError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(INBOX);
         let inbox = cadre_runtime::spawn("store-watch", 4096, Inbox { tx });
         let inbox_name = format!("store.watcher.{:016x}", fastrand::u64(..));
         transport.expose(&inbox_name, inbox).accept::<WatchEvents>();
