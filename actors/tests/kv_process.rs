@@ -190,6 +190,51 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
 
+    // Compaction: a watch from before it is refused with the reason.
+    let now: serde_json::Value = serde_json::from_str(&ok(
+        &[
+            "kv",
+            "--node",
+            &addrs[0],
+            "get",
+            "nodes/n1/status",
+            "--json",
+        ],
+        &home,
+    ))
+    .unwrap();
+    let rev = now["revision"].as_u64().unwrap().to_string();
+    ok(
+        &[
+            "kv",
+            "--node",
+            &addrs[1],
+            "compact",
+            &rev,
+            "--key",
+            "nodes/n1/status",
+        ],
+        &home,
+    );
+    let old = cadre(
+        &[
+            "kv",
+            "--node",
+            &addrs[2],
+            "watch",
+            "nodes/n1/",
+            "--rev",
+            "1",
+        ],
+        &home,
+    );
+    assert!(!old.status.success());
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("compacted"),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+
     // Bad input: a clear error, and the nodes keep serving.
     let bad = cadre(
         &["kv", "--node", &addrs[0], "del", "--prefix", "nodes/"],

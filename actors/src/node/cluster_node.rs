@@ -33,7 +33,7 @@ use super::view::{
 use crate::membership::{Gossip, GossipConfig, GossipError};
 use crate::remote::{Exposure, RemoteRef};
 use crate::store::gateway::{
-    bootstrap, KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWrite, StoreGateway, STORE,
+    bootstrap, KvCompact, KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWrite, StoreGateway, STORE,
 };
 use crate::store::replica::RaftTimings;
 use crate::store::{Kv, StoreNode, StoreStartError};
@@ -317,6 +317,7 @@ impl ClusterNode {
             .node
             .expose(STORE, gateway_ref.clone())
             .accept::<KvWrite>()
+            .accept::<KvCompact>()
             .accept::<KvRead>()
             .accept::<KvKeepAlive>()
             .accept::<KvTimeToLive>()

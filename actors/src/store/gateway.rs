@@ -110,6 +110,22 @@ impl RemoteMessage for KvWatchUpdate {
     const TAG: &'static str = "kv.watch.update";
 }
 
+/// Compact the history before `revision` of the shard holding `key`'s group.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KvCompact {
+    /// A key of the shard.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The first revision kept.
+    pub revision: Revision,
+}
+impl Message for KvCompact {
+    type Result = Result<Applied, String>;
+}
+impl RemoteMessage for KvCompact {
+    const TAG: &'static str = "kv.compact";
+}
+
 /// The shards a prefix touches: its group's, or all when it is shorter than a group.
 pub fn shards_of_prefix(prefix: &[u8], shards: u16) -> Vec<u16> {
     let slashes = prefix.iter().filter(|b| **b == b'/').count();
@@ -203,6 +219,19 @@ impl StoreGateway {
     }
 }
 
+/// Replicas per shard: a Raft group of three tolerates one failure.
+pub const REPLICAS: usize = 3;
+
+/// The members of `shard`'s group among the store nodes `members`: the first [`REPLICAS`] in
+/// the shard's rendezvous order (all of them when there are fewer).
+pub fn group_of(shard: u16, members: &[String]) -> Vec<String> {
+    let names: Vec<&str> = members.iter().map(String::as_str).collect();
+    routing::place(shard, &names, REPLICAS)
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
 /// The store nodes that form the groups: the first `expect` store members by name.
 pub(crate) async fn store_members(cluster: &ClusterNode, expect: usize) -> Vec<String> {
     let mut stores: Vec<String> = cluster
@@ -230,7 +259,7 @@ async fn with_client<T>(
     if client.replicas_older_than(Duration::from_secs(1)) {
         let members = store_members(&cluster, expect).await;
         if !members.is_empty() {
-            client.set_replicas((0..shards).map(|s| (s, members.clone())).collect());
+            client.set_replicas((0..shards).map(|s| (s, group_of(s, &members))).collect());
         }
     }
     f(&client).await
@@ -253,6 +282,28 @@ impl Handler<KvWrite> for StoreGateway {
             let shard = shard_of_request(&m.0, shards)?;
             with_client(cluster, client, shards, expect, async |c| {
                 c.write(shard, m.0).await.map_err(|e| e.to_string())
+            })
+            .await
+        })
+    }
+}
+
+impl Handler<KvCompact> for StoreGateway {
+    type Result = ResponseFuture<Result<Applied, String>>;
+    fn handle(&mut self, m: KvCompact, _: &mut Context<Self>) -> Self::Result {
+        let (cluster, client, shards, expect) = (
+            self.cluster.clone(),
+            self.client.clone(),
+            self.shards,
+            self.expect,
+        );
+        Box::pin(async move {
+            let shard = routing::shard_of(&m.key, shards);
+            let compact = Request::Compact {
+                revision: m.revision,
+            };
+            with_client(cluster, client, shards, expect, async |c| {
+                c.write(shard, compact).await.map_err(|e| e.to_string())
             })
             .await
         })
@@ -391,8 +442,8 @@ impl Handler<KvWatch> for StoreGateway {
     }
 }
 
-/// Forms the shards' Raft groups once `expect` store nodes are up: each shard is initialized,
-/// with those nodes as members, by one of them — the first by rendezvous order for that shard,
+/// Forms the shards' Raft groups once `expect` store nodes are up: each shard's group is its
+/// first [`REPLICAS`] of them in the shard's rendezvous order, initialized by the first of those,
 /// so that the first leaders (and their work) spread over the nodes. Initializing a group that
 /// exists is refused by Raft and ignored, so this is safe to repeat (after a restart, or when
 /// several nodes start at once).
@@ -410,7 +461,10 @@ pub(crate) async fn bootstrap(cluster: ClusterNode, store: StoreNode, shards: u1
                     continue;
                 };
                 match replica
-                    .ask(Initialize(members.clone()), Duration::from_secs(10))
+                    .ask(
+                        Initialize(group_of(shard, &members)),
+                        Duration::from_secs(10),
+                    )
                     .await
                 {
                     Ok(Ok(())) => {}

@@ -20,7 +20,9 @@ use cadre_cluster::store::{
 };
 use tokio::sync::mpsc;
 
-use super::gateway::{KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWatchUpdate, KvWrite, STORE};
+use super::gateway::{
+    KvCompact, KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWatchUpdate, KvWrite, STORE,
+};
 use super::storage::Applied;
 use crate::{Node, RemoteRef};
 
@@ -85,6 +87,25 @@ impl Kv {
             prev_kv: false,
         };
         Ok(self.write(Request::Put(put)).await?.revision)
+    }
+
+    /// Forgets the change history before `revision` of the shard holding `key`'s group
+    /// (revisions are per shard; watches from before it then fail with `Compacted`).
+    ///
+    /// # Errors
+    /// [`KvError`]: among them a revision beyond the shard's, or before its last compaction.
+    pub async fn compact(&self, key: &[u8], revision: Revision) -> Result<(), KvError> {
+        let applied = self
+            .call(KvCompact {
+                key: key.to_vec(),
+                revision,
+            })
+            .await?
+            .map_err(KvError::Store)?;
+        match applied.response {
+            Some(cadre_cluster::store::Response::Error(e)) => Err(KvError::Store(e.to_string())),
+            _ => Ok(()),
+        }
     }
 
     /// Reads (linearizable unless `serializable`).

@@ -28,11 +28,13 @@
 //! - **Limits**: keys up to 4 KiB, values up to 1 MiB, requests up to 1.5 MiB
 //!   ([`Limits`](cadre_cluster::store::Limits)), refused with an error naming what is over.
 //!
-//! # Limits of this version
-//! Every store node hosts a replica of every shard, and the groups are the first
-//! `bootstrap_expect` store nodes (by name) that came up: start exactly that many store nodes.
-//! Store nodes joining later host no replicas (no membership changes yet), and nodes
-//! are told apart by name.
+//! # Placement, and the limits of this version
+//! The store nodes are the first `bootstrap_expect` store nodes (by name) that came up: start
+//! exactly that many. Each shard's group is three of them (all, when fewer) chosen by
+//! rendezvous hashing, and the first of those forms it. A store node keeps an idle replica of
+//! the shards it is not in (no data). Groups do not change afterwards: store nodes joining
+//! later serve no shard, and a dead member is not replaced (no membership changes yet). Nodes
+//! are told apart by name. `compact` is per shard (revisions are); nothing compacts by itself.
 
 mod client;
 pub mod gateway;

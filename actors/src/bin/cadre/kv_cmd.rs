@@ -97,6 +97,14 @@ enum KvCommand {
         #[arg(long = "else-del")]
         else_dels: Vec<String>,
     },
+    /// Forget the history before a revision of the shard holding a key's group.
+    Compact {
+        /// The first revision kept.
+        revision: u64,
+        /// A key of the shard (its first two `/` segments decide the shard).
+        #[arg(long)]
+        key: String,
+    },
     /// Print the changes under a prefix as they happen.
     Watch {
         /// The prefix.
@@ -371,6 +379,17 @@ pub(crate) fn run_kv(opts: KvOptions) -> anyhow::Result<()> {
                 }
                 Some(Response::Error(e)) => bail!("{e}"),
                 other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+        KvCommand::Compact { revision, key } => {
+            kv.compact(key.as_bytes(), revision)
+                .await
+                .map_err(store_err)?;
+            if json {
+                print_json(&serde_json::json!({ "compacted": revision }))
+            } else {
+                println!("compacted before revision {revision}");
+                Ok(())
             }
         }
         KvCommand::Watch { prefix, rev, count } => {
