@@ -57,12 +57,12 @@ fn a_reopened_store_has_its_log_vote_and_state_back() {
     let path = dir.0.join("store.redb");
     let put = |i: u64, key: &str| Entry::<ShardRaft> {
         log_id: log_id(1, 1, i),
-        payload: EntryPayload::Normal(Request::Put(PutRequest {
+        payload: EntryPayload::Normal(vec![Request::Put(PutRequest {
             key: key.into(),
             value: b"v".to_vec(),
             lease: None,
             prev_kv: false,
-        })),
+        })]),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -252,6 +252,31 @@ const LEASE_TICK: Duration = Duration::from_millis(50);
 /// How long the leader waits for a proposed revoke before proposing it again.
 const REVOKE_RETRY: Duration = Duration::from_secs(2);
 
+/// Proposals (log entries of gathered writes) in flight at once per replica.
+const MAX_PROPOSALS: usize = 2;
+
+/// Most writes in one proposal.
+const MAX_BATCH: usize = 512;
+
+/// A request's size, roughly: its keys and values.
+fn request_size(request: &Request) -> usize {
+    match request {
+        Request::Put(p) => p.key.len() + p.value.len(),
+        Request::Delete(d) => d.key.len(),
+        Request::Txn(t) => t
+            .success
+            .iter()
+            .chain(&t.failure)
+            .map(|op| match op {
+                cadre_cluster::store::Op::Put(p) => p.key.len() + p.value.len(),
+                cadre_cluster::store::Op::Delete(d) => d.key.len(),
+                cadre_cluster::store::Op::Range(r) => r.key.len(),
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
 /// How often each watch gets a progress notification.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -363,6 +388,12 @@ pub struct ShardReplica {
     leases: LeaseClock,
     leading: bool,
     limits: Limits,
+    /// Writes waiting for the next proposal.
+    proposals: std::collections::VecDeque<(
+        Request,
+        tokio::sync::oneshot::Sender<Result<Applied, ReplicaError>>,
+    )>,
+    in_flight: usize,
 }
 
 impl ShardReplica {
@@ -380,7 +411,56 @@ impl ShardReplica {
             leases: LeaseClock::new(),
             leading: false,
             limits: Limits::default(),
+            proposals: std::collections::VecDeque::new(),
+            in_flight: 0,
         }
+    }
+
+    /// Proposes the queued writes as one log entry (one Raft round, one fsync per replica for
+    /// all of them), unless [`MAX_PROPOSALS`] are in flight already: writes arriving meanwhile
+    /// gather for the next one. Each write still gets its own revision and answer.
+    fn propose(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight >= MAX_PROPOSALS || self.proposals.is_empty() {
+            return;
+        }
+        let mut batch = Vec::new();
+        let mut replies = Vec::new();
+        let mut bytes = 0;
+        while let Some((request, reply)) = self.proposals.pop_front() {
+            bytes += request_size(&request);
+            batch.push(request);
+            replies.push(reply);
+            if batch.len() >= MAX_BATCH || bytes >= self.limits.max_request {
+                break;
+            }
+        }
+        self.in_flight += 1;
+        let raft = self.raft();
+        ctx.spawn(
+            async move { raft.client_write(batch).await }
+                .into_actor(self)
+                .map(move |outcome, act, ctx| {
+                    act.in_flight -= 1;
+                    match outcome {
+                        Ok(r) => {
+                            for (reply, applied) in replies.into_iter().zip(r.data) {
+                                let _ = reply.send(Ok(applied));
+                            }
+                        }
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(not_leader(&f)));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(ReplicaError::Raft(e.to_string())));
+                            }
+                        }
+                    }
+                    act.propose(ctx);
+                }),
+        );
     }
 
     /// Sends `updates` to watch `id`; a watcher that cannot be reached loses its watch (it
@@ -425,7 +505,7 @@ impl ShardReplica {
         for id in self.leases.expired(now, REVOKE_RETRY) {
             let raft = raft.clone();
             actix::spawn(async move {
-                if let Err(e) = raft.client_write(Request::LeaseRevoke { id }).await {
+                if let Err(e) = raft.client_write(vec![Request::LeaseRevoke { id }]).await {
                     tracing::debug!(lease = id, error = %e, "lease revoke not committed yet");
                 }
             });
@@ -589,21 +669,18 @@ impl Handler<SnapshotRpc> for ShardReplica {
 
 impl Handler<Write> for ShardReplica {
     type Result = ResponseFuture<Result<Applied, ReplicaError>>;
-    fn handle(&mut self, m: Write, _: &mut Context<Self>) -> Self::Result {
-        let raft = self.raft();
-        let limits = self.limits;
+    fn handle(&mut self, m: Write, ctx: &mut Context<Self>) -> Self::Result {
+        // Over a limit: refused before it reaches the log.
+        if let Err(e) = self.limits.check(&m.0) {
+            let e = ReplicaError::Refused(e.to_string());
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.proposals.push_back((m.0, tx));
+        self.propose(ctx);
         Box::pin(async move {
-            // Over a limit: refused before it reaches the log.
-            limits
-                .check(&m.0)
-                .map_err(|e| ReplicaError::Refused(e.to_string()))?;
-            match raft.client_write(m.0).await {
-                Ok(r) => Ok(r.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    Err(not_leader(&f))
-                }
-                Err(e) => Err(ReplicaError::Raft(e.to_string())),
-            }
+            rx.await
+                .unwrap_or_else(|_| Err(ReplicaError::Raft("the replica stopped".into())))
         })
     }
 }

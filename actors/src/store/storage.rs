@@ -48,10 +48,11 @@ pub struct Applied {
 }
 
 openraft::declare_raft_types!(
-    /// The Raft types of a status-store shard.
+    /// The Raft types of a status-store shard: an entry is a batch of requests, applied in
+    /// order (each at its own revision if it changes keys), answered one by one.
     pub ShardRaft:
-        D = Request,
-        R = Applied,
+        D = Vec<Request>,
+        R = Vec<Applied>,
         NodeId = u64,
         Node = BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
@@ -585,7 +586,7 @@ impl RaftStateMachine<ShardRaft> for ShardState {
         Ok((inner.last_applied, inner.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<Applied>>
+    async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<Vec<Applied>>>
     where
         I: IntoIterator<Item = Entry<ShardRaft>>,
     {
@@ -593,24 +594,27 @@ impl RaftStateMachine<ShardRaft> for ShardState {
         let mut out = Vec::new();
         for entry in entries {
             inner.last_applied = Some(entry.log_id);
-            let response = match entry.payload {
-                EntryPayload::Blank => None,
+            let applied = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     inner.membership = StoredMembership::new(Some(entry.log_id), m);
-                    None
+                    Vec::new()
                 }
-                EntryPayload::Normal(request) => {
-                    let (response, changes) = inner.sm.apply(request);
-                    if let (Some(changes), Some(tx)) = (changes, &inner.changes) {
-                        let _ = tx.send(changes);
-                    }
-                    Some(response)
-                }
+                EntryPayload::Normal(requests) => requests
+                    .into_iter()
+                    .map(|request| {
+                        let (response, changes) = inner.sm.apply(request);
+                        if let (Some(changes), Some(tx)) = (changes, &inner.changes) {
+                            let _ = tx.send(changes);
+                        }
+                        Applied {
+                            revision: inner.sm.revision(),
+                            response: Some(response),
+                        }
+                    })
+                    .collect(),
             };
-            out.push(Applied {
-                revision: inner.sm.revision(),
-                response,
-            });
+            out.push(applied);
         }
         Ok(out)
     }
