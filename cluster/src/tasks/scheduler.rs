@@ -378,16 +378,11 @@ impl Scheduler {
             if let Some(state) = self.nodes.get_mut(node) {
                 state.held.remove(&(a.id, a.attempt));
             }
-            if let Some(entry) = self.tasks.get_mut(&a.id) {
-                if entry.attempt == a.attempt && matches!(entry.phase, Phase::Running { .. }) {
-                    entry.phase = Phase::Queued;
-                    self.progress.running -= 1;
-                    self.progress.queued += 1;
-                    self.queues
-                        .entry(entry.task.kind.clone())
-                        .or_default()
-                        .push_front(a.id);
-                }
+            let current = self.tasks.get(&a.id).is_some_and(|entry| {
+                entry.attempt == a.attempt && matches!(entry.phase, Phase::Running { .. })
+            });
+            if current {
+                self.requeue(a.id);
             }
         }
     }
@@ -420,14 +415,8 @@ impl Scheduler {
                 break;
             }
             self.backoff.pop_first();
-            if let Some(entry) = self.tasks.get_mut(&id) {
-                entry.phase = Phase::Queued;
-                self.progress.retrying -= 1;
-                self.progress.queued += 1;
-                self.queues
-                    .entry(entry.task.kind.clone())
-                    .or_default()
-                    .push_front(id);
+            if self.tasks.contains_key(&id) {
+                self.requeue(id);
             }
         }
         let stranded: Vec<String> = self
@@ -600,10 +589,14 @@ impl Scheduler {
         self.requeue(id);
     }
 
+    /// Puts a running or backing-off task at the front of its kind's queue.
     fn requeue(&mut self, id: TaskId) {
         let entry = self.tasks.get_mut(&id).expect("requeued task exists");
-        entry.phase = Phase::Queued;
-        self.progress.running -= 1;
+        match std::mem::replace(&mut entry.phase, Phase::Queued) {
+            Phase::Running { .. } => self.progress.running -= 1,
+            Phase::Backoff => self.progress.retrying -= 1,
+            Phase::Queued => self.progress.queued -= 1,
+        }
         self.progress.queued += 1;
         self.queues
             .entry(entry.task.kind.clone())
