@@ -246,23 +246,31 @@ pub(crate) async fn store_members(cluster: &ClusterNode, expect: usize) -> Vec<S
     stores
 }
 
-/// Refreshes the client's view of who holds each shard, then runs `f` with it.
-async fn with_client<T>(
-    cluster: ClusterNode,
-    client: Rc<StoreClient>,
-    shards: u16,
-    expect: usize,
-    f: impl AsyncFnOnce(&StoreClient) -> T,
-) -> T {
-    // The groups' members change rarely (the client moves on from an unreachable replica by
-    // itself): look them up again at most once a second.
-    if client.replicas_older_than(Duration::from_secs(1)) {
-        let members = store_members(&cluster, expect).await;
-        if !members.is_empty() {
-            client.set_replicas((0..shards).map(|s| (s, group_of(s, &members))).collect());
-        }
+impl StoreGateway {
+    /// Runs `f` with the client (and the number of shards), the client's view of who holds
+    /// each shard refreshed first when stale.
+    fn serve<T: 'static>(
+        &self,
+        f: impl AsyncFnOnce(&StoreClient, u16) -> Result<T, String> + 'static,
+    ) -> ResponseFuture<Result<T, String>> {
+        let (cluster, client, shards, expect) = (
+            self.cluster.clone(),
+            self.client.clone(),
+            self.shards,
+            self.expect,
+        );
+        Box::pin(async move {
+            // The groups' members change rarely (the client moves on from an unreachable
+            // replica by itself): look them up again at most once a second.
+            if client.replicas_older_than(Duration::from_secs(1)) {
+                let members = store_members(&cluster, expect).await;
+                if !members.is_empty() {
+                    client.set_replicas((0..shards).map(|s| (s, group_of(s, &members))).collect());
+                }
+            }
+            f(&client, shards).await
+        })
     }
-    f(&client).await
 }
 
 impl Actor for StoreGateway {
@@ -272,18 +280,9 @@ impl Actor for StoreGateway {
 impl Handler<KvWrite> for StoreGateway {
     type Result = ResponseFuture<Result<Applied, String>>;
     fn handle(&mut self, m: KvWrite, _: &mut Context<Self>) -> Self::Result {
-        let (cluster, client, shards, expect) = (
-            self.cluster.clone(),
-            self.client.clone(),
-            self.shards,
-            self.expect,
-        );
-        Box::pin(async move {
+        self.serve(async move |c, shards| {
             let shard = shard_of_request(&m.0, shards)?;
-            with_client(cluster, client, shards, expect, async |c| {
-                c.write(shard, m.0).await.map_err(|e| e.to_string())
-            })
-            .await
+            c.write(shard, m.0).await.map_err(|e| e.to_string())
         })
     }
 }
@@ -291,21 +290,12 @@ impl Handler<KvWrite> for StoreGateway {
 impl Handler<KvCompact> for StoreGateway {
     type Result = ResponseFuture<Result<Applied, String>>;
     fn handle(&mut self, m: KvCompact, _: &mut Context<Self>) -> Self::Result {
-        let (cluster, client, shards, expect) = (
-            self.cluster.clone(),
-            self.client.clone(),
-            self.shards,
-            self.expect,
-        );
-        Box::pin(async move {
+        self.serve(async move |c, shards| {
             let shard = routing::shard_of(&m.key, shards);
             let compact = Request::Compact {
                 revision: m.revision,
             };
-            with_client(cluster, client, shards, expect, async |c| {
-                c.write(shard, compact).await.map_err(|e| e.to_string())
-            })
-            .await
+            c.write(shard, compact).await.map_err(|e| e.to_string())
         })
     }
 }
@@ -313,43 +303,34 @@ impl Handler<KvCompact> for StoreGateway {
 impl Handler<KvRead> for StoreGateway {
     type Result = ResponseFuture<Result<RangeResponse, String>>;
     fn handle(&mut self, m: KvRead, _: &mut Context<Self>) -> Self::Result {
-        let (cluster, client, shards, expect) = (
-            self.cluster.clone(),
-            self.client.clone(),
-            self.shards,
-            self.expect,
-        );
-        Box::pin(async move {
+        self.serve(async move |c, shards| {
             let targets = if m.range.prefix {
                 shards_of_prefix(&m.range.key, shards)
             } else {
                 vec![routing::shard_of(&m.range.key, shards)]
             };
-            with_client(cluster, client, shards, expect, async |c| {
-                let mut merged = RangeResponse {
-                    kvs: Vec::new(),
-                    count: 0,
-                    more: false,
-                    revision: 0,
-                };
-                for shard in &targets {
-                    let r = c
-                        .read(*shard, m.range.clone(), !m.serializable)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    merged.kvs.extend(r.kvs);
-                    merged.count += r.count;
-                    // One shard: its revision; several: none is meaningful for all.
-                    merged.revision = if targets.len() == 1 { r.revision } else { 0 };
-                }
-                merged.kvs.sort_by(|a, b| a.key.cmp(&b.key));
-                if m.range.limit > 0 && merged.kvs.len() > m.range.limit {
-                    merged.kvs.truncate(m.range.limit);
-                }
-                merged.more = merged.count > merged.kvs.len();
-                Ok(merged)
-            })
-            .await
+            let mut merged = RangeResponse {
+                kvs: Vec::new(),
+                count: 0,
+                more: false,
+                revision: 0,
+            };
+            for shard in &targets {
+                let r = c
+                    .read(*shard, m.range.clone(), !m.serializable)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                merged.kvs.extend(r.kvs);
+                merged.count += r.count;
+                // One shard: its revision; several: none is meaningful for all.
+                merged.revision = if targets.len() == 1 { r.revision } else { 0 };
+            }
+            merged.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+            if m.range.limit > 0 && merged.kvs.len() > m.range.limit {
+                merged.kvs.truncate(m.range.limit);
+            }
+            merged.more = merged.count > merged.kvs.len();
+            Ok(merged)
         })
     }
 }
@@ -367,21 +348,12 @@ fn lease_shard(id: LeaseId, shards: u16) -> Result<u16, String> {
 impl Handler<KvKeepAlive> for StoreGateway {
     type Result = ResponseFuture<Result<u64, String>>;
     fn handle(&mut self, m: KvKeepAlive, _: &mut Context<Self>) -> Self::Result {
-        let (cluster, client, shards, expect) = (
-            self.cluster.clone(),
-            self.client.clone(),
-            self.shards,
-            self.expect,
-        );
-        Box::pin(async move {
+        self.serve(async move |c, shards| {
             let shard = lease_shard(m.0, shards)?;
-            with_client(cluster, client, shards, expect, async |c| {
-                c.keep_alive(shard, m.0)
-                    .await
-                    .map(|d| d.as_millis() as u64)
-                    .map_err(|e| e.to_string())
-            })
-            .await
+            c.keep_alive(shard, m.0)
+                .await
+                .map(|d| d.as_millis() as u64)
+                .map_err(|e| e.to_string())
         })
     }
 }
@@ -389,21 +361,12 @@ impl Handler<KvKeepAlive> for StoreGateway {
 impl Handler<KvTimeToLive> for StoreGateway {
     type Result = ResponseFuture<Result<(u64, u64), String>>;
     fn handle(&mut self, m: KvTimeToLive, _: &mut Context<Self>) -> Self::Result {
-        let (cluster, client, shards, expect) = (
-            self.cluster.clone(),
-            self.client.clone(),
-            self.shards,
-            self.expect,
-        );
-        Box::pin(async move {
+        self.serve(async move |c, shards| {
             let shard = lease_shard(m.0, shards)?;
-            with_client(cluster, client, shards, expect, async |c| {
-                c.time_to_live(shard, m.0)
-                    .await
-                    .map(|(l, t)| (l.as_millis() as u64, t.as_millis() as u64))
-                    .map_err(|e| e.to_string())
-            })
-            .await
+            c.time_to_live(shard, m.0)
+                .await
+                .map(|(l, t)| (l.as_millis() as u64, t.as_millis() as u64))
+                .map_err(|e| e.to_string())
         })
     }
 }
@@ -411,33 +374,24 @@ impl Handler<KvTimeToLive> for StoreGateway {
 impl Handler<KvWatch> for StoreGateway {
     type Result = ResponseFuture<Result<(), String>>;
     fn handle(&mut self, m: KvWatch, _: &mut Context<Self>) -> Self::Result {
-        let (cluster, client, shards, expect) = (
-            self.cluster.clone(),
-            self.client.clone(),
-            self.shards,
-            self.expect,
-        );
-        Box::pin(async move {
-            let target = cluster.transport().actor(&m.node, &m.name);
-            with_client(cluster, client, shards, expect, async |c| {
-                for shard in shards_of_prefix(&m.prefix, shards) {
-                    let mut watch = c
-                        .watch(shard, &m.prefix, m.start)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let target = target.clone();
-                    actix::spawn(async move {
-                        while let Ok(update) = watch.next().await {
-                            let msg = KvWatchUpdate { shard, update };
-                            if target.tell_wait(msg).await.is_err() {
-                                return; // the watcher is gone
-                            }
+        let target = self.cluster.transport().actor(&m.node, &m.name);
+        self.serve(async move |c, shards| {
+            for shard in shards_of_prefix(&m.prefix, shards) {
+                let mut watch = c
+                    .watch(shard, &m.prefix, m.start)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let target = target.clone();
+                actix::spawn(async move {
+                    while let Ok(update) = watch.next().await {
+                        let msg = KvWatchUpdate { shard, update };
+                        if target.tell_wait(msg).await.is_err() {
+                            return; // the watcher is gone
                         }
-                    });
-                }
-                Ok(())
-            })
-            .await
+                    }
+                });
+            }
+            Ok(())
         })
     }
 }
