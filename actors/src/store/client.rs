@@ -6,7 +6,8 @@
 //! reply was lost (a timeout, a connection dropped while waiting, a replica shutting down
 //! after taking it) fails with [`StoreClientError::Uncertain`]:
 //! it may or may not have been applied, and only the caller knows whether repeating it is
-//! safe (a transaction comparing a mod revision is). Reads are retried on any failure.
+//! safe (a transaction comparing a mod revision is). Reads, keep-alives and time-to-live
+//! queries are retried on any failure but a refusal.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -139,12 +140,7 @@ impl StoreClient {
                     return Ok(applied);
                 }
                 Ok(Err(ReplicaError::NotLeader(leader))) => {
-                    last = format!("{node} is not the leader");
-                    let known = leader.is_some();
-                    self.learn(shard, leader);
-                    if !known {
-                        tokio::time::sleep(Duration::from_millis(50)).await; // an election
-                    }
+                    last = self.follow(shard, &node, leader).await;
                 }
                 Ok(Err(e @ (ReplicaError::LeaseNotFound(_) | ReplicaError::Refused(_)))) => {
                     return Err(StoreClientError::Refused {
@@ -175,11 +171,7 @@ impl StoreClient {
                 }
             }
         }
-        Err(StoreClientError::NoLeader {
-            shard,
-            attempts: self.attempts,
-            last,
-        })
+        Err(self.no_leader(shard, last))
     }
 
     /// Watches the keys of `shard` under `prefix` from revision `start` (0: from the next
@@ -216,7 +208,7 @@ impl StoreClient {
     /// # Errors
     /// [`StoreClientError::Refused`] for an unknown (or expired) lease, or no leader.
     pub async fn keep_alive(&self, shard: u16, id: LeaseId) -> Result<Duration, StoreClientError> {
-        self.leader_call(shard, || KeepAlive(id))
+        self.repeatable(shard, true, || KeepAlive(id))
             .await
             .map(Duration::from_millis)
     }
@@ -230,15 +222,36 @@ impl StoreClient {
         shard: u16,
         id: LeaseId,
     ) -> Result<(Duration, Duration), StoreClientError> {
-        self.leader_call(shard, || TimeToLive(id))
+        self.repeatable(shard, true, || TimeToLive(id))
             .await
             .map(|(left, ttl)| (Duration::from_millis(left), Duration::from_millis(ttl)))
     }
 
-    /// Sends a request only the leader serves, and that is safe to repeat.
-    async fn leader_call<M, T>(
+    /// Takes a not-leader answer from `node`: remembers the leader it names, or waits a moment
+    /// for an election when it names none. Returns what happened, for the error if all fails.
+    async fn follow(&self, shard: u16, node: &str, leader: Option<String>) -> String {
+        let known = leader.is_some();
+        self.learn(shard, leader);
+        if !known {
+            tokio::time::sleep(Duration::from_millis(50)).await; // an election
+        }
+        format!("{node} is not the leader")
+    }
+
+    fn no_leader(&self, shard: u16, last: String) -> StoreClientError {
+        StoreClientError::NoLeader {
+            shard,
+            attempts: self.attempts,
+            last,
+        }
+    }
+
+    /// Sends a request that is safe to repeat, following not-leader hints and retrying on any
+    /// failure but a refusal; `leader_only` requests teach the client the leader when answered.
+    async fn repeatable<M, T>(
         &self,
         shard: u16,
+        leader_only: bool,
         make: impl Fn() -> M,
     ) -> Result<T, StoreClientError>
     where
@@ -253,17 +266,15 @@ impl StoreClient {
             let replica = self.transport.actor(&node, &replica_name(shard));
             match replica.ask(make(), self.timeout).await {
                 Ok(Ok(r)) => {
-                    self.learn(shard, Some(node));
+                    if leader_only {
+                        self.learn(shard, Some(node));
+                    }
                     return Ok(r);
                 }
                 Ok(Err(ReplicaError::NotLeader(leader))) => {
-                    last = format!("{node} is not the leader");
-                    let known = leader.is_some();
-                    self.learn(shard, leader);
-                    if !known {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    last = self.follow(shard, &node, leader).await;
                 }
+                Ok(Err(ReplicaError::Raft(e))) => last = e,
                 Ok(Err(e)) => {
                     return Err(StoreClientError::Refused {
                         shard,
@@ -277,11 +288,7 @@ impl StoreClient {
                 }
             }
         }
-        Err(StoreClientError::NoLeader {
-            shard,
-            attempts: self.attempts,
-            last,
-        })
+        Err(self.no_leader(shard, last))
     }
 
     /// Reads keys of `shard`: linearizable (through the leader) or serializable (any replica).
@@ -294,38 +301,10 @@ impl StoreClient {
         range: RangeRequest,
         linearizable: bool,
     ) -> Result<RangeResponse, StoreClientError> {
-        let mut last = String::from("no replica known");
-        for n in 0..self.attempts {
-            let Some(node) = self.target(shard, n) else {
-                break;
-            };
-            let replica = self.transport.actor(&node, &replica_name(shard));
-            let read = Read {
-                range: range.clone(),
-                linearizable,
-            };
-            match replica.ask(read, self.timeout).await {
-                Ok(Ok(r)) => return Ok(r),
-                Ok(Err(ReplicaError::NotLeader(leader))) => {
-                    last = format!("{node} is not the leader");
-                    let known = leader.is_some();
-                    self.learn(shard, leader);
-                    if !known {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                Ok(Err(e)) => last = e.to_string(),
-                Err(e) => {
-                    last = e.to_string();
-                    self.learn(shard, None);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-        Err(StoreClientError::NoLeader {
-            shard,
-            attempts: self.attempts,
-            last,
-        })
+        let read = || Read {
+            range: range.clone(),
+            linearizable,
+        };
+        self.repeatable(shard, linearizable, read).await
     }
 }
