@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cadre_actors::node::{ClusterNode, NodeConfig};
@@ -15,30 +13,11 @@ use cadre_cluster::store::{PutRequest, RangeRequest, Request, WatchUpdate};
 use cadre_cluster::wire::Secret;
 use cadre_runtime::testkit::run;
 use cadre_runtime::Runtime;
+use common::{eventually, TempDir};
+
+mod common;
 
 const T: Duration = Duration::from_secs(20);
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cadre-store-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config(name: &str, seeds: Vec<SocketAddr>) -> NodeConfig {
     NodeConfig {
@@ -48,19 +27,6 @@ fn config(name: &str, seeds: Vec<SocketAddr>) -> NodeConfig {
         seeds,
         profile: Profile::LocalTest,
         ..NodeConfig::default()
-    }
-}
-
-/// Waits (at most `T`) until `check` holds, re-checking every 20 ms.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + T;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -109,6 +75,23 @@ async fn stores(nodes: &[ClusterNode], dirs: &[TempDir]) -> Vec<StoreNode> {
     stores
 }
 
+/// Three connected nodes, each with a replica of shard 0 in a directory of its own, the group
+/// formed.
+async fn group() -> (Vec<TempDir>, Vec<ClusterNode>, Vec<StoreNode>) {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+    let nodes = nodes().await;
+    let stores = stores(&nodes, &dirs).await;
+    let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+    stores[0]
+        .replica(0)
+        .unwrap()
+        .ask(Initialize(members), T)
+        .await
+        .unwrap()
+        .unwrap();
+    (dirs, nodes, stores)
+}
+
 fn put(key: &str, value: &str) -> Request {
     Request::Put(PutRequest {
         key: key.into(),
@@ -150,17 +133,7 @@ async fn values(c: &StoreClient, linearizable: bool) -> Vec<(String, String)> {
 #[test]
 fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
     run(async {
-        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
-        let nodes = nodes().await;
-        let stores = stores(&nodes, &dirs).await;
-        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        stores[0]
-            .replica(0)
-            .unwrap()
-            .ask(Initialize(members), T)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_dirs, nodes, stores) = group().await;
         let mut old = None;
         for s in &stores {
             eventually("a leader is elected", || async {
@@ -253,17 +226,7 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
 #[test]
 fn every_replica_restarted_from_disk_has_all_acknowledged_data() {
     run(async {
-        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
-        let nodes = nodes().await;
-        let first = stores(&nodes, &dirs).await;
-        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        first[0]
-            .replica(0)
-            .unwrap()
-            .ask(Initialize(members), T)
-            .await
-            .unwrap()
-            .unwrap();
+        let (dirs, nodes, first) = group().await;
         let c = client(&nodes[0]);
         let mut acked = Vec::new();
         for i in 0..15 {
@@ -293,17 +256,7 @@ fn a_dead_holders_lease_expires_and_watchers_see_its_keys_deleted() {
     use std::rc::Rc;
 
     run(async {
-        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
-        let nodes = nodes().await;
-        let stores = stores(&nodes, &dirs).await;
-        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        stores[0]
-            .replica(0)
-            .unwrap()
-            .ask(Initialize(members), T)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_dirs, nodes, _stores) = group().await;
         // The lease holder: a node that is not a store node.
         let secret = Secret::new(b"store-test".to_vec()).unwrap();
         let app = ClusterNode::start(
@@ -424,17 +377,7 @@ fn histories_of_concurrent_clients_during_leader_kills_are_linearizable() {
     use std::rc::Rc;
 
     run(async {
-        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
-        let nodes = nodes().await;
-        let mut stores = stores(&nodes, &dirs).await;
-        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        stores[0]
-            .replica(0)
-            .unwrap()
-            .ask(Initialize(members), T)
-            .await
-            .unwrap()
-            .unwrap();
+        let (dirs, nodes, mut stores) = group().await;
         for s in &stores {
             eventually("a leader", || async { leader(s).await.is_some() }).await;
         }
@@ -525,17 +468,7 @@ fn a_minority_cannot_commit_and_oversized_requests_are_refused() {
     use cadre_actors::store::StoreClientError;
 
     run(async {
-        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
-        let nodes = nodes().await;
-        let mut stores = stores(&nodes, &dirs).await;
-        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        stores[0]
-            .replica(0)
-            .unwrap()
-            .ask(Initialize(members), T)
-            .await
-            .unwrap()
-            .unwrap();
+        let (dirs, nodes, mut stores) = group().await;
         let c = client(&nodes[0]);
         c.write(0, put("k/before", "1")).await.unwrap();
         // Over the value limit (1 MiB): refused, nothing applied.
@@ -596,17 +529,7 @@ fn a_partitioned_leader_commits_nothing_and_its_writes_vanish_when_it_heals() {
     use cadre_actors::store::StoreClientError;
 
     run(async {
-        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
-        let nodes = nodes().await;
-        let stores = stores(&nodes, &dirs).await;
-        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        stores[0]
-            .replica(0)
-            .unwrap()
-            .ask(Initialize(members), T)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_dirs, nodes, stores) = group().await;
         client(&nodes[0])
             .write(0, put("k/0", "before"))
             .await
@@ -671,17 +594,7 @@ fn a_partitioned_leader_commits_nothing_and_its_writes_vanish_when_it_heals() {
 #[test]
 fn a_watcher_that_falls_behind_loses_nothing() {
     run(async {
-        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
-        let nodes = nodes().await;
-        let stores = stores(&nodes, &dirs).await;
-        let members: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        stores[0]
-            .replica(0)
-            .unwrap()
-            .ask(Initialize(members), T)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_dirs, nodes, _stores) = group().await;
         let c = client(&nodes[1]);
         let mut watch = c.watch(0, b"k/", 0).await.unwrap();
         // More changes than the watcher's inbox holds, while it reads nothing.

@@ -1,34 +1,13 @@
 //! A shard replica's redb storage passes openraft's own storage test suite, and keeps what it
 //! was given across a reopen.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use cadre_actors::store::storage::{Disk, LogStore, ShardRaft, ShardState};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
+use common::TempDir;
 
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cadre-store-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
 
 struct Builder;
 
