@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ use cadre_cluster::membership::Profile;
 use cadre_cluster::store::WatchUpdate;
 use cadre_cluster::wire::Secret;
 use cadre_runtime::Runtime;
+
+use crate::child::ChildGuard;
 
 /// `cadre bench kv`'s options.
 #[derive(clap::Args)]
@@ -37,23 +39,13 @@ pub(crate) struct Options {
 
 const SECRET_ENV: &str = "CADRE_SECRET";
 
-/// A store node process, killed however the bench ends.
-struct StoreProc(Child);
-
-impl Drop for StoreProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts a store node; returns it, its address, and its stderr lines.
 fn store_node(
     name: &str,
     seed: Option<&str>,
     dir: &std::path::Path,
     secret: &str,
-) -> anyhow::Result<(StoreProc, String, mpsc::Receiver<String>)> {
+) -> anyhow::Result<(ChildGuard, String, mpsc::Receiver<String>)> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -86,7 +78,7 @@ fn store_node(
             }
         }
     });
-    let proc = StoreProc(child);
+    let proc = ChildGuard(child);
     let addr = wait_line(&rx, "node listening")?
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))

@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,6 +17,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use cadre_actors::{Node, RemoteMessage, TransportConfig};
 use cadre_cluster::wire::{FrameCodec, Secret};
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
+
+use crate::child::ChildGuard;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -134,17 +136,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
         println!("READY {} {}", node.local_addr(), raw_addr);
         std::io::stdout().flush()?;
         // Stop when the parent closes our stdin (or dies).
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            while std::io::stdin()
-                .read_line(&mut line)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                line.clear();
-            }
-        })
-        .await?;
+        crate::child::until_stdin_closes().await?;
         Ok(())
     })
 }
@@ -183,16 +175,6 @@ async fn raw_serve(mut stream: TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-    }
-}
-
-/// Kills the child process however the parent ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,6 +17,8 @@ use cadre_actors::RemoteMessage;
 use cadre_cluster::membership::Profile;
 use cadre_cluster::wire::Secret;
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
+
+use crate::child::ChildGuard;
 use serde::{Deserialize, Serialize};
 
 const SECRET_ENV: &str = "CADRE_DEMO_SECRET";
@@ -171,17 +173,7 @@ pub(crate) fn worker(opts: WorkerOptions) -> anyhow::Result<()> {
             .accept::<EchoMsg>();
         println!("READY {} {}", node.name(), node.addr());
         std::io::stdout().flush()?;
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            while std::io::stdin()
-                .read_line(&mut line)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                line.clear();
-            }
-        })
-        .await?;
+        crate::child::until_stdin_closes().await?;
         Ok(())
     })
 }
@@ -189,19 +181,12 @@ pub(crate) fn worker(opts: WorkerOptions) -> anyhow::Result<()> {
 /// A worker process, killed (SIGKILL) and reaped however the parent ends.
 pub(crate) struct WorkerProc {
     pub(crate) name: String,
-    child: Child,
+    child: ChildGuard,
 }
 
 impl WorkerProc {
     pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 
@@ -227,7 +212,7 @@ pub(crate) fn spawn_worker(
     let stdout = child.stdout.take().context("no stdout")?;
     let mut proc = WorkerProc {
         name: name.into(),
-        child,
+        child: ChildGuard(child),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -5,6 +5,7 @@ mod bench_kv;
 mod bench_remote;
 mod bench_tasks;
 mod bench_topics;
+mod child;
 mod demo;
 mod kv_cmd;
 mod members_cmd;
