@@ -6,7 +6,7 @@
 //! (with a counting actor exposed) and a raw TCP server, and prints both addresses. The secret
 //! travels in the child's environment, never on its command line.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,20 +190,8 @@ fn spawn_server(secret: &str) -> anyhow::Result<(ChildGuard, SocketAddr, SocketA
             .spawn()
             .context("could not start the serving process")?,
     );
-    let stdout = child.0.stdout.take().context("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .context("the serving process did not report ready within 20 s")?;
-    let mut parts = line.split_whitespace();
-    if parts.next() != Some("READY") {
-        bail!("unexpected line from the serving process: {line:?}");
-    }
+    let line = child.ready_line(Duration::from_secs(20), "the serving process")?;
+    let mut parts = line.split_whitespace().skip(1);
     let node: SocketAddr = parts.next().context("no node address")?.parse()?;
     let raw: SocketAddr = parts.next().context("no raw address")?.parse()?;
     Ok((child, node, raw))

@@ -1,12 +1,35 @@
 //! Child processes of benches and the demo: killed however the parent ends, and ending by
 //! themselves when the parent does.
 
+use std::io::{BufRead, BufReader};
 use std::process::Child;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
 
 /// A child process, killed (SIGKILL) and reaped when dropped.
 pub(crate) struct ChildGuard(pub(crate) Child);
 
 impl ChildGuard {
+    /// Waits at most `timeout` for the child's first line on stdout, which must start with
+    /// `READY`; returns it. `what` names the child in errors.
+    pub(crate) fn ready_line(&mut self, timeout: Duration, what: &str) -> anyhow::Result<String> {
+        let stdout = self.0.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(timeout)
+            .with_context(|| format!("{what} did not report ready within {timeout:?}"))?;
+        if !line.starts_with("READY") {
+            bail!("unexpected line from {what}: {line:?}");
+        }
+        Ok(line)
+    }
+
     /// Kills and reaps it now.
     pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();

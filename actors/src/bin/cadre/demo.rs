@@ -4,7 +4,7 @@
 //! arrives exactly once, which the summary checks against a sieve computed here.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -199,7 +199,7 @@ pub(crate) fn spawn_worker(
     inflight: usize,
 ) -> anyhow::Result<WorkerProc> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .args(["demo-worker", "--name", name, "--seed", &seed.to_string()])
         .args(["--workers", &workers.to_string()])
         .args(["--inflight", &inflight.to_string()])
@@ -209,25 +209,12 @@ pub(crate) fn spawn_worker(
         .stderr(Stdio::inherit())
         .spawn()
         .context("could not start a worker process")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut proc = WorkerProc {
+    let mut child = ChildGuard(child);
+    child.ready_line(Duration::from_secs(30), "a worker process")?;
+    Ok(WorkerProc {
         name: name.into(),
-        child: ChildGuard(child),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .context("a worker process did not report ready within 30 s")?;
-    if !line.starts_with("READY") {
-        proc.kill();
-        bail!("unexpected line from a worker process: {line:?}");
-    }
-    Ok(proc)
+        child,
+    })
 }
 
 /// A fresh random secret, hex.
