@@ -199,6 +199,26 @@ impl RemoteRef {
         Some(link)
     }
 
+    /// Where a tell goes: the connection to the actor's node, with the message; or, as `Err`,
+    /// the tell's outcome when the actor is local (handed over here) or its node unreachable.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    fn tell_route<M: RemoteMessage>(
+        &self,
+        msg: M,
+    ) -> Result<(Arc<Link>, M), Result<(), RemoteTellError<M>>>
+    where
+        M::Result: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if self.is_local() {
+            return Err(self.tell_local(msg));
+        }
+        match self.link() {
+            Some(link) => Ok((link, msg)),
+            None => Err(Err(RemoteTellError::NodeUnreachable(msg))),
+        }
+    }
+
     /// Sends without waiting: queued on the connection, or handed to the local actor.
     ///
     /// # Errors
@@ -207,11 +227,9 @@ impl RemoteRef {
     where
         M::Result: Serialize + DeserializeOwned + Send + 'static,
     {
-        if self.is_local() {
-            return self.tell_local(msg);
-        }
-        let Some(link) = self.link() else {
-            return Err(RemoteTellError::NodeUnreachable(msg));
+        let (link, msg) = match self.tell_route(msg) {
+            Ok(route) => route,
+            Err(done) => return done,
         };
         let max = link.max_frame();
         let sent = link.push(false, |buf| {
@@ -228,11 +246,9 @@ impl RemoteRef {
     where
         M::Result: Serialize + DeserializeOwned + Send + 'static,
     {
-        if self.is_local() {
-            return self.tell_local(msg);
-        }
-        let Some(link) = self.link() else {
-            return Err(RemoteTellError::NodeUnreachable(msg));
+        let (link, msg) = match self.tell_route(msg) {
+            Ok(route) => route,
+            Err(done) => return done,
         };
         let max = link.max_frame();
         let sent = link
