@@ -6,18 +6,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Kills the process on drop (its worker processes end when their stdin closes).
-struct Guard(std::process::Child);
+use common::Guard;
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
 
 #[test]
 fn a_worker_process_killed_mid_run_loses_no_result_and_duplicates_none() {
+    // Killed on drop; its worker processes end when their stdin closes.
     let mut child = Guard(
         Command::new(env!("CARGO_BIN_EXE_cadre"))
             .args([
