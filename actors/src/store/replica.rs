@@ -516,17 +516,20 @@ impl ShardReplica {
         if self.leading {
             return Ok(());
         }
-        let leader = self.raft().metrics().borrow().current_leader;
-        let node = leader.and_then(|l| {
-            self.raft()
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .get_node(&l)
-                .map(|n| n.addr.clone())
-        });
-        Err(ReplicaError::NotLeader(node))
+        Err(ReplicaError::NotLeader(self.leader_node()))
+    }
+
+    /// The shard's leader as this replica knows it: its node name.
+    fn leader_node(&self) -> Option<String> {
+        let raft = self.raft();
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
     }
 
     fn raft(&self) -> Raft<ShardRaft> {
@@ -611,7 +614,7 @@ impl Handler<KeepAlive> for ShardReplica {
         self.leader_only()?;
         let now = std::time::Instant::now();
         if let Some(state) = &self.state {
-            state.read(|sm| self.leases.sync(sm, now));
+            state.read(|sm| self.leases.sync_one(m.0, sm, now));
         }
         self.leases
             .keep_alive(m.0, now)
@@ -626,7 +629,7 @@ impl Handler<TimeToLive> for ShardReplica {
         self.leader_only()?;
         let now = std::time::Instant::now();
         if let Some(state) = &self.state {
-            state.read(|sm| self.leases.sync(sm, now));
+            state.read(|sm| self.leases.sync_one(m.0, sm, now));
         }
         self.leases
             .time_to_live(m.0, now)
@@ -725,12 +728,6 @@ impl Handler<Initialize> for ShardReplica {
 impl Handler<Leader> for ShardReplica {
     type Result = Option<String>;
     fn handle(&mut self, _: Leader, _: &mut Context<Self>) -> Option<String> {
-        let metrics = self.raft().metrics().borrow().clone();
-        let leader = metrics.current_leader?;
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
+        self.leader_node()
     }
 }
