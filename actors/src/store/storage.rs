@@ -11,8 +11,8 @@
 //! | `snapshot` | shard | the last snapshot: its metadata and the state machine, MessagePack |
 //!
 //! Every write of the log, the vote and the snapshots commits with redb's immediate durability
-//! (an fsync) before openraft is told it is done; the committed id is written without one and
-//! reaches the disk with the next durable commit (openraft treats it as optional).
+//! (an fsync) before openraft is told it is done; the committed id costs no commit of its own:
+//! the latest one rides on the next commit of the log or vote (openraft treats it as optional).
 
 // openraft's traits fix the error type (`StorageError`, over 200 bytes); the helpers here
 // return it as the traits do.
@@ -107,17 +107,19 @@ type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 struct Job {
     apply: Apply,
     done: Done,
-    durable: bool,
 }
 
 /// Log entries handed to the writer and not yet committed, by (shard, index): readers see
 /// them; the version tells a stale removal from a newer entry at the same index.
 type Pending = Arc<parking_lot::Mutex<BTreeMap<(u16, u64), (u64, Arc<Vec<u8>>)>>>;
 
+/// Each shard's latest committed id (encoded) not yet written: it goes with the next commit.
+type Committed = Arc<parking_lot::Mutex<BTreeMap<u16, Vec<u8>>>>;
+
 /// The writer thread: takes every change queued (of every shard on the node), applies them in
-/// one transaction, commits once (one fsync when any of them asked for durability), then tells
-/// each its outcome. Group commit: while one commit syncs, the next batch gathers.
-fn writer(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<Job>) {
+/// one transaction with the committed ids waiting, commits once (one fsync), then tells each
+/// its outcome. Group commit: while one commit syncs, the next batch gathers.
+fn writer(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<Job>, committed: Committed) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < 4096 {
@@ -126,7 +128,6 @@ fn writer(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let durable = batch.iter().any(|j| j.durable);
         let mut dones = Vec::with_capacity(batch.len());
         let mut applies = Vec::with_capacity(batch.len());
         for job in batch {
@@ -134,12 +135,16 @@ fn writer(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<Job>) {
             dones.push(job.done);
         }
         let outcome = (|| -> Result<(), redb::Error> {
-            let mut txn = db.begin_write()?;
-            if !durable {
-                txn.set_durability(redb::Durability::None)?;
-            }
+            let txn = db.begin_write()?;
             for apply in applies {
                 apply(&txn)?;
+            }
+            let waiting = std::mem::take(&mut *committed.lock());
+            if !waiting.is_empty() {
+                let mut meta = txn.open_table(META)?;
+                for (shard, bytes) in &waiting {
+                    meta.insert((*shard, "committed"), bytes.as_slice())?;
+                }
             }
             txn.commit()?;
             Ok(())
@@ -157,6 +162,7 @@ pub struct Disk {
     db: Arc<Database>,
     jobs: std::sync::mpsc::Sender<Job>,
     pending: Pending,
+    committed: Committed,
     versions: Arc<std::sync::atomic::AtomicU64>,
     thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -182,14 +188,17 @@ impl Disk {
         let db = Arc::new(db);
         let (tx, rx) = std::sync::mpsc::channel();
         let w = db.clone();
+        let committed = Committed::default();
+        let c = committed.clone();
         let thread = std::thread::Builder::new()
             .name("cadre-store-writer".into())
-            .spawn(move || writer(w, rx))
+            .spawn(move || writer(w, rx, c))
             .map_err(redb::Error::Io)?;
         Ok(Disk {
             db,
             jobs: tx,
             pending: Pending::default(),
+            committed,
             versions: Arc::default(),
             thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
         })
@@ -212,23 +221,18 @@ impl Disk {
         }
     }
 
-    /// Queues a change for the writer; `done` is told once it is committed.
-    fn submit(&self, durable: bool, apply: Apply, done: Done) {
-        let job = Job {
-            apply,
-            done,
-            durable,
-        };
+    /// Queues a change for the writer; `done` is told once it is committed (and synced).
+    fn submit(&self, apply: Apply, done: Done) {
+        let job = Job { apply, done };
         if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(job) {
             (job.done)(Err("the store's writer has stopped".into()));
         }
     }
 
     /// Applies a change and waits until it is committed.
-    async fn write(&self, durable: bool, apply: Apply) -> Result<(), String> {
+    async fn write(&self, apply: Apply) -> Result<(), String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(
-            durable,
             apply,
             Box::new(move |r| {
                 let _ = tx.send(r);
@@ -277,14 +281,8 @@ impl LogStore {
         }
     }
 
-    /// Writes a meta value; `durable` commits with an fsync, otherwise it reaches the disk with
-    /// the next durable commit.
-    async fn set_meta<T: Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-        durable: bool,
-    ) -> StoreResult<()> {
+    /// Writes a meta value durably.
+    async fn set_meta<T: Serialize>(&self, key: &'static str, value: &T) -> StoreResult<()> {
         let bytes = encode_body(value).map_err(|e| codec(write, e))?;
         let shard = self.shard;
         let apply: Apply = Box::new(move |txn| {
@@ -292,10 +290,7 @@ impl LogStore {
                 .insert((shard, key), bytes.as_slice())?;
             Ok(())
         });
-        self.disk
-            .write(durable, apply)
-            .await
-            .map_err(|e| codec(write, e))
+        self.disk.write(apply).await.map_err(|e| codec(write, e))
     }
 
     /// Removes the entries with index in `range`.
@@ -307,7 +302,7 @@ impl LogStore {
             Ok(())
         });
         self.disk
-            .write(true, apply)
+            .write(apply)
             .await
             .map_err(|e| codec(write_logs, e))?;
         self.disk
@@ -401,7 +396,7 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
-        self.set_meta("vote", vote, true).await
+        self.set_meta("vote", vote).await
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
@@ -409,13 +404,20 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
-        // Not worth an fsync: the committed id is an optimisation (a restarted replica that
-        // lost it learns it again from the leader), so it rides on the next durable commit.
-        self.set_meta("committed", &committed, false).await
+        // Not worth a commit of its own: the committed id is an optimisation (a restarted
+        // replica that lost it learns it again from the leader), so it rides on the next one.
+        let bytes = encode_body(&committed).map_err(|e| codec(write, e))?;
+        self.disk.committed.lock().insert(self.shard, bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
-        Ok(self.meta::<Option<LogId<NodeId>>>("committed")?.flatten())
+        let waiting = self.disk.committed.lock().get(&self.shard).cloned();
+        let committed: Option<Option<LogId<NodeId>>> = match waiting {
+            Some(bytes) => Some(decode_body(&bytes).map_err(|e| codec(read, e))?),
+            None => self.meta("committed")?,
+        };
+        Ok(committed.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<ShardRaft>) -> StoreResult<()>
@@ -461,7 +463,7 @@ impl RaftLogStorage<ShardRaft> for LogStore {
             }
             callback.log_io_completed(outcome.map_err(std::io::Error::other));
         });
-        self.disk.submit(true, apply, done);
+        self.disk.submit(apply, done);
         Ok(())
     }
 
@@ -470,7 +472,7 @@ impl RaftLogStorage<ShardRaft> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        self.set_meta("purged", &Some(log_id), true).await?;
+        self.set_meta("purged", &Some(log_id)).await?;
         self.remove(..=log_id.index).await
     }
 }
@@ -532,7 +534,7 @@ impl ShardState {
             Ok(())
         });
         self.disk
-            .write(true, apply)
+            .write(apply)
             .await
             .map_err(|e| codec(write_snapshot, e))
     }
