@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use cadre_actors::{Node, TransportConfig};
 use cadre_cluster::wire::{
-    Ask, Envelope, Handshake, Hello, RejectReason, RemoteError, Secret, Step,
+    Ask, Envelope, Handshake, Hello, RejectReason, RemoteError, Secret, Step, PROTOCOL_VERSION,
 };
 use cadre_runtime::testkit::run;
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
@@ -172,7 +172,13 @@ fn wrong_version_gets_a_reject_frame_then_the_connection_closes() {
         write_env(&mut s, &Envelope::Hello(old)).await;
         match read_frame(&mut s).await {
             Some(Envelope::Reject(r)) => {
-                assert_eq!(r.reason, RejectReason::Version { ours: 1, theirs: 0 })
+                assert_eq!(
+                    r.reason,
+                    RejectReason::Version {
+                        ours: PROTOCOL_VERSION,
+                        theirs: 0
+                    }
+                )
             }
             other => panic!("expected a reject, got {other:?}"),
         }

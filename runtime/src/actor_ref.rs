@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::error::{AskError, TellError};
 use crate::exit::ExitReason;
+use crate::lane::{AskJob, AskOutcome, Batch, Lane, LaneHook, Refused};
 
 /// Where an actor stands, as its handle sees it.
 pub(crate) enum SlotState<A: Actor> {
@@ -45,6 +46,15 @@ pub(crate) struct Slot<A: Actor> {
     /// The generation of the running instance, 0 when none runs: what a handle's cached sender
     /// is checked against, without taking `state`'s lock.
     running: AtomicU64,
+    /// The instances' batch lanes (shared with the instances, which install them).
+    pub(crate) lanes: Arc<LaneHook<A>>,
+}
+
+impl<A: Actor> Drop for Slot<A> {
+    fn drop(&mut self) {
+        // Every handle is gone: the lane (if any) ends once it has handled what it holds.
+        self.lanes.orphaned();
+    }
 }
 
 impl<A: Actor> Slot<A> {
@@ -57,6 +67,7 @@ impl<A: Actor> Slot<A> {
             supervised,
             last_generation: AtomicU64::new(0),
             running: AtomicU64::new(0),
+            lanes: LaneHook::new(),
         })
     }
 
@@ -102,6 +113,7 @@ impl<A: Actor> Slot<A> {
     }
 
     pub(crate) fn mark_down(&self, generation: u64) {
+        self.lanes.ended(generation);
         let mut st = self.state.write();
         if matches!(*st, SlotState::Running { generation: g, .. } if g == generation) {
             self.running.store(0, Ordering::Release);
@@ -416,6 +428,107 @@ impl<A: Actor> ActorRef<A> {
             Ok(Err(_)) => Err(AskError::ActorDied),
             Err(_) => Err(AskError::Timeout(timeout)),
         }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> ActorRef<A> {
+    /// The running instance's batch lane (created on first use), or why there is none.
+    fn lane<M>(&self, msg: M) -> Result<(Arc<Lane<A>>, M), TellError<M>> {
+        loop {
+            let generation = self.slot.running.load(Ordering::Acquire);
+            if generation == 0 {
+                let state = self.slot.state.read();
+                if let SlotState::Running { .. } = &*state {
+                    continue; // installed just now
+                }
+                return Err(self.not_running(&state, msg));
+            }
+            if let Some(lane) = self.slot.lanes.lane(generation) {
+                return Ok((lane, msg));
+            }
+            // A newer instance started meanwhile: look again.
+        }
+    }
+
+    fn refused<M>(&self, refused: Refused<M>) -> TellError<M> {
+        match refused {
+            Refused::Full(m) => TellError::Full(m),
+            Refused::Closed(m) => {
+                let state = self.slot.state.read();
+                match &*state {
+                    // The instance we reached ended and the next one is already running.
+                    SlotState::Running { .. } if self.slot.supervised => TellError::Restarting(m),
+                    _ => self.not_running(&state, m),
+                }
+            }
+        }
+    }
+
+    /// Delivers `msgs` to the running instance as one item of its *batch lane*: they are
+    /// handled one after another, in order, by the actor's own `Handler<M>`, as if each had
+    /// come through the mailbox, but at the cost of one queue operation for the whole batch.
+    ///
+    /// The batch lane is a second queue into the actor, beside the mailbox, made for producers
+    /// that hold many messages at once (a network connection does). Its items are handled in
+    /// the order they were queued, between mailbox messages; **there is no order between the
+    /// lane and the mailbox**, so a sender that needs its messages in order uses one of them
+    /// for everything it sends to an actor. The lane is bounded like the mailbox (its bound in
+    /// messages is the mailbox's), except that a batch always gets into an empty lane; what it
+    /// holds when the instance ends is dropped with it.
+    ///
+    /// # Errors
+    /// Gives the batch back, whole, in [`TellError::Full`], [`TellError::Restarting`],
+    /// [`TellError::Dead`] or [`TellError::NotStarted`].
+    pub fn tell_batch<M>(&self, msgs: Vec<M>) -> Result<(), TellError<Vec<M>>>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+    {
+        let (lane, msgs) = self.lane(msgs)?;
+        lane.push(Batch::new(msgs))
+            .map_err(|r| self.refused(r).map(Batch::into_inner))
+    }
+
+    /// Waits until the running instance's batch lane has room for a batch of `size` messages
+    /// (or is empty, or no instance runs): what a producer whose
+    /// [`tell_batch`](ActorRef::tell_batch) came back [`TellError::Full`] awaits before it
+    /// tries again. Bound it with a timeout.
+    pub async fn wait_for_batch_room(&self, size: usize) {
+        if let Ok((lane, ())) = self.lane(()) {
+            lane.room(size).await;
+        }
+    }
+
+    /// Sends a request through the batch lane and hands the outcome to `reply` instead of
+    /// returning a future: no task waits for the answer. `reply` is called exactly once, from
+    /// inside the actor's context right after the handler ran when the handler answers at once
+    /// (the common case), else from a task that waits at most `timeout` for its asynchronous
+    /// response; with [`AskError::ActorDied`] if the instance ends before replying, with
+    /// [`AskError::Timeout`] if an asynchronous response takes longer than `timeout`.
+    ///
+    /// Ordering and bounds are those of [`tell_batch`](ActorRef::tell_batch).
+    ///
+    /// # Errors
+    /// As [`ActorRef::tell`], giving the message and `reply` back uncalled (a caller that gives
+    /// up can call `reply` itself with the error, as an [`AskError`]).
+    #[allow(clippy::type_complexity)]
+    pub fn ask_then<M, F>(
+        &self,
+        msg: M,
+        timeout: Duration,
+        reply: F,
+    ) -> Result<(), TellError<(M, F)>>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+        F: FnOnce(AskOutcome<M::Result>) + Send + 'static,
+    {
+        let (lane, job) = self
+            .lane(AskJob::new(msg, timeout, reply))
+            .map_err(|e| e.map(AskJob::into_parts))?;
+        lane.push(job)
+            .map_err(|r| self.refused(r).map(AskJob::into_parts))
     }
 }
 

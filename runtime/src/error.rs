@@ -23,6 +23,16 @@ pub enum TellError<M> {
 }
 
 impl<M> TellError<M> {
+    /// The same error around another value (what became of the message).
+    pub fn map<N>(self, f: impl FnOnce(M) -> N) -> TellError<N> {
+        match self {
+            TellError::Full(m) => TellError::Full(f(m)),
+            TellError::Restarting(m) => TellError::Restarting(f(m)),
+            TellError::Dead(m) => TellError::Dead(f(m)),
+            TellError::NotStarted(m) => TellError::NotStarted(f(m)),
+        }
+    }
+
     /// The undelivered message.
     pub fn into_inner(self) -> M {
         match self {

@@ -27,6 +27,7 @@ use tokio::task::AbortHandle;
 
 use crate::actor_ref::{MarkDown, Slot};
 use crate::exit::ExitReason;
+use crate::lane::{self, LaneHook};
 
 /// What an instance tells whoever started it.
 #[derive(Debug)]
@@ -256,6 +257,9 @@ struct Instance<A: Actor<Context = Context<A>>> {
     ctl: Rc<InstanceCtl>,
     stop_delivered: bool,
     span: tracing::Span,
+    /// The child's batch lanes; `lane_installed` once this instance runs one.
+    lanes: Arc<LaneHook<A>>,
+    lane_installed: bool,
 }
 
 /// Drops a context future (which may run `stopping`/`stopped`), catching a panic there.
@@ -279,6 +283,8 @@ impl<A: Actor<Context = Context<A>>> Future for Instance<A> {
             ctl,
             stop_delivered,
             span,
+            lanes,
+            lane_installed,
         } = self.get_mut();
         let Some(fut) = slot.as_mut() else {
             return Poll::Ready(());
@@ -292,8 +298,18 @@ impl<A: Actor<Context = Context<A>>> Future for Instance<A> {
             let mut waker = ctl.waker.borrow_mut();
             match waker.as_ref() {
                 Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
+                _ => {
+                    *waker = Some(cx.waker().clone());
+                    lanes.set_waker(cx.waker());
+                }
             }
+        }
+        if !*lane_installed && lanes.wanted() {
+            // A sender just created this instance's lane: run it from now on.
+            if let Some(lane) = lanes.lane(ctl.generation) {
+                lane::install(fut.ctx(), lane);
+            }
+            *lane_installed = true;
         }
         let polled = {
             let _enter = Enter::new(ctl);
@@ -378,8 +394,17 @@ where
     A: Actor<Context = Context<A>>,
 {
     let (tx, rx) = channel::channel(mailbox);
-    let ctx = Context::with_receiver(rx);
+    let mut ctx = Context::with_receiver(rx);
+    let lanes = slot.lanes.clone();
+    lanes.starting(mailbox);
+    let lane_installed = lanes.wanted();
     slot.install(tx, generation);
+    if lane_installed {
+        // Its predecessor had a lane: senders keep using it, so this one starts with its own.
+        if let Some(lane) = lanes.lane(generation) {
+            lane::install(&mut ctx, lane);
+        }
+    }
     let weak: std::sync::Weak<dyn MarkDown> = Arc::downgrade(slot) as _;
     let ctl = InstanceCtl::new(report, key, weak, generation);
     let span = tracing::info_span!("actor", name = %slot.path(), node = %node, generation);
@@ -388,6 +413,8 @@ where
         ctl: ctl.clone(),
         stop_delivered: false,
         span,
+        lanes,
+        lane_installed,
     };
     let mark = CAPTURED.with(|c| c.borrow().len());
     ctl.capture.set(capture);

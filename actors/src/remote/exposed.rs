@@ -9,41 +9,58 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::dev::ToEnvelope;
-use actix::{Actor, Handler};
-use cadre_cluster::wire::{decode_body, encode_body, RemoteError};
-use cadre_runtime::{ActorRef, AskError, TellError};
+use actix::{Actor, Context, Handler};
+use cadre_cluster::wire::{decode_body, Messages, RemoteError};
+use cadre_runtime::{ActorRef, AskError, AskOutcome, TellError};
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::RemoteMessage;
+use crate::transport::Replier;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// How long a peer's tell waits for room in a full mailbox before it is dropped (and counted).
 pub(crate) const TELL_PATIENCE: Duration = Duration::from_secs(10);
 
+/// Messages of a peer's tell that could not be delivered: how many, and why (the first reason).
+pub(crate) struct Undelivered {
+    pub(crate) count: u64,
+    pub(crate) reason: RemoteError,
+}
+
+impl Undelivered {
+    fn add(slot: &mut Option<Undelivered>, reason: RemoteError) {
+        Undelivered::add_many(slot, 1, reason)
+    }
+
+    fn add_many(slot: &mut Option<Undelivered>, count: u64, reason: RemoteError) {
+        match slot {
+            Some(u) => u.count += count,
+            None => *slot = Some(Undelivered { count, reason }),
+        }
+    }
+}
+
 /// The outcome of delivering a peer's tell.
 pub(crate) enum Delivery {
-    /// In the mailbox.
-    Done,
-    /// The mailbox is full: this future delivers it once there is room (or gives up after
-    /// [`TELL_PATIENCE`]). The connection reads nothing more until then, so the pressure goes
-    /// back to the sender through TCP and its bounded queue.
-    Wait(BoxFuture<Result<(), RemoteError>>),
+    /// In the mailbox, except the messages counted (if any).
+    Done(Option<Undelivered>),
+    /// The mailbox is full: this future delivers the rest once there is room (giving up on a
+    /// message after [`TELL_PATIENCE`]). The connection reads nothing more until then, so the
+    /// pressure goes back to the sender through TCP and its bounded queue.
+    Wait(BoxFuture<Option<Undelivered>>),
 }
 
 /// Delivers one message type to one exposed actor, from bytes (a peer) or from a value (this
 /// node: no encoding on the local path).
 pub(crate) trait Dispatch: Send + Sync {
-    fn tell_bytes(&self, tag: &str, body: &[u8]) -> Result<Delivery, RemoteError>;
-    fn ask_bytes(
-        &self,
-        tag: &str,
-        body: &[u8],
-        timeout: Duration,
-    ) -> BoxFuture<Result<Vec<u8>, RemoteError>>;
+    /// Delivers the messages of one tell frame, in order.
+    fn tell_bytes(&self, tag: &str, msgs: Messages<'_>) -> Delivery;
+    /// Hands one ask to the actor; its reply (or error) goes back through `replier`. Waits,
+    /// like a tell, when the actor's lane is full.
+    fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery;
     fn tell_any(&self, msg: Box<dyn Any + Send>) -> Result<(), RemoteError>;
     fn ask_any(
         &self,
@@ -77,61 +94,107 @@ fn not_delivered<M>(name: &str, e: TellError<M>) -> RemoteError {
 
 impl<A, M> Dispatch for Typed<A, M>
 where
-    A: Actor + Handler<M>,
-    A::Context: ToEnvelope<A, M>,
+    A: Actor<Context = Context<A>> + Handler<M>,
     M: RemoteMessage,
     M::Result: Serialize + DeserializeOwned + Send + 'static,
 {
-    fn tell_bytes(&self, tag: &str, body: &[u8]) -> Result<Delivery, RemoteError> {
-        let msg: M = decode_body(body).map_err(|detail| RemoteError::Decode {
-            tag: tag.into(),
-            detail,
-        })?;
-        match self.actor.tell(msg) {
-            Ok(()) => Ok(Delivery::Done),
-            Err(TellError::Full(msg)) => {
-                let (actor, name) = (self.actor.clone(), self.name.clone());
-                Ok(Delivery::Wait(Box::pin(async move {
-                    let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
-                    let mut msg = msg;
-                    loop {
-                        match actor.tell(msg) {
-                            Ok(()) => return Ok(()),
-                            Err(TellError::Full(m)) if tokio::time::Instant::now() < deadline => {
-                                msg = m;
-                                tokio::time::sleep(Duration::from_micros(100)).await;
-                            }
-                            Err(e) => return Err(not_delivered(&name, e)),
-                        }
-                    }
-                })))
+    fn tell_bytes(&self, tag: &str, msgs: Messages<'_>) -> Delivery {
+        let mut undelivered = None;
+        let mut batch = Vec::new();
+        for body in msgs {
+            let decoded = body
+                .map_err(|e| e.to_string())
+                .and_then(|body| decode_body::<M>(body));
+            match decoded {
+                Ok(msg) => batch.push(msg),
+                Err(detail) => Undelivered::add(
+                    &mut undelivered,
+                    RemoteError::Decode {
+                        tag: tag.into(),
+                        detail,
+                    },
+                ),
             }
-            Err(e) => Err(not_delivered(&self.name, e)),
+        }
+        if batch.is_empty() {
+            return Delivery::Done(undelivered);
+        }
+        // The whole frame goes to the actor as one item of its batch lane.
+        match self.actor.tell_batch(batch) {
+            Ok(()) => Delivery::Done(undelivered),
+            Err(TellError::Full(batch)) => {
+                let (actor, name) = (self.actor.clone(), self.name.clone());
+                Delivery::Wait(Box::pin(async move {
+                    if let Err((n, e)) = tell_batch_patiently(&actor, batch).await {
+                        Undelivered::add_many(&mut undelivered, n, not_delivered(&name, e));
+                    }
+                    undelivered
+                }))
+            }
+            Err(e) => {
+                let (n, e) = lost(e);
+                Undelivered::add_many(&mut undelivered, n, not_delivered(&self.name, e));
+                Delivery::Done(undelivered)
+            }
         }
     }
 
-    fn ask_bytes(
-        &self,
-        tag: &str,
-        body: &[u8],
-        timeout: Duration,
-    ) -> BoxFuture<Result<Vec<u8>, RemoteError>> {
-        let decoded: Result<M, String> = decode_body(body);
-        let (actor, name, tag) = (self.actor.clone(), self.name.clone(), tag.to_string());
-        Box::pin(async move {
-            let msg = decoded.map_err(|detail| RemoteError::Decode {
-                tag: tag.clone(),
-                detail,
-            })?;
-            let reply = actor
-                .ask(msg, timeout)
-                .await
-                .map_err(|e| unavailable(&name, e))?;
-            encode_body(&reply).map_err(|e| RemoteError::Decode {
-                tag,
-                detail: e.to_string(),
-            })
-        })
+    fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery {
+        let msg: M = match decode_body(body) {
+            Ok(msg) => msg,
+            Err(detail) => {
+                replier.fail(RemoteError::Decode {
+                    tag: tag.into(),
+                    detail,
+                });
+                return Delivery::Done(None);
+            }
+        };
+        let reply = move |outcome: AskOutcome<M::Result>| match outcome {
+            Ok(reply) => replier.send(&reply),
+            Err(e) => {
+                let name = replier.actor().clone();
+                replier.fail(unavailable(&name, e));
+            }
+        };
+        // Through the batch lane, behind the tells of the same connection.
+        match self.actor.ask_then(msg, timeout, reply) {
+            Ok(()) => Delivery::Done(None),
+            Err(TellError::Full((msg, reply))) => {
+                let actor = self.actor.clone();
+                Delivery::Wait(Box::pin(async move {
+                    let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
+                    let (mut msg, mut reply) = (msg, reply);
+                    loop {
+                        let room = actor.wait_for_batch_room(1);
+                        if tokio::time::timeout_at(deadline, room).await.is_err() {
+                            reply(Err(AskError::Full(())));
+                            return None;
+                        }
+                        match actor.ask_then(msg, timeout, reply) {
+                            Ok(()) => return None,
+                            Err(TellError::Full((m, r))) => (msg, reply) = (m, r),
+                            Err(e) => {
+                                let mut back = None;
+                                let e = e.map(|(_, r)| back = Some(r));
+                                if let Some(reply) = back {
+                                    reply(Err(e.into()));
+                                }
+                                return None;
+                            }
+                        }
+                    }
+                }))
+            }
+            Err(e) => {
+                let mut back = None;
+                let e = e.map(|(_, r)| back = Some(r));
+                if let Some(reply) = back {
+                    reply(Err(e.into()));
+                }
+                Delivery::Done(None)
+            }
+        }
     }
 
     fn tell_any(&self, msg: Box<dyn Any + Send>) -> Result<(), RemoteError> {
@@ -155,6 +218,37 @@ where
                 .map_err(|e| unavailable(&name, e))?;
             Ok(Box::new(reply) as Box<dyn Any + Send>)
         })
+    }
+}
+
+/// How many messages a refused batch held, and why it was refused.
+fn lost<M>(e: TellError<Vec<M>>) -> (u64, TellError<()>) {
+    let mut n = 0;
+    let e = e.map(|batch| n = batch.len() as u64);
+    (n, e)
+}
+
+/// Tells `actor` the batch through its lane, waiting for room for up to [`TELL_PATIENCE`]. On
+/// failure, how many messages were lost and why.
+async fn tell_batch_patiently<A, M>(
+    actor: &ActorRef<A>,
+    mut batch: Vec<M>,
+) -> Result<(), (u64, TellError<()>)>
+where
+    A: Actor<Context = Context<A>> + Handler<M>,
+    M: actix::Message + Send + 'static,
+{
+    let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
+    loop {
+        let room = actor.wait_for_batch_room(batch.len());
+        if tokio::time::timeout_at(deadline, room).await.is_err() {
+            return Err((batch.len() as u64, TellError::Full(())));
+        }
+        match actor.tell_batch(batch) {
+            Ok(()) => return Ok(()),
+            Err(TellError::Full(b)) => batch = b,
+            Err(e) => return Err(lost(e)),
+        }
     }
 }
 
@@ -239,8 +333,7 @@ impl<A: Actor> Exposure<A> {
     /// Accepts messages of type `M` (by its [`RemoteMessage::TAG`]).
     pub fn accept<M>(self) -> Self
     where
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Actor<Context = Context<A>> + Handler<M>,
         M: RemoteMessage,
         M::Result: Serialize + DeserializeOwned + Send + 'static,
     {

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cadre_cluster::wire::{
-    decode_body, encode_body_into, AskRef, EncodeError, EnvelopeRef, RemoteError, TellRef,
+    decode_body, encode_body_into, AskRef, EncodeError, EnvelopeRef, RemoteError,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -104,33 +104,26 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Encodes `msg` as the body of a tell (`ask_id` `None`) or an ask, framed into `buf`.
-fn frame_message<M: Serialize>(
+/// Encodes `msg` as the body of an ask, framed into `buf`.
+fn frame_ask<M: Serialize>(
     buf: &mut bytes::BytesMut,
     max: u32,
     to: &str,
     tag: &str,
     msg: &M,
-    ask: Option<(u64, u32)>,
+    (id, timeout_ms): (u64, u32),
 ) -> Result<(), EncodeError> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         encode_body_into(msg, &mut scratch)?;
-        let env = match ask {
-            None => EnvelopeRef::Tell(TellRef {
-                to,
-                tag,
-                body: &scratch,
-            }),
-            Some((id, timeout_ms)) => EnvelopeRef::Ask(AskRef {
-                id,
-                to,
-                tag,
-                timeout_ms,
-                body: &scratch,
-            }),
-        };
-        env.encode_frame(max, buf)
+        EnvelopeRef::Ask(AskRef {
+            id,
+            to,
+            tag,
+            timeout_ms,
+            body: &scratch,
+        })
+        .encode_frame(max, buf)
     })
 }
 
@@ -231,10 +224,7 @@ impl RemoteRef {
             Ok(route) => route,
             Err(done) => return done,
         };
-        let max = link.max_frame();
-        let sent = link.push(false, |buf| {
-            frame_message(buf, max, &self.name, M::TAG, &msg, None)
-        });
+        let sent = link.tell(&self.name, M::TAG, &msg);
         sent.map_err(|e| tell_error(e, msg))
     }
 
@@ -250,12 +240,7 @@ impl RemoteRef {
             Ok(route) => route,
             Err(done) => return done,
         };
-        let max = link.max_frame();
-        let sent = link
-            .push_wait(false, |buf| {
-                frame_message(buf, max, &self.name, M::TAG, &msg, None)
-            })
-            .await;
+        let sent = link.tell_wait(&self.name, M::TAG, &msg).await;
         sent.map_err(|e| tell_error(e, msg))
     }
 
@@ -301,7 +286,7 @@ impl RemoteRef {
         let timeout_ms = timeout.as_millis().min(u32::MAX as u128) as u32;
         let max = link.max_frame();
         let queued = link.push(true, |buf| {
-            frame_message(buf, max, &self.name, M::TAG, &msg, Some((id, timeout_ms)))
+            frame_ask(buf, max, &self.name, M::TAG, &msg, (id, timeout_ms))
         });
         if let Err(e) = queued {
             link.unregister(id);

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 pub use cadre_cluster::wire::RemoteError;
 pub use exposed::Exposure;
-pub(crate) use exposed::{Delivery, Dispatch, Exposed};
+pub(crate) use exposed::{Delivery, Dispatch, Exposed, Undelivered};
 pub use handle::{RemoteAskError, RemoteRef, RemoteTellError};
 
 /// A message that can cross the network.

@@ -1,6 +1,5 @@
 //! One connection actor per peer connection: the handshake, then a reader and a writer.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +7,7 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::{Buf, BytesMut};
 use cadre_cluster::wire::{
-    Envelope, EnvelopeRef, FrameError, Handshake, HandshakeError, Hello, Peer, ReplyRef, Step,
+    Envelope, EnvelopeRef, FrameError, Handshake, HandshakeError, Hello, Peer, Step,
 };
 use cadre_runtime::ContextExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,13 +15,13 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 use super::dial::Dial;
-use super::link::{Link, QueueError};
-use super::TransportInner;
-use crate::remote::{Delivery, RemoteError};
+use super::link::Link;
+use super::{Replier, TransportInner};
+use crate::remote::{Delivery, RemoteError, Undelivered};
 
 /// A delivery waiting for room in a mailbox.
 type WaitDelivery =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RemoteError>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Undelivered>> + Send>>;
 
 /// The largest frame accepted before the peer is authenticated.
 const HANDSHAKE_MAX_FRAME: u32 = 64 * 1024;
@@ -310,32 +309,34 @@ impl Drop for CloseOnDrop {
 /// The dispatcher of the last (actor, tag) a connection delivered to, so that a stream of one
 /// message type skips the table's lock and hashing.
 struct LastDispatch {
-    to: String,
+    to: Arc<str>,
     tag: String,
     version: u64,
     dispatch: Arc<dyn crate::remote::Dispatch>,
 }
 
+/// The dispatcher for `tag` on the actor exposed as `to`, with the actor's name.
 fn dispatcher(
     inner: &TransportInner,
     cache: &mut Option<LastDispatch>,
     to: &str,
     tag: &str,
-) -> Result<Arc<dyn crate::remote::Dispatch>, RemoteError> {
+) -> Result<(Arc<dyn crate::remote::Dispatch>, Arc<str>), RemoteError> {
     let version = inner.exposed.version();
     if let Some(last) = cache {
-        if last.version == version && last.to == to && last.tag == tag {
-            return Ok(last.dispatch.clone());
+        if last.version == version && *last.to == *to && last.tag == tag {
+            return Ok((last.dispatch.clone(), last.to.clone()));
         }
     }
     let dispatch = inner.exposed.get(to, tag)?;
+    let to: Arc<str> = to.into();
     *cache = Some(LastDispatch {
-        to: to.into(),
+        to: to.clone(),
         tag: tag.into(),
         version,
         dispatch: dispatch.clone(),
     });
-    Ok(dispatch)
+    Ok((dispatch, to))
 }
 
 async fn read_loop(
@@ -371,9 +372,9 @@ async fn read_loop(
             let wait = handle(inner, peer, link, &mut cache, env)?;
             used += end;
             if let Some(wait) = wait {
-                // A full mailbox: stop reading until it takes the message.
-                if let Err(e) = wait.await {
-                    drop_message(inner, peer, &e);
+                // A full mailbox: stop reading until it takes the messages.
+                if let Some(lost) = wait.await {
+                    drop_messages(inner, peer, lost);
                 }
             }
         }
@@ -400,12 +401,12 @@ async fn read_loop(
     }
 }
 
-fn drop_message(inner: &TransportInner, peer: &Peer, reason: &RemoteError) {
+fn drop_messages(inner: &TransportInner, peer: &Peer, lost: Undelivered) {
     inner
         .stats
         .dropped
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(node = %peer.node, %reason, "dropped a message from a peer");
+        .fetch_add(lost.count, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(node = %peer.node, reason = %lost.reason, count = lost.count, "dropped messages from a peer");
 }
 
 /// Handles one envelope; a tell to a full mailbox comes back as a future to await.
@@ -421,31 +422,29 @@ fn handle(
     }
     match env {
         EnvelopeRef::Tell(t) => {
-            match dispatcher(inner, cache, t.to, t.tag).and_then(|d| d.tell_bytes(t.tag, t.body)) {
-                Ok(Delivery::Done) => {}
-                Ok(Delivery::Wait(wait)) => return Ok(Some(wait)),
-                Err(e) => drop_message(inner, peer, &e),
+            match dispatcher(inner, cache, t.to, t.tag) {
+                Ok((d, _)) => match d.tell_bytes(t.tag, t.messages()) {
+                    Delivery::Done(None) => {}
+                    Delivery::Done(Some(lost)) => drop_messages(inner, peer, lost),
+                    Delivery::Wait(wait) => return Ok(Some(wait)),
+                },
+                Err(e) => {
+                    let count = t.messages().count() as u64;
+                    drop_messages(inner, peer, Undelivered { count, reason: e });
+                }
             }
             Ok(None)
         }
         EnvelopeRef::Ask(a) => {
             let timeout = Duration::from_millis(a.timeout_ms.into());
-            let answer =
-                dispatcher(inner, cache, a.to, a.tag).map(|d| d.ask_bytes(a.tag, a.body, timeout));
-            let (id, actor, link) = (a.id, a.to.to_string(), link.clone());
-            let mut serve = Box::pin(async move {
-                let result = match answer {
-                    Ok(fut) => fut.await,
-                    Err(e) => Err(e),
-                };
-                send_reply(&link, id, &actor, result).await;
-            });
-            // Poll it once here: the request reaches the actor's mailbox now, not after a round
-            // through the executor (and an error reply goes out at once). The executor's first
-            // poll of the task registers the real waker.
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            if serve.as_mut().poll(&mut cx).is_pending() {
-                actix::spawn(serve);
+            match dispatcher(inner, cache, a.to, a.tag) {
+                Ok((d, actor)) => {
+                    let replier = Replier::new(link.clone(), a.id, actor);
+                    if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier) {
+                        return Ok(Some(wait));
+                    }
+                }
+                Err(e) => Replier::new(link.clone(), a.id, a.to.into()).fail(e),
             }
             Ok(None)
         }
@@ -459,34 +458,5 @@ fn handle(
         EnvelopeRef::Hello(_) | EnvelopeRef::Proof(_) | EnvelopeRef::Reject(_) => Err(
             ConnError::Protocol("handshake message after the handshake".into()),
         ),
-    }
-}
-
-/// Sends the reply to ask `id`; one too large for a frame is replaced by an error saying so.
-async fn send_reply(link: &Link, id: u64, actor: &str, result: Result<Vec<u8>, RemoteError>) {
-    let max = link.max_frame();
-    let sent = link
-        .push_wait(true, |buf| {
-            let result = match &result {
-                Ok(bytes) => Ok(serde_bytes::Bytes::new(bytes)),
-                Err(e) => Err(e.clone()),
-            };
-            EnvelopeRef::Reply(ReplyRef { id, result }).encode_frame(max, buf)
-        })
-        .await;
-    if let Err(QueueError::Encode(e)) = sent {
-        let error = Err(RemoteError::Unavailable {
-            actor: actor.into(),
-            detail: format!("its reply could not be sent: {e}"),
-        });
-        let _ = link
-            .push_wait(true, |buf| {
-                EnvelopeRef::Reply(ReplyRef {
-                    id,
-                    result: error.clone(),
-                })
-                .encode_frame(max, buf)
-            })
-            .await;
     }
 }

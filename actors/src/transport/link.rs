@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use cadre_cluster::wire::{EncodeError, RemoteError};
+use cadre_cluster::wire::{EncodeError, OpenTell, RemoteError};
 use parking_lot::Mutex;
+use serde::Serialize;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 
@@ -37,8 +38,22 @@ pub(crate) enum QueueError {
     Encode(EncodeError),
 }
 
+/// A tell frame that further tells to the same actor with the same type are appended to, while
+/// it is the last frame of the buffer.
+struct Open {
+    tell: OpenTell,
+    to: Arc<str>,
+    tag: &'static str,
+}
+
+/// The size up to which a tell frame grows with further messages; a larger batch starts a new
+/// frame, so that a receiver starts on the first messages before the last ones arrive.
+const TELL_FRAME_TARGET: usize = 64 * 1024;
+
 struct Outbound {
     buf: BytesMut,
+    /// The tell frame at the end of `buf` that can take more messages, if any.
+    open: Option<Open>,
     /// The writer task owns the socket's writing until it finds the buffer empty.
     writing: bool,
     /// The socket's write half; taken away when the link closes, so that cached handles and
@@ -66,6 +81,7 @@ impl Link {
         Link {
             out: Mutex::new(Outbound {
                 buf: BytesMut::with_capacity(64 * 1024),
+                open: None,
                 writing: false,
                 socket: Some(Arc::new(socket)),
             }),
@@ -96,6 +112,84 @@ impl Link {
         urgent: bool,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
     ) -> Result<(), QueueError> {
+        self.queue(urgent, |out| {
+            out.open = None;
+            encode(&mut out.buf)
+        })
+    }
+
+    /// Queues a tell of `msg` to the actor exposed as `to`: appended to the last frame when that
+    /// is a tell to the same actor with the same tag (and still small), else in a frame of its
+    /// own. Never written from here: tells come in streams, and the writer task takes them
+    /// together.
+    pub(crate) fn tell<M: Serialize>(
+        &self,
+        to: &Arc<str>,
+        tag: &'static str,
+        msg: &M,
+    ) -> Result<(), QueueError> {
+        let max = self.max_frame;
+        self.queue(false, |out| {
+            let Outbound { buf, open, .. } = out;
+            if let Some(o) = open {
+                if o.tag == tag
+                    && *o.to == **to
+                    && o.tell.frame_len(buf) < TELL_FRAME_TARGET
+                    && o.tell.push(buf, msg, max).is_ok()
+                {
+                    return Ok(());
+                }
+                // Another actor or type, a full frame, or a message too large to join it
+                // (which a frame of its own tells apart).
+            }
+            let tell = OpenTell::begin(buf, to, tag);
+            match tell.push(buf, msg, max) {
+                Ok(()) => {
+                    *open = Some(Open {
+                        tell,
+                        to: to.clone(),
+                        tag,
+                    });
+                    Ok(())
+                }
+                Err(e) => {
+                    tell.abandon(buf);
+                    *open = None;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// As [`Link::tell`], waiting for room when the buffer is full.
+    pub(crate) async fn tell_wait<M: Serialize>(
+        &self,
+        to: &Arc<str>,
+        tag: &'static str,
+        msg: &M,
+    ) -> Result<(), QueueError> {
+        match self.tell(to, tag, msg) {
+            Err(QueueError::Full) => {}
+            other => return other,
+        }
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.tell(to, tag, msg) {
+                Err(QueueError::Full) => room.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Adds to the outbound buffer with `encode` under the lock, then has it written: by the
+    /// writer task, or (for an `urgent` frame on an idle connection) from here.
+    fn queue(
+        &self,
+        urgent: bool,
+        encode: impl FnOnce(&mut Outbound) -> Result<(), EncodeError>,
+    ) -> Result<(), QueueError> {
         let mut out = self.out.lock();
         let Some(socket) = out.socket.clone() else {
             return Err(QueueError::Closed);
@@ -104,11 +198,12 @@ impl Link {
             return Err(QueueError::Full);
         }
         let was_empty = out.buf.is_empty();
-        encode(&mut out.buf).map_err(QueueError::Encode)?;
+        encode(&mut out).map_err(QueueError::Encode)?;
         if out.writing {
             return Ok(()); // the writer will take it
         }
         if urgent && was_empty {
+            out.open = None; // the buffer's start moves
             loop {
                 match socket.try_write(&out.buf) {
                     Ok(n) => {
@@ -164,6 +259,7 @@ impl Link {
                     None
                 } else {
                     out.writing = true;
+                    out.open = None;
                     Some((
                         std::mem::replace(&mut out.buf, std::mem::take(&mut spare)),
                         socket,

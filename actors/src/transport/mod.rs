@@ -21,6 +21,7 @@ mod connection;
 mod dial;
 mod link;
 mod listener;
+mod reply;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ use connection::Connection;
 use dial::Dial;
 pub(crate) use link::{Link, QueueError};
 use listener::Listener;
+pub(crate) use reply::Replier;
 
 /// How a node's transport behaves.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ pub enum Envelope {
     Proof(Proof),
     /// Handshake refused, with the reason; the connection closes after it.
     Reject(Reject),
-    /// A one-way message to a named actor.
+    /// One or more one-way messages of one type to a named actor.
     Tell(Tell),
     /// A request to a named actor; answered by a [`Reply`] with the same id.
     Ask(Ask),
@@ -27,16 +27,17 @@ pub enum Envelope {
     Reply(Reply),
 }
 
-/// A one-way message to an actor exposed on the receiving node.
+/// One-way messages to an actor exposed on the receiving node: one or more messages of one type,
+/// sent one after the other, travel in one `Tell` (see [`OpenTell`](super::OpenTell)).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Tell {
     /// The name the actor is exposed under.
     pub to: String,
     /// The message type's stable tag.
     pub tag: String,
-    /// The message, MessagePack-encoded.
+    /// The messages, each a MessagePack value, one after the other (at least one).
     #[serde(with = "serde_bytes")]
-    pub body: Vec<u8>,
+    pub bodies: Vec<u8>,
 }
 
 /// A request to an actor exposed on the receiving node.
@@ -110,7 +111,7 @@ pub enum RemoteError {
 /// A frame body that is not a valid envelope of this protocol version.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed envelope: {0}")]
-pub struct DecodeError(String);
+pub struct DecodeError(pub(crate) String);
 
 /// An envelope that could not be encoded (it would exceed the frame limit).
 #[derive(Debug, thiserror::Error)]
@@ -192,9 +193,48 @@ pub struct TellRef<'a> {
     pub to: &'a str,
     /// The message type's stable tag.
     pub tag: &'a str,
-    /// The message, MessagePack-encoded.
+    /// As [`Tell::bodies`].
     #[serde(with = "serde_bytes")]
-    pub body: &'a [u8],
+    pub bodies: &'a [u8],
+}
+
+impl<'a> TellRef<'a> {
+    /// The messages one by one, each as its own MessagePack bytes. Ends after the first value
+    /// that is not well-formed MessagePack (an `Err`): where the next one starts is then
+    /// unknown.
+    pub fn messages(&self) -> Messages<'a> {
+        Messages { rest: self.bodies }
+    }
+}
+
+/// The messages of a [`TellRef`] ([`TellRef::messages`]).
+#[derive(Debug, Clone)]
+pub struct Messages<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<&'a [u8], DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        match super::msgpack::value_len(self.rest) {
+            Some(len) => {
+                let (one, rest) = self.rest.split_at(len);
+                self.rest = rest;
+                Some(Ok(one))
+            }
+            None => {
+                let left = self.rest.len();
+                self.rest = &[];
+                Some(Err(DecodeError(format!(
+                    "the last {left} bytes of a tell are not a MessagePack value"
+                ))))
+            }
+        }
+    }
 }
 
 /// [`Ask`], borrowed.
@@ -236,7 +276,7 @@ impl<'a> EnvelopeRef<'a> {
             Err(e) => return Err(DecodeError(e.to_string())),
         };
         let last: Option<&[u8]> = match &env {
-            EnvelopeRef::Tell(t) => Some(t.body),
+            EnvelopeRef::Tell(t) => Some(t.bodies),
             EnvelopeRef::Ask(a) => Some(a.body),
             EnvelopeRef::Reply(ReplyRef { result: Ok(b), .. }) => Some(&b[..]),
             _ => None,
@@ -324,7 +364,7 @@ mod tests {
         Envelope::Tell(Tell {
             to: "counter".into(),
             tag: "counter.add".into(),
-            body: encode_body(&5u64).unwrap(),
+            bodies: encode_body(&5u64).unwrap(),
         })
     }
 
@@ -369,7 +409,7 @@ mod tests {
         let view = EnvelopeRef::Tell(TellRef {
             to: &t.to,
             tag: &t.tag,
-            body: &t.body,
+            bodies: &t.bodies,
         });
         let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
         owned.encode_frame(1 << 20, &mut a).unwrap();
@@ -440,7 +480,7 @@ mod tests {
         let big = Envelope::Tell(Tell {
             to: "a".into(),
             tag: "t".into(),
-            body: vec![0; 2000],
+            bodies: vec![0; 2000],
         });
         let mut dst = BytesMut::from(&b"xy"[..]);
         assert!(matches!(

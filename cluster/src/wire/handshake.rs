@@ -32,7 +32,7 @@ use super::envelope::Envelope;
 pub const MAGIC: [u8; 4] = *b"CADR";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// What a side says of itself.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -516,7 +516,10 @@ mod tests {
         assert_eq!(
             a.unwrap_err(),
             HandshakeError::Refused {
-                reason: RejectReason::Version { ours: 1, theirs: 0 }
+                reason: RejectReason::Version {
+                    ours: PROTOCOL_VERSION,
+                    theirs: 0
+                }
             }
         );
         let mut alien = hello("prod", "n1", 1);
@@ -562,7 +565,7 @@ mod tests {
             .handle(Envelope::Tell(super::super::envelope::Tell {
                 to: "x".into(),
                 tag: "t".into(),
-                body: vec![],
+                bodies: vec![],
             }))
             .unwrap_err();
         assert!(

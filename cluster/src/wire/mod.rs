@@ -6,7 +6,11 @@
 //! the connection before anything is allocated). Each body is one [`Envelope`] in MessagePack
 //! (`rmp-serde`: structs as arrays, enum variants by name). User messages travel inside a
 //! `Tell`/`Ask`/`Reply` as their own MessagePack bytes, with the actor name and the message
-//! type's tag beside them, so a node routes a message without knowing its type.
+//! type's tag beside them, so a node routes a message without knowing its type. A `Tell`
+//! carries one or more messages of one type to one actor, one MessagePack value after the
+//! other: a sender appends to the last tell frame of its buffer while it goes to the same actor
+//! with the same type ([`OpenTell`]), so a stream of small tells costs one header per write,
+//! not per message.
 //!
 //! # Handshake
 //! Every connection starts with the exchange in [`handshake`]: magic, protocol version, cluster
@@ -22,10 +26,14 @@ mod envelope;
 mod frame;
 pub mod handshake;
 mod msgpack;
+mod open_tell;
 
 pub use envelope::{
     decode_body, encode_body, encode_body_into, Ask, AskRef, DecodeError, EncodeError, Envelope,
-    EnvelopeRef, RemoteError, Reply, ReplyRef, Tell, TellRef,
+    EnvelopeRef, Messages, RemoteError, Reply, ReplyRef, Tell, TellRef,
 };
 pub use frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME};
-pub use handshake::{Handshake, HandshakeError, Hello, Peer, RejectReason, Secret, Step};
+pub use handshake::{
+    Handshake, HandshakeError, Hello, Peer, RejectReason, Secret, Step, PROTOCOL_VERSION,
+};
+pub use open_tell::OpenTell;

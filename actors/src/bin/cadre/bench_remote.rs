@@ -41,6 +41,9 @@ pub(crate) struct Options {
     /// Rounds of each measurement (alternating cadre and raw); medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Profiling aid: run only this side's round trips (`cadre` or `raw`) and exit.
+    #[arg(long, hide = true)]
+    only: Option<String>,
 }
 
 /// A payload for the sink.
@@ -202,6 +205,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn sorted(mut v: Vec<Duration>) -> Vec<Duration> {
+    v.sort();
+    v
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -228,6 +236,20 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
             "cadre bench remote: {} messages of {} B per round, {} asks, {} rounds; two processes on 127.0.0.1",
             opts.messages, opts.payload, opts.asks, opts.rounds
         );
+        match opts.only.as_deref() {
+            Some("cadre") => {
+                let v = cadre_round_trips(&sink, &payload, opts.asks).await?;
+                println!("cadre p50 {:?}", percentile(&sorted(v), 0.5));
+                return Ok(());
+            }
+            Some("raw") => {
+                let v = raw_round_trips(&mut raw, &payload, opts.asks).await?;
+                println!("raw p50 {:?}", percentile(&sorted(v), 0.5));
+                return Ok(());
+            }
+            Some(other) => bail!("--only takes cadre or raw, not {other}"),
+            None => {}
+        }
         let (mut cadre_tps, mut raw_tps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..opts.rounds {
             let c = cadre_throughput(&sink, &payload, opts.messages).await?;

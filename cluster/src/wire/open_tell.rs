@@ -1,0 +1,216 @@
+//! A tell frame written in place and grown one message at a time.
+//!
+//! A sender that tells one actor many messages of one type in a row should not pay a frame
+//! header, an actor name and a tag for each: while a tell frame is the last one in an outbound
+//! buffer, the next message to the same actor and type is appended to it. The frame's length
+//! prefix and its bodies' length are patched after each message, so the buffer always holds
+//! whole, valid frames and can be written out at any moment.
+//!
+//! The bytes are those of [`Envelope::Tell`](super::Envelope::Tell) as `rmp-serde` writes
+//! it (a one-entry map from the variant name to a three-element array), except that the bodies
+//! always use the `bin 32` header so that their length can be patched in place.
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+
+use super::envelope::EncodeError;
+
+/// The `bin 32` MessagePack marker.
+const BIN32: u8 = 0xc6;
+
+/// An open tell frame at the end of a buffer: where its length prefix and its bodies' length
+/// are, so that messages can be appended to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTell {
+    /// Offset of the frame's `u32` length prefix.
+    frame_at: usize,
+    /// Offset of the bodies' `bin 32` length.
+    bodies_len_at: usize,
+}
+
+impl OpenTell {
+    /// Appends a tell frame to `to` for messages tagged `tag` to `dst`, holding no message yet.
+    /// Push at least one message before the buffer is sent ([`OpenTell::push`]); an empty
+    /// frame is harmless (the receiver delivers nothing) but wasted.
+    pub fn begin(dst: &mut BytesMut, to: &str, tag: &str) -> OpenTell {
+        let frame_at = dst.len();
+        dst.put_u32(0);
+        let mut w = dst.writer();
+        // Writing to a `BytesMut` cannot fail.
+        let _ = rmp::encode::write_map_len(&mut w, 1);
+        let _ = rmp::encode::write_str(&mut w, "Tell");
+        let _ = rmp::encode::write_array_len(&mut w, 3);
+        let _ = rmp::encode::write_str(&mut w, to);
+        let _ = rmp::encode::write_str(&mut w, tag);
+        let dst = w.into_inner();
+        dst.put_u8(BIN32);
+        let bodies_len_at = dst.len();
+        dst.put_u32(0);
+        let open = OpenTell {
+            frame_at,
+            bodies_len_at,
+        };
+        open.patch(dst);
+        open
+    }
+
+    /// The frame's size so far, length prefix included.
+    pub fn frame_len(&self, dst: &BytesMut) -> usize {
+        dst.len() - self.frame_at
+    }
+
+    /// Whether the frame holds no message yet.
+    pub fn is_empty(&self, dst: &BytesMut) -> bool {
+        dst.len() == self.bodies_len_at + 4
+    }
+
+    /// Appends `msg` to the frame, which must still be the last thing in `dst`.
+    ///
+    /// # Errors
+    /// [`EncodeError::Serialize`] if `msg` does not serialize, [`EncodeError::TooLarge`] if the
+    /// frame would exceed `max` bytes; `dst` is then left as it was.
+    pub fn push<T: Serialize + ?Sized>(
+        &self,
+        dst: &mut BytesMut,
+        msg: &T,
+        max: u32,
+    ) -> Result<(), EncodeError> {
+        let before = dst.len();
+        let written = rmp_serde::encode::write(&mut dst.writer(), msg);
+        if let Err(e) = written {
+            dst.truncate(before);
+            return Err(EncodeError::Serialize(e.to_string()));
+        }
+        let body = dst.len() - self.frame_at - 4;
+        if body > max as usize {
+            dst.truncate(before);
+            return Err(EncodeError::TooLarge { len: body, max });
+        }
+        self.patch(dst);
+        Ok(())
+    }
+
+    /// Removes the frame from `dst` (for a frame left empty after a failed push).
+    pub fn abandon(self, dst: &mut BytesMut) {
+        dst.truncate(self.frame_at);
+    }
+
+    fn patch(&self, dst: &mut BytesMut) {
+        let body = (dst.len() - self.frame_at - 4) as u32;
+        let bodies = (dst.len() - self.bodies_len_at - 4) as u32;
+        dst[self.frame_at..self.frame_at + 4].copy_from_slice(&body.to_be_bytes());
+        dst[self.bodies_len_at..self.bodies_len_at + 4].copy_from_slice(&bodies.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode_body, Envelope, EnvelopeRef, FrameCodec, Tell};
+    use tokio_util::codec::Decoder;
+
+    fn frames(mut wire: BytesMut) -> Vec<BytesMut> {
+        let mut codec = FrameCodec::default();
+        let mut out = Vec::new();
+        while let Some(f) = codec.decode(&mut wire).unwrap() {
+            out.push(f);
+        }
+        assert!(wire.is_empty(), "only whole frames");
+        out
+    }
+
+    #[test]
+    fn a_grown_frame_decodes_as_one_tell_with_every_message_in_order() {
+        let mut wire = BytesMut::new();
+        let open = OpenTell::begin(&mut wire, "counter", "counter.add");
+        assert!(open.is_empty(&wire));
+        for n in [1u64, 300, 70_000] {
+            open.push(&mut wire, &n, 1 << 20).unwrap();
+        }
+        let f = frames(wire);
+        assert_eq!(f.len(), 1);
+        let mut bodies = Vec::new();
+        for n in [1u64, 300, 70_000] {
+            bodies.extend(encode_body(&n).unwrap());
+        }
+        let expected = Envelope::Tell(Tell {
+            to: "counter".into(),
+            tag: "counter.add".into(),
+            bodies,
+        });
+        assert_eq!(Envelope::decode(&f[0]).unwrap(), expected);
+        let EnvelopeRef::Tell(t) = EnvelopeRef::decode(&f[0]).unwrap() else {
+            panic!("not a tell")
+        };
+        let got: Vec<u64> = t
+            .messages()
+            .map(|m| crate::wire::decode_body(m.unwrap()).unwrap())
+            .collect();
+        assert_eq!(got, vec![1, 300, 70_000]);
+    }
+
+    #[test]
+    fn the_buffer_holds_whole_frames_after_every_push() {
+        let mut wire = BytesMut::new();
+        let open = OpenTell::begin(&mut wire, "a", "t");
+        for i in 0..5u32 {
+            open.push(&mut wire, &i, 1 << 20).unwrap();
+            let f = frames(wire.clone());
+            let EnvelopeRef::Tell(t) = EnvelopeRef::decode(&f[0]).unwrap() else {
+                panic!("not a tell")
+            };
+            assert_eq!(t.messages().count(), i as usize + 1);
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_leaves_the_frame_as_it_was() {
+        let mut wire = BytesMut::from(&b"xy"[..]);
+        let open = OpenTell::begin(&mut wire, "a", "t");
+        open.push(&mut wire, &1u8, 64).unwrap();
+        let before = wire.clone();
+        let err = open
+            .push(&mut wire, &serde_bytes::Bytes::new(&[0; 100]), 64)
+            .unwrap_err();
+        assert!(
+            matches!(err, EncodeError::TooLarge { max: 64, .. }),
+            "{err}"
+        );
+        assert_eq!(wire, before);
+        open.abandon(&mut wire);
+        assert_eq!(&wire[..], b"xy");
+    }
+
+    #[test]
+    fn a_value_that_fails_to_serialize_leaves_the_frame_as_it_was() {
+        struct Bad;
+        impl Serialize for Bad {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let mut wire = BytesMut::new();
+        let open = OpenTell::begin(&mut wire, "a", "t");
+        let before = wire.clone();
+        assert!(matches!(
+            open.push(&mut wire, &Bad, 1 << 20),
+            Err(EncodeError::Serialize(_))
+        ));
+        assert_eq!(wire, before);
+    }
+
+    #[test]
+    fn malformed_bodies_end_the_messages_with_an_error() {
+        let mut bodies = encode_body(&7u8).unwrap();
+        bodies.push(0xc4); // bin 8 without its length
+        let t = crate::wire::TellRef {
+            to: "a",
+            tag: "t",
+            bodies: &bodies,
+        };
+        let got: Vec<_> = t.messages().collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(*got[0].as_ref().unwrap(), &[7u8][..]);
+        assert!(got[1].is_err());
+    }
+}
