@@ -35,7 +35,7 @@ pub mod transport;
 pub use remote::{
     Exposure, RemoteAskError, RemoteError, RemoteMessage, RemoteRef, RemoteTellError,
 };
-pub use transport::{ConfigError, Node, TransportConfig, TransportError};
+pub use transport::{ConfigError, Node, TransportConfig, TransportError, DEFAULT_QUEUE_BYTES};
 
 /// The version of cadre, as the binary reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use cadre_actors::{Node, TransportConfig};
 use cadre_cluster::wire::{
-    Ask, Envelope, Handshake, Hello, RejectReason, RemoteError, Secret, Step, PROTOCOL_VERSION,
+    Ask, Envelope, Handshake, Hello, RejectReason, RemoteError, Secret, Step, Tell,
+    PROTOCOL_VERSION,
 };
 use cadre_runtime::testkit::run;
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
@@ -284,6 +285,45 @@ fn unknown_tag_and_unexposed_actor_get_error_replies_and_the_connection_lives_on
         // And the same connection still serves a good ask.
         let n: u64 = rmp_serde::from_slice(replies[3].result.as_ref().unwrap()).unwrap();
         assert!(n >= 1);
+        still_serving(&good).await;
+    });
+}
+
+#[test]
+fn an_undecodable_message_in_a_tell_frame_is_dropped_and_counted_and_the_rest_delivered() {
+    run(async {
+        let (a, good) = setup().await;
+        let mut s = authenticated(a.local_addr()).await;
+        // One tell frame: Incr, a string where an Incr should be, Incr, then a bin 8 header
+        // without its bytes (malformed: where anything after it starts is unknown).
+        let mut bodies = Vec::new();
+        bodies.extend(rmp_serde::to_vec(&Incr).unwrap());
+        bodies.extend(rmp_serde::to_vec("not an Incr").unwrap());
+        bodies.extend(rmp_serde::to_vec(&Incr).unwrap());
+        bodies.push(0xc4);
+        let tell = Envelope::Tell(Tell {
+            to: "counter".into(),
+            tag: "counter.incr".into(),
+            bodies,
+        });
+        write_env(&mut s, &tell).await;
+        // The two good ones were handled: the next Incr on the same connection answers 3.
+        let ask = Envelope::Ask(Ask {
+            id: 1,
+            to: "counter".into(),
+            tag: "counter.incr".into(),
+            timeout_ms: 1000,
+            body: rmp_serde::to_vec(&Incr).unwrap(),
+        });
+        write_env(&mut s, &ask).await;
+        match read_frame(&mut s).await {
+            Some(Envelope::Reply(r)) => {
+                let n: u64 = rmp_serde::from_slice(r.result.as_ref().unwrap()).unwrap();
+                assert_eq!(n, 3);
+            }
+            other => panic!("expected a reply, got {other:?}"),
+        }
+        assert_eq!(a.dropped_messages(), 2, "the string and the malformed tail");
         still_serving(&good).await;
     });
 }

@@ -263,6 +263,52 @@ fn messages_near_the_frame_limit_pass_and_larger_ones_are_refused_at_the_sender(
 }
 
 #[test]
+fn an_ask_times_out_at_its_deadline_and_later_asks_are_answered() {
+    run(async {
+        let a = node("a").await;
+        let b = node("b").await;
+        b.connect(a.local_addr(), T).await.unwrap();
+        let rec = b.actor("a", "rec");
+        // An asynchronous reply within the timeout arrives.
+        assert_eq!(rec.ask(Slow(20), T).await.unwrap(), 20);
+        // One that takes longer fails at the asker's deadline, not at the reply.
+        let t0 = std::time::Instant::now();
+        let late = rec.ask(Slow(3_000), Duration::from_millis(200)).await;
+        let waited = t0.elapsed();
+        assert_eq!(
+            late.unwrap_err(),
+            RemoteAskError::Timeout(Duration::from_millis(200))
+        );
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+            "timed out after {waited:?}"
+        );
+        // Several at once with different deadlines expire in deadline order, each on time.
+        let (short, long) = (rec.clone(), rec.clone());
+        let long =
+            actix::spawn(async move { long.ask(Slow(3_000), Duration::from_millis(600)).await });
+        let short =
+            actix::spawn(async move { short.ask(Slow(3_000), Duration::from_millis(100)).await });
+        let t0 = std::time::Instant::now();
+        assert!(matches!(
+            short.await.unwrap(),
+            Err(RemoteAskError::Timeout(_))
+        ));
+        let short_at = t0.elapsed();
+        assert!(matches!(
+            long.await.unwrap(),
+            Err(RemoteAskError::Timeout(_))
+        ));
+        let long_at = t0.elapsed();
+        assert!(short_at < Duration::from_millis(500), "{short_at:?}");
+        assert!(long_at >= Duration::from_millis(550), "{long_at:?}");
+        // The connection still carries prompt asks.
+        let echoed = rec.ask(Echo(b"still here".to_vec()), T).await.unwrap();
+        assert_eq!(&echoed[..], b"still here");
+    });
+}
+
+#[test]
 fn pending_asks_fail_at_once_when_the_connection_drops() {
     run(async {
         let a = node("a").await;

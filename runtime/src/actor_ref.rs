@@ -484,8 +484,25 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         A: Handler<M>,
         M: Message + Send + 'static,
     {
+        let count = msgs.len();
+        self.tell_iter(msgs.into_iter(), count)
+            .map_err(|e| e.map(|rest| rest.collect()))
+    }
+
+    /// As [`tell_batch`](ActorRef::tell_batch), for messages produced one by one as the actor
+    /// handles them (decoded from a buffer, say): `count` is how many the iterator yields, for
+    /// the lane's bound. The iterator is driven inside the actor's context, between handlers.
+    ///
+    /// # Errors
+    /// Gives the iterator back, untouched, as [`tell_batch`](ActorRef::tell_batch) does.
+    pub fn tell_iter<I>(&self, msgs: I, count: usize) -> Result<(), TellError<I>>
+    where
+        A: Handler<I::Item>,
+        I: Iterator + Send + 'static,
+        I::Item: Message + Send + 'static,
+    {
         let (lane, msgs) = self.lane(msgs)?;
-        lane.push(Batch::new(msgs))
+        lane.push(Batch::new(msgs, count))
             .map_err(|r| self.refused(r).map(Batch::into_inner))
     }
 

@@ -327,46 +327,48 @@ impl<A: Actor> LaneHook<A> {
     }
 }
 
-/// A batch of messages, handled in order.
-pub(crate) struct Batch<M> {
-    msgs: std::vec::IntoIter<M>,
+/// A batch of messages, handled in order: the items of an iterator, `left` of them.
+pub(crate) struct Batch<I> {
+    msgs: I,
+    left: usize,
 }
 
-impl<M> Batch<M> {
-    pub(crate) fn new(msgs: Vec<M>) -> Self {
-        Batch {
-            msgs: msgs.into_iter(),
-        }
+impl<I: Iterator> Batch<I> {
+    pub(crate) fn new(msgs: I, count: usize) -> Self {
+        Batch { msgs, left: count }
     }
 
     /// The messages not handled yet.
-    pub(crate) fn into_inner(self) -> Vec<M> {
-        self.msgs.collect()
+    pub(crate) fn into_inner(self) -> I {
+        self.msgs
     }
 }
 
-impl<A, M> LaneJob<A> for Batch<M>
+impl<A, I> LaneJob<A> for Batch<I>
 where
-    A: Actor<Context = Context<A>> + Handler<M>,
-    M: Message + Send + 'static,
+    A: Actor<Context = Context<A>> + Handler<I::Item>,
+    I: Iterator + Send,
+    I::Item: Message + Send + 'static,
 {
     fn weight(&self) -> usize {
-        self.msgs.len()
+        self.left
     }
 
     fn run(&mut self, act: &mut A, ctx: &mut Context<A>, budget: usize) -> (usize, bool) {
         let mut handled = 0;
         while handled < budget {
             let Some(msg) = self.msgs.next() else {
+                self.left = 0;
                 return (handled, true);
             };
-            <A as Handler<M>>::handle(act, msg, ctx).handle(ctx, None);
+            <A as Handler<I::Item>>::handle(act, msg, ctx).handle(ctx, None);
             handled += 1;
+            self.left = self.left.saturating_sub(1);
             if ctx.waiting() {
-                break;
+                return (handled, false);
             }
         }
-        (handled, self.msgs.len() == 0)
+        (handled, false)
     }
 }
 

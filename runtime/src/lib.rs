@@ -45,6 +45,8 @@
 //!   panics, acknowledge the start and report the exit.
 //! - [`ActorRef`] (`actor_ref.rs`): the restart-proof handle; [`spawn`] for an unsupervised
 //!   actor.
+//! - `lane.rs`: the batch lane, a second queue into an actor that runs whole batches inside its
+//!   context (installed in an instance on first use).
 //! - [`Registry`], [`Runtime`], [`SupervisionEvent`]: names, the per-node context, events.
 //! - `testkit` (feature `testkit`): probes, expectations with timeouts, and runners for
 //!   actor-level tests, with tokio's virtual time where it works under actix.
@@ -98,6 +100,13 @@
 //! one sender to one instance arrive in order. [`ActorRef::ask`] always has a timeout, and an
 //! ask pending on an instance that dies fails at once with [`AskError::ActorDied`]. Messages
 //! still queued when an instance ends are dropped with it, as in Erlang.
+//!
+//! **Batch lane.** Beside its mailbox, each actor can take whole batches of messages in one
+//! queue operation ([`ActorRef::tell_batch`], [`ActorRef::tell_iter`]) and requests whose
+//! reply goes to a callback instead of a waiting task ([`ActorRef::ask_then`]). Batches are
+//! handled in order, message by message, by the actor's own handlers, between mailbox
+//! messages; the lane is bounded like the mailbox and dropped with the instance like it. There
+//! is no order between the lane and the mailbox. The network transport delivers through it.
 
 #![deny(missing_docs)]
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::transport::TransportConfig;
+use crate::transport::{TransportConfig, DEFAULT_QUEUE_BYTES};
 
 /// The default TCP port of a node.
 pub const DEFAULT_PORT: u16 = 7370;
@@ -24,7 +24,7 @@ pub const DEFAULT_PORT: u16 = 7370;
 /// | [`roles`](Self::roles) | `roles` | `CADRE_ROLES` (comma-separated) | `--roles a,b` | none |
 /// | [`secret_file`](Self::secret_file) | `secret_file` | `CADRE_SECRET_FILE` | `--secret-file` | per-user file |
 /// | [`max_frame`](Self::max_frame) | `max_frame` | `CADRE_MAX_FRAME` | — | 4 MiB |
-/// | [`queue_bytes`](Self::queue_bytes) | `queue_bytes` | `CADRE_QUEUE_BYTES` | — | 4 MiB |
+/// | [`queue_bytes`](Self::queue_bytes) | `queue_bytes` | `CADRE_QUEUE_BYTES` | — | 256 KiB |
 /// | [`handshake_timeout_ms`](Self::handshake_timeout_ms) | `handshake_timeout_ms` | `CADRE_HANDSHAKE_TIMEOUT_MS` | — | 5 000 |
 /// | [`profile`](Self::profile) | `profile` | `CADRE_PROFILE` | `--profile` | `lan` |
 /// | [`data_dir`](Self::data_dir) | `data_dir` | `CADRE_DATA_DIR` | `--data-dir` | `./cadre-data/<name>` |
@@ -49,7 +49,8 @@ pub struct NodeConfig {
     pub secret_file: Option<PathBuf>,
     /// The largest frame body sent or accepted, in bytes (1 KiB to 1 GiB).
     pub max_frame: u32,
-    /// Unwritten bytes buffered per connection before senders wait (at least `max_frame`).
+    /// Unwritten bytes buffered per connection before senders wait (at least 1; one frame
+    /// always fits, however large).
     pub queue_bytes: usize,
     /// How long a connection's handshake may take, in milliseconds (1 to 600 000).
     pub handshake_timeout_ms: u64,
@@ -75,7 +76,7 @@ impl Default for NodeConfig {
             roles: Vec::new(),
             secret_file: None,
             max_frame: cadre_cluster::wire::DEFAULT_MAX_FRAME,
-            queue_bytes: 4 * 1024 * 1024,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             handshake_timeout_ms: 5_000,
             profile: cadre_cluster::membership::Profile::Lan,
             data_dir: None,
@@ -309,8 +310,8 @@ impl NodeConfig {
         if !(1024..=1 << 30).contains(&self.max_frame) {
             return bad("max_frame", "must be between 1024 and 1073741824 bytes");
         }
-        if self.queue_bytes < self.max_frame as usize {
-            return bad("queue_bytes", "must be at least `max_frame`");
+        if self.queue_bytes == 0 {
+            return bad("queue_bytes", "must be at least 1");
         }
         if !(1..=600_000).contains(&self.handshake_timeout_ms) {
             return bad("handshake_timeout_ms", "must be between 1 and 600000");

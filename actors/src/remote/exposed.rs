@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Context, Handler};
+use bytes::Bytes;
 use cadre_cluster::wire::{decode_body, Messages, RemoteError};
 use cadre_runtime::{ActorRef, AskError, AskOutcome, TellError};
 use parking_lot::RwLock;
@@ -17,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::RemoteMessage;
-use crate::transport::Replier;
+use crate::transport::{Replier, TransportInner};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -56,8 +57,9 @@ pub(crate) enum Delivery {
 /// Delivers one message type to one exposed actor, from bytes (a peer) or from a value (this
 /// node: no encoding on the local path).
 pub(crate) trait Dispatch: Send + Sync {
-    /// Delivers the messages of one tell frame, in order.
-    fn tell_bytes(&self, tag: &str, msgs: Messages<'_>) -> Delivery;
+    /// Delivers the `count` messages of one tell frame, in order: they are decoded one by one
+    /// by the actor as it handles them; those that do not decode are reported to `lost`.
+    fn tell_bytes(&self, tag: &str, bodies: Bytes, count: usize, lost: LostMessages) -> Delivery;
     /// Hands one ask to the actor; its reply (or error) goes back through `replier`. Waits,
     /// like a tell, when the actor's lane is full.
     fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery;
@@ -98,43 +100,43 @@ where
     M: RemoteMessage,
     M::Result: Serialize + DeserializeOwned + Send + 'static,
 {
-    fn tell_bytes(&self, tag: &str, msgs: Messages<'_>) -> Delivery {
-        let mut undelivered = None;
-        let mut batch = Vec::new();
-        for body in msgs {
-            let decoded = body
-                .map_err(|e| e.to_string())
-                .and_then(|body| decode_body::<M>(body));
-            match decoded {
-                Ok(msg) => batch.push(msg),
-                Err(detail) => Undelivered::add(
-                    &mut undelivered,
-                    RemoteError::Decode {
-                        tag: tag.into(),
-                        detail,
-                    },
-                ),
-            }
+    fn tell_bytes(&self, tag: &str, bodies: Bytes, count: usize, lost: LostMessages) -> Delivery {
+        if count == 0 {
+            return Delivery::Done(None);
         }
-        if batch.is_empty() {
-            return Delivery::Done(undelivered);
-        }
+        let msgs = Decoding::<M>::new(bodies, tag, lost);
         // The whole frame goes to the actor as one item of its batch lane.
-        match self.actor.tell_batch(batch) {
-            Ok(()) => Delivery::Done(undelivered),
-            Err(TellError::Full(batch)) => {
+        match self.actor.tell_iter(msgs, count) {
+            Ok(()) => Delivery::Done(None),
+            Err(TellError::Full(msgs)) => {
                 let (actor, name) = (self.actor.clone(), self.name.clone());
                 Delivery::Wait(Box::pin(async move {
-                    if let Err((n, e)) = tell_batch_patiently(&actor, batch).await {
-                        Undelivered::add_many(&mut undelivered, n, not_delivered(&name, e));
+                    let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
+                    let mut msgs = msgs;
+                    loop {
+                        let room = actor.wait_for_batch_room(count);
+                        if tokio::time::timeout_at(deadline, room).await.is_err() {
+                            let reason = not_delivered(&name, TellError::Full(()));
+                            return Some(msgs.give_up(count, reason));
+                        }
+                        match actor.tell_iter(msgs, count) {
+                            Ok(()) => return None,
+                            Err(TellError::Full(m)) => msgs = m,
+                            Err(e) => {
+                                let mut back = None;
+                                let e = e.map(|m| back = Some(m));
+                                let reason = not_delivered(&name, e);
+                                return back.map(|m| m.give_up(count, reason));
+                            }
+                        }
                     }
-                    undelivered
                 }))
             }
             Err(e) => {
-                let (n, e) = lost(e);
-                Undelivered::add_many(&mut undelivered, n, not_delivered(&self.name, e));
-                Delivery::Done(undelivered)
+                let mut back = None;
+                let e = e.map(|m| back = Some(m));
+                let reason = not_delivered(&self.name, e);
+                Delivery::Done(back.map(|m| m.give_up(count, reason)))
             }
         }
     }
@@ -221,33 +223,89 @@ where
     }
 }
 
-/// How many messages a refused batch held, and why it was refused.
-fn lost<M>(e: TellError<Vec<M>>) -> (u64, TellError<()>) {
-    let mut n = 0;
-    let e = e.map(|batch| n = batch.len() as u64);
-    (n, e)
+/// Where the messages of a peer's tell that could not be delivered are reported: counted in
+/// [`Node::dropped_messages`](crate::Node::dropped_messages) and logged with the peer's name.
+pub(crate) struct LostMessages {
+    transport: Arc<TransportInner>,
+    node: Arc<str>,
 }
 
-/// Tells `actor` the batch through its lane, waiting for room for up to [`TELL_PATIENCE`]. On
-/// failure, how many messages were lost and why.
-async fn tell_batch_patiently<A, M>(
-    actor: &ActorRef<A>,
-    mut batch: Vec<M>,
-) -> Result<(), (u64, TellError<()>)>
-where
-    A: Actor<Context = Context<A>> + Handler<M>,
-    M: actix::Message + Send + 'static,
-{
-    let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
-    loop {
-        let room = actor.wait_for_batch_room(batch.len());
-        if tokio::time::timeout_at(deadline, room).await.is_err() {
-            return Err((batch.len() as u64, TellError::Full(())));
+impl LostMessages {
+    pub(crate) fn new(transport: Arc<TransportInner>, node: Arc<str>) -> Self {
+        LostMessages { transport, node }
+    }
+
+    fn report(&self, lost: Undelivered) {
+        crate::transport::drop_messages(&self.transport, &self.node, lost);
+    }
+}
+
+/// The messages of one tell frame, decoded as they are taken (by the actor, in its context).
+/// One that does not decode is skipped and reported when the batch is done.
+struct Decoding<M> {
+    bodies: Bytes,
+    at: usize,
+    tag: Arc<str>,
+    failed: Option<Undelivered>,
+    lost: LostMessages,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M> Decoding<M> {
+    fn new(bodies: Bytes, tag: &str, lost: LostMessages) -> Self {
+        Decoding {
+            bodies,
+            at: 0,
+            tag: tag.into(),
+            failed: None,
+            lost,
+            _m: PhantomData,
         }
-        match actor.tell_batch(batch) {
-            Ok(()) => return Ok(()),
-            Err(TellError::Full(b)) => batch = b,
-            Err(e) => return Err(lost(e)),
+    }
+
+    /// The batch was not delivered: all `count` messages are lost, for `reason`.
+    fn give_up(mut self, count: usize, reason: RemoteError) -> Undelivered {
+        self.at = self.bodies.len();
+        self.failed = None;
+        Undelivered {
+            count: count as u64,
+            reason,
+        }
+    }
+}
+
+impl<M: DeserializeOwned> Iterator for Decoding<M> {
+    type Item = M;
+
+    fn next(&mut self) -> Option<M> {
+        while self.at < self.bodies.len() {
+            let decode_error = |detail| RemoteError::Decode {
+                tag: self.tag.to_string(),
+                detail,
+            };
+            match Messages::new(&self.bodies[self.at..]).next() {
+                Some(Ok(body)) => {
+                    self.at += body.len();
+                    match decode_body::<M>(body) {
+                        Ok(msg) => return Some(msg),
+                        Err(detail) => Undelivered::add(&mut self.failed, decode_error(detail)),
+                    }
+                }
+                Some(Err(e)) => {
+                    self.at = self.bodies.len();
+                    Undelivered::add(&mut self.failed, decode_error(e.to_string()));
+                }
+                None => break,
+            }
+        }
+        None
+    }
+}
+
+impl<M> Drop for Decoding<M> {
+    fn drop(&mut self) {
+        if let Some(failed) = self.failed.take() {
+            self.lost.report(failed);
         }
     }
 }

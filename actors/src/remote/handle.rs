@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::RemoteMessage;
-use crate::transport::{Link, QueueError, TransportInner};
+use crate::transport::{Answer, Link, QueueError, TransportInner};
 
 /// Why a remote tell was not sent; every variant but `Remote` gives the message back.
 #[derive(thiserror::Error)]
@@ -127,6 +127,24 @@ fn frame_ask<M: Serialize>(
     })
 }
 
+/// The connection a handle uses: its cached one (no reference count touched), or the node's
+/// current one.
+enum LinkRef<'a> {
+    Cached(&'a Arc<Link>),
+    Fresh(Arc<Link>),
+}
+
+impl std::ops::Deref for LinkRef<'_> {
+    type Target = Link;
+
+    fn deref(&self) -> &Link {
+        match self {
+            LinkRef::Cached(link) => link,
+            LinkRef::Fresh(link) => link,
+        }
+    }
+}
+
 /// An actor exposed under a name on a node: this one or a peer. Cheap to clone.
 ///
 /// On this node's own id, messages go straight to the local actor's mailbox, unencoded; on a
@@ -136,6 +154,8 @@ pub struct RemoteRef {
     transport: Arc<TransportInner>,
     node: Arc<str>,
     name: Arc<str>,
+    /// Whether `node` is this node.
+    local: bool,
     link: OnceLock<Arc<Link>>,
 }
 
@@ -153,10 +173,12 @@ impl fmt::Debug for RemoteRef {
 
 impl RemoteRef {
     pub(crate) fn new(transport: Arc<TransportInner>, node: Arc<str>, name: Arc<str>) -> Self {
+        let local = *node == *transport.config.node;
         RemoteRef {
             transport,
             node,
             name,
+            local,
             link: OnceLock::new(),
         }
     }
@@ -172,24 +194,24 @@ impl RemoteRef {
     }
 
     fn is_local(&self) -> bool {
-        *self.node == *self.transport.config.node
+        self.local
     }
 
     /// The live connection to the node: the cached one while it lives, else the node's current.
-    fn link(&self) -> Option<Arc<Link>> {
+    fn link(&self) -> Option<LinkRef<'_>> {
         if self.transport.is_cut(&self.node) {
             return None;
         }
         if let Some(link) = self.link.get() {
             if !link.is_closed() {
-                return Some(link.clone());
+                return Some(LinkRef::Cached(link));
             }
         }
         let link = self.transport.link(&self.node)?;
         if self.link.get().is_none() {
             let _ = self.link.set(link.clone());
         }
-        Some(link)
+        Some(LinkRef::Fresh(link))
     }
 
     /// Where a tell goes: the connection to the actor's node, with the message; or, as `Err`,
@@ -199,7 +221,7 @@ impl RemoteRef {
     fn tell_route<M: RemoteMessage>(
         &self,
         msg: M,
-    ) -> Result<(Arc<Link>, M), Result<(), RemoteTellError<M>>>
+    ) -> Result<(LinkRef<'_>, M), Result<(), RemoteTellError<M>>>
     where
         M::Result: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -282,7 +304,10 @@ impl RemoteRef {
         }
         let unreachable = || RemoteAskError::NodeUnreachable(self.node.to_string());
         let link = self.link().ok_or_else(unreachable)?;
-        let (id, rx) = link.register().ok_or_else(unreachable)?;
+        let deadline = tokio::time::Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+        let (id, rx) = link.register(deadline).ok_or_else(unreachable)?;
         let timeout_ms = timeout.as_millis().min(u32::MAX as u128) as u32;
         let max = link.max_frame();
         let queued = link.push(true, |buf| {
@@ -296,14 +321,14 @@ impl RemoteRef {
                 QueueError::Encode(e) => RemoteAskError::Encode(e.to_string()),
             });
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(bytes))) => decode_body::<M::Result>(&bytes).map_err(RemoteAskError::Decode),
-            Ok(Ok(Err(remote))) => Err(remote.into()),
-            Ok(Err(_)) => Err(unreachable()),
-            Err(_) => {
-                link.unregister(id);
-                Err(RemoteAskError::Timeout(timeout))
+        // The link's expiry task answers `TimedOut` at the deadline: no timer per ask.
+        match rx.await {
+            Ok(Answer::Reply(Ok(bytes))) => {
+                decode_body::<M::Result>(&bytes).map_err(RemoteAskError::Decode)
             }
+            Ok(Answer::Reply(Err(remote))) => Err(remote.into()),
+            Ok(Answer::TimedOut) => Err(RemoteAskError::Timeout(timeout)),
+            Err(_) => Err(unreachable()),
         }
     }
 }

@@ -16,9 +16,17 @@
 //! - At-most-once delivery: a message is sent once over one connection; it is lost if the
 //!   connection drops before the peer reads it. Nothing is retried.
 //! - FIFO per sender–receiver pair: messages from one node to one actor on another arrive in
-//!   the order they were sent, as long as they travel over one connection.
+//!   the order they were sent, as long as they travel over one connection. Tells and asks from
+//!   the network both reach the actor through its batch lane
+//!   ([`ActorRef::tell_batch`](cadre_runtime::ActorRef::tell_batch)), in the order they were
+//!   read; messages from local senders use its mailbox, a separate queue, so there is no order
+//!   between a remote sender's messages and a local sender's.
 //! - An ask pending over a connection that drops fails at once with
-//!   [`RemoteAskError::NodeUnreachable`].
+//!   [`RemoteAskError::NodeUnreachable`]; one with no answer by its timeout fails with
+//!   [`RemoteAskError::Timeout`].
+//! - A message of a tell that does not decode as its tag's type is dropped, counted in
+//!   [`Node::dropped_messages`](crate::Node::dropped_messages) and logged with the peer's name;
+//!   the others of the same frame are delivered.
 //!
 //! [`TAG`]: RemoteMessage::TAG
 
@@ -31,7 +39,7 @@ use serde::Serialize;
 
 pub use cadre_cluster::wire::RemoteError;
 pub use exposed::Exposure;
-pub(crate) use exposed::{Delivery, Dispatch, Exposed, Undelivered};
+pub(crate) use exposed::{Delivery, Dispatch, Exposed, LostMessages, Undelivered};
 pub use handle::{RemoteAskError, RemoteRef, RemoteTellError};
 
 /// A message that can cross the network.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
-use bytes::{Buf, BytesMut};
+use bytes::{Bytes, BytesMut};
 use cadre_cluster::wire::{
     Envelope, EnvelopeRef, FrameError, Handshake, HandshakeError, Hello, Peer, Step,
 };
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use super::dial::Dial;
 use super::link::Link;
 use super::{Replier, TransportInner};
-use crate::remote::{Delivery, RemoteError, Undelivered};
+use crate::remote::{Delivery, LostMessages, RemoteError, Undelivered};
 
 /// A delivery waiting for room in a mailbox.
 type WaitDelivery =
@@ -290,6 +290,7 @@ async fn serve(
     tokio::select! {
         r = read_loop(inner, peer, &link, rd) => r,
         w = link.write_loop() => w.map_err(ConnError::from),
+        () = link.expire_loop() => Ok(()),
     }
 }
 
@@ -346,17 +347,14 @@ async fn read_loop(
     mut rd: OwnedReadHalf,
 ) -> Result<(), ConnError> {
     let max = inner.config.max_frame;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut cache = None;
+    let node: Arc<str> = peer.node.as_str().into();
     loop {
-        // Handle every whole frame in the buffer in place, then drop them all at once.
-        let mut used = 0;
-        loop {
-            let rest = &buf[used..];
-            if rest.len() < 4 {
-                break;
-            }
-            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        // Handle every whole frame in the buffer. Each is split off (no copy): a tell's
+        // messages are decoded later, by the actor, from the frame's bytes.
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
             if len > max {
                 return Err(FrameError::TooLarge {
                     len: len.into(),
@@ -365,24 +363,23 @@ async fn read_loop(
                 .into());
             }
             let end = 4 + len as usize;
-            if rest.len() < end {
+            if buf.len() < end {
+                // Make room for the whole of a large frame (its length was checked above).
+                buf.reserve(end - buf.len());
                 break;
             }
-            let env = EnvelopeRef::decode(&rest[4..end])?;
-            let wait = handle(inner, peer, link, &mut cache, env)?;
-            used += end;
+            let frame = buf.split_to(end).freeze();
+            let env = EnvelopeRef::decode(&frame[4..])?;
+            let wait = handle(inner, &node, link, &mut cache, env, &frame)?;
             if let Some(wait) = wait {
-                // A full mailbox: stop reading until it takes the messages.
+                // A full lane: stop reading until it takes the messages.
                 if let Some(lost) = wait.await {
-                    drop_messages(inner, peer, lost);
+                    drop_messages(inner, &node, lost);
                 }
             }
         }
-        buf.advance(used);
-        if buf.len() >= 4 {
-            // Make room for the whole of a large frame (its length was checked above).
-            let need = 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            buf.reserve(need.saturating_sub(buf.len()));
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
         }
         if rd.read_buf(&mut buf).await? == 0 {
             if buf.is_empty() {
@@ -401,36 +398,46 @@ async fn read_loop(
     }
 }
 
-fn drop_messages(inner: &TransportInner, peer: &Peer, lost: Undelivered) {
+/// How much a connection reads at a time (at least).
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) fn drop_messages(inner: &TransportInner, node: &str, lost: Undelivered) {
     inner
         .stats
         .dropped
         .fetch_add(lost.count, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(node = %peer.node, reason = %lost.reason, count = lost.count, "dropped messages from a peer");
+    tracing::warn!(node = %node, reason = %lost.reason, count = lost.count, "dropped messages from a peer");
 }
 
 /// Handles one envelope; a tell to a full mailbox comes back as a future to await.
 fn handle(
     inner: &Arc<TransportInner>,
-    peer: &Peer,
+    node: &Arc<str>,
     link: &Arc<Link>,
     cache: &mut Option<LastDispatch>,
     env: EnvelopeRef<'_>,
+    frame: &Bytes,
 ) -> Result<Option<WaitDelivery>, ConnError> {
-    if inner.is_cut(&peer.node) {
+    if inner.is_cut(node) {
         return Ok(None); // the fault injector's partition: as if never received
     }
     match env {
         EnvelopeRef::Tell(t) => {
+            let count = t.messages().count();
             match dispatcher(inner, cache, t.to, t.tag) {
-                Ok((d, _)) => match d.tell_bytes(t.tag, t.messages()) {
-                    Delivery::Done(None) => {}
-                    Delivery::Done(Some(lost)) => drop_messages(inner, peer, lost),
-                    Delivery::Wait(wait) => return Ok(Some(wait)),
-                },
+                Ok((d, _)) => {
+                    let at = t.bodies.as_ptr() as usize - frame.as_ptr() as usize;
+                    let bodies = frame.slice(at..at + t.bodies.len());
+                    let lost = LostMessages::new(inner.clone(), node.clone());
+                    match d.tell_bytes(t.tag, bodies, count, lost) {
+                        Delivery::Done(None) => {}
+                        Delivery::Done(Some(lost)) => drop_messages(inner, node, lost),
+                        Delivery::Wait(wait) => return Ok(Some(wait)),
+                    }
+                }
                 Err(e) => {
-                    let count = t.messages().count() as u64;
-                    drop_messages(inner, peer, Undelivered { count, reason: e });
+                    let count = count as u64;
+                    drop_messages(inner, node, Undelivered { count, reason: e });
                 }
             }
             Ok(None)
@@ -451,7 +458,7 @@ fn handle(
         EnvelopeRef::Reply(r) => {
             let result = r.result.map(|b| b.to_vec());
             if !link.resolve(r.id, result) {
-                tracing::debug!(node = %peer.node, id = r.id, "reply to an ask that is no longer waiting");
+                tracing::debug!(node = %node, id = r.id, "reply to an ask that is no longer waiting");
             }
             Ok(None)
         }

@@ -2,14 +2,16 @@
 //! into, and the asks waiting for replies over it.
 //!
 //! Senders encode each frame straight into the connection's outbound buffer under a short lock:
-//! no allocation and no channel hop per message. A writer task swaps the buffer out and writes
-//! it whole, so under load many frames share one system call. When the writer is idle, the
-//! sender that finds the buffer empty writes its frame to the socket itself (a non-blocking
-//! write), sparing a round through the executor: that is what keeps a lone ask fast. The
-//! buffer is bounded in bytes; beyond it senders are refused ([`QueueError::Full`]) or wait for
-//! room.
+//! no allocation and no channel hop per message. The buffer is a queue of chunks of about
+//! [`CHUNK`] bytes: senders append to the last one, and seal it once it is that large; a writer
+//! task takes the chunks one by one and writes each whole, so under load many frames share one
+//! system call, and the few chunks in use, recycled, stay in the processor's caches (one
+//! growing buffer of megabytes measured 15 % slower). When the writer is idle, the sender that
+//! finds the queue empty writes its frame to the socket itself (a non-blocking write), sparing
+//! a round through the executor: that is what keeps a lone ask fast. The queue is bounded in
+//! bytes; beyond it senders are refused ([`QueueError::Full`]) or wait for room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,12 +22,34 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 
 /// The answer an ask waits for: reply bytes, or the remote side's error.
 pub(crate) type ReplyResult = Result<Vec<u8>, RemoteError>;
 
-/// Where a reply goes.
-pub(crate) type ReplySlot = oneshot::Sender<ReplyResult>;
+/// What an asker hears: the answer, or that its deadline passed first. (A dropped sender means
+/// the connection closed.)
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The peer answered.
+    Reply(ReplyResult),
+    /// No answer by the ask's deadline.
+    TimedOut,
+}
+
+/// An ask waiting for its answer.
+struct Waiting {
+    tx: oneshot::Sender<Answer>,
+    deadline: Instant,
+}
+
+/// The asks waiting on a link, and when the expiry task next looks at them.
+#[derive(Default)]
+struct Pending {
+    asks: HashMap<u64, Waiting>,
+    /// When the expiry task wakes next, if it sleeps on a deadline.
+    armed: Option<Instant>,
+}
 
 /// Why a frame was not queued.
 #[derive(Debug)]
@@ -50,8 +74,21 @@ struct Open {
 /// frame, so that a receiver starts on the first messages before the last ones arrive.
 const TELL_FRAME_TARGET: usize = 64 * 1024;
 
+/// The size at which the chunk senders append to is sealed and a new one started.
+const CHUNK: usize = 256 * 1024;
+
+/// Written chunks kept for reuse.
+const SPARE_CHUNKS: usize = 4;
+
 struct Outbound {
+    /// The chunk senders append to.
     buf: BytesMut,
+    /// Sealed chunks, oldest first, waiting for the writer.
+    sealed: VecDeque<BytesMut>,
+    /// The bytes in `sealed`.
+    sealed_bytes: usize,
+    /// Written chunks, cleared, for reuse.
+    spare: Vec<BytesMut>,
     /// The tell frame at the end of `buf` that can take more messages, if any.
     open: Option<Open>,
     /// The writer task owns the socket's writing until it finds the buffer empty.
@@ -59,6 +96,43 @@ struct Outbound {
     /// The socket's write half; taken away when the link closes, so that cached handles and
     /// late reply tasks cannot keep a dead connection open.
     socket: Option<Arc<OwnedWriteHalf>>,
+}
+
+impl Outbound {
+    /// Seals the chunk senders append to and starts another.
+    fn seal(&mut self) {
+        let fresh = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.buf, fresh);
+        self.sealed_bytes += full.len();
+        self.sealed.push_back(full);
+        self.open = None;
+    }
+
+    /// The next chunk to write, if any: the oldest sealed one, else the one being appended to.
+    fn take(&mut self) -> Option<BytesMut> {
+        if let Some(chunk) = self.sealed.pop_front() {
+            self.sealed_bytes -= chunk.len();
+            return Some(chunk);
+        }
+        if self.buf.is_empty() {
+            return None;
+        }
+        self.seal();
+        let chunk = self.sealed.pop_front()?;
+        self.sealed_bytes -= chunk.len();
+        Some(chunk)
+    }
+
+    /// Keeps a written chunk for reuse (unless enough are kept, or it grew for a large frame).
+    fn recycle(&mut self, mut chunk: BytesMut) {
+        chunk.clear();
+        if self.spare.len() < SPARE_CHUNKS && chunk.capacity() <= 2 * CHUNK {
+            self.spare.push(chunk);
+        }
+    }
 }
 
 /// One established connection's sending side.
@@ -72,7 +146,9 @@ pub(crate) struct Link {
     max_frame: u32,
     next_id: AtomicU64,
     closed: AtomicBool,
-    pending: Mutex<HashMap<u64, ReplySlot>>,
+    pending: Mutex<Pending>,
+    /// Wakes the expiry task when an ask has an earlier deadline than it sleeps on.
+    expiry: Notify,
 }
 
 impl Link {
@@ -80,7 +156,10 @@ impl Link {
     pub(crate) fn new(socket: OwnedWriteHalf, limit: usize, max_frame: u32) -> Self {
         Link {
             out: Mutex::new(Outbound {
-                buf: BytesMut::with_capacity(64 * 1024),
+                buf: BytesMut::with_capacity(CHUNK),
+                sealed: VecDeque::new(),
+                sealed_bytes: 0,
+                spare: Vec::new(),
                 open: None,
                 writing: false,
                 socket: Some(Arc::new(socket)),
@@ -91,7 +170,8 @@ impl Link {
             max_frame,
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
+            expiry: Notify::new(),
         }
     }
 
@@ -132,8 +212,8 @@ impl Link {
         self.queue(false, |out| {
             let Outbound { buf, open, .. } = out;
             if let Some(o) = open {
-                if o.tag == tag
-                    && *o.to == **to
+                if (std::ptr::eq(o.tag, tag) || o.tag == tag)
+                    && (Arc::ptr_eq(&o.to, to) || *o.to == **to)
                     && o.tell.frame_len(buf) < TELL_FRAME_TARGET
                     && o.tell.push(buf, msg, max).is_ok()
                 {
@@ -191,24 +271,31 @@ impl Link {
         encode: impl FnOnce(&mut Outbound) -> Result<(), EncodeError>,
     ) -> Result<(), QueueError> {
         let mut out = self.out.lock();
-        let Some(socket) = out.socket.clone() else {
+        if out.socket.is_none() {
             return Err(QueueError::Closed);
-        };
-        if out.buf.len() >= self.limit {
+        }
+        if out.sealed_bytes + out.buf.len() >= self.limit {
             return Err(QueueError::Full);
         }
-        let was_empty = out.buf.is_empty();
+        let was_empty = out.buf.is_empty() && out.sealed.is_empty();
         encode(&mut out).map_err(QueueError::Encode)?;
+        if out.buf.len() >= CHUNK {
+            out.seal();
+        }
         if out.writing {
             return Ok(()); // the writer will take it
         }
-        if urgent && was_empty {
+        if urgent && was_empty && !out.buf.is_empty() {
             out.open = None; // the buffer's start moves
+            let Outbound { buf, socket, .. } = &mut *out;
+            let Some(socket) = socket.as_ref() else {
+                return Err(QueueError::Closed);
+            };
             loop {
-                match socket.try_write(&out.buf) {
+                match socket.try_write(buf) {
                     Ok(n) => {
-                        out.buf.advance(n);
-                        if out.buf.is_empty() {
+                        buf.advance(n);
+                        if buf.is_empty() {
                             return Ok(());
                         }
                     }
@@ -247,23 +334,25 @@ impl Link {
 
     /// The writer task: writes whatever accumulates until the link closes or the socket fails.
     pub(crate) async fn write_loop(&self) -> std::io::Result<()> {
-        let mut spare = BytesMut::with_capacity(64 * 1024);
+        let mut written: Option<BytesMut> = None;
         loop {
             let chunk = {
                 let mut out = self.out.lock();
+                if let Some(done) = written.take() {
+                    out.recycle(done);
+                }
                 let Some(socket) = out.socket.clone() else {
                     return Ok(()); // closed
                 };
-                if out.buf.is_empty() {
-                    out.writing = false;
-                    None
-                } else {
-                    out.writing = true;
-                    out.open = None;
-                    Some((
-                        std::mem::replace(&mut out.buf, std::mem::take(&mut spare)),
-                        socket,
-                    ))
+                match out.take() {
+                    Some(chunk) => {
+                        out.writing = true;
+                        Some((chunk, socket))
+                    }
+                    None => {
+                        out.writing = false;
+                        None
+                    }
                 }
             };
             let Some((mut chunk, socket)) = chunk else {
@@ -280,37 +369,90 @@ impl Link {
                     Err(e) => return Err(e),
                 }
             }
-            chunk.clear();
-            spare = chunk;
+            written = Some(chunk);
         }
     }
 
-    /// Registers an ask; `None` if the connection already closed.
-    pub(crate) fn register(&self) -> Option<(u64, oneshot::Receiver<ReplyResult>)> {
+    /// Registers an ask that gives up at `deadline`; `None` if the connection already closed.
+    ///
+    /// Deadlines are kept here, not in a timer per ask: the link's expiry task
+    /// ([`Link::expire_loop`]) sleeps until the earliest, so an ask answered in time costs no
+    /// timer at all.
+    pub(crate) fn register(&self, deadline: Instant) -> Option<(u64, oneshot::Receiver<Answer>)> {
         let mut pending = self.pending.lock();
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        pending.insert(id, tx);
+        pending.asks.insert(id, Waiting { tx, deadline });
+        let earlier = pending.armed.is_none_or(|armed| deadline < armed);
+        if earlier {
+            pending.armed = Some(deadline);
+        }
+        drop(pending);
+        if earlier {
+            self.expiry.notify_one();
+        }
         Some((id, rx))
     }
 
-    /// Forgets an ask (timed out, or never sent).
+    /// Forgets an ask (never sent).
     pub(crate) fn unregister(&self, id: u64) {
-        self.pending.lock().remove(&id);
+        self.pending.lock().asks.remove(&id);
     }
 
     /// Delivers a reply to its ask; false if no ask waits for that id.
     pub(crate) fn resolve(&self, id: u64, result: ReplyResult) -> bool {
-        let slot = self.pending.lock().remove(&id);
-        match slot {
-            Some(tx) => {
-                let _ = tx.send(result);
+        let waiting = self.pending.lock().asks.remove(&id);
+        match waiting {
+            Some(w) => {
+                let _ = w.tx.send(Answer::Reply(result));
                 true
             }
             None => false,
+        }
+    }
+
+    /// The expiry task: tells each ask whose deadline passed that it timed out. Sleeps until
+    /// the earliest deadline, or until an ask is registered when none waits. Runs beside the
+    /// reader and the writer for as long as the connection lives.
+    pub(crate) async fn expire_loop(&self) {
+        loop {
+            let notified = self.expiry.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (expired, next) = {
+                let mut pending = self.pending.lock();
+                let now = Instant::now();
+                let mut next: Option<Instant> = None;
+                let mut due = Vec::new();
+                for (id, w) in &pending.asks {
+                    if w.deadline <= now {
+                        due.push(*id);
+                    } else {
+                        next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
+                    }
+                }
+                let expired: Vec<_> = due
+                    .into_iter()
+                    .filter_map(|id| pending.asks.remove(&id))
+                    .collect();
+                pending.armed = next;
+                (expired, next)
+            };
+            for w in expired {
+                let _ = w.tx.send(Answer::TimedOut);
+            }
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = notified => {}
+                    }
+                }
+                None => notified.await,
+            }
         }
     }
 
@@ -320,7 +462,7 @@ impl Link {
         let pending = {
             let mut p = self.pending.lock();
             self.closed.store(true, Ordering::Release);
-            std::mem::take(&mut *p)
+            std::mem::take(&mut p.asks)
         };
         drop(pending);
         let socket = self.out.lock().socket.take();

@@ -213,6 +213,13 @@ pub struct Messages<'a> {
     rest: &'a [u8],
 }
 
+impl<'a> Messages<'a> {
+    /// The messages in `bodies` (as [`Tell::bodies`]).
+    pub fn new(bodies: &'a [u8]) -> Self {
+        Messages { rest: bodies }
+    }
+}
+
 impl<'a> Iterator for Messages<'a> {
     type Item = Result<&'a [u8], DecodeError>;
 

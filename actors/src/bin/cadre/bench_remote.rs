@@ -26,6 +26,9 @@ use tokio_util::codec::Decoder;
 
 const SECRET_ENV: &str = "CADRE_BENCH_SECRET";
 
+/// Round trips per side in each alternating block.
+const ASK_BLOCK: usize = 250;
+
 /// Options of `cadre bench remote`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Options {
@@ -35,13 +38,14 @@ pub(crate) struct Options {
     /// Payload bytes per message (at most 100 for the published target).
     #[arg(long, default_value_t = 100)]
     payload: usize,
-    /// Asks per round-trip round (one in flight).
-    #[arg(long, default_value_t = 5_000)]
+    /// Asks per side for the round trip (one in flight), in alternating blocks of 250.
+    #[arg(long, default_value_t = 20_000)]
     asks: usize,
-    /// Rounds of each measurement (alternating cadre and raw); medians are reported.
-    #[arg(long, default_value_t = 3)]
+    /// Throughput rounds (alternating cadre and raw); medians are reported.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Profiling aid: run only this side's round trips (`cadre` or `raw`) and exit.
+    /// Profiling aid: run only one side's round trips (`cadre`, `raw`) or throughput
+    /// (`cadre-tell`, `raw-tell`) and exit.
     #[arg(long, hide = true)]
     only: Option<String>,
 }
@@ -247,7 +251,17 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 println!("raw p50 {:?}", percentile(&sorted(v), 0.5));
                 return Ok(());
             }
-            Some(other) => bail!("--only takes cadre or raw, not {other}"),
+            Some("cadre-tell") => {
+                let tps = cadre_throughput(&sink, &payload, opts.messages).await?;
+                println!("cadre tell {:.2} M msg/s", tps / 1e6);
+                return Ok(());
+            }
+            Some("raw-tell") => {
+                let tps = raw_throughput(&mut raw, &payload, opts.messages).await?;
+                println!("raw tell {:.2} M frames/s", tps / 1e6);
+                return Ok(());
+            }
+            Some(other) => bail!("--only takes cadre, raw, cadre-tell or raw-tell, not {other}"),
             None => {}
         }
         let (mut cadre_tps, mut raw_tps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -259,10 +273,14 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
             cadre_tps.push(c);
             raw_tps.push(r);
         }
+        // Short alternating blocks, so that the machine's drift hits both sides alike.
         let (mut c_lat, mut r_lat) = (Vec::new(), Vec::new());
-        for _ in 0..opts.rounds {
-            c_lat.extend(cadre_round_trips(&sink, &payload, opts.asks).await?);
-            r_lat.extend(raw_round_trips(&mut raw, &payload, opts.asks).await?);
+        let mut left = opts.asks;
+        while left > 0 {
+            let block = left.min(ASK_BLOCK);
+            c_lat.extend(cadre_round_trips(&sink, &payload, block).await?);
+            r_lat.extend(raw_round_trips(&mut raw, &payload, block).await?);
+            left -= block;
         }
         c_lat.sort();
         r_lat.sort();
