@@ -1,5 +1,5 @@
-//! Arbitrary bytes, fed in arbitrary chunks, through the frame codec and both envelope decoders:
-//! errors are fine, panics and unbounded allocations are not.
+//! Arbitrary bytes, fed in arbitrary chunks, through the frame codec, both envelope decoders and
+//! the walk over a tell's messages: errors are fine, panics and unbounded allocations are not.
 #![no_main]
 
 use bytes::BytesMut;
@@ -23,6 +23,17 @@ fuzz_target!(|data: &[u8]| {
                     let borrowed = EnvelopeRef::decode(&frame);
                     // The two decoders agree on what is a valid envelope.
                     assert_eq!(owned.is_ok(), borrowed.is_ok(), "{owned:?} vs {borrowed:?}");
+                    if let Ok(EnvelopeRef::Tell(t)) = borrowed {
+                        // The messages tile the bodies exactly, up to a malformed tail.
+                        let mut covered = 0;
+                        for m in t.messages() {
+                            match m {
+                                Ok(body) => covered += body.len(),
+                                Err(_) => covered = t.bodies.len(),
+                            }
+                        }
+                        assert_eq!(covered, t.bodies.len());
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => return, // the connection would close here

@@ -33,9 +33,10 @@ use super::view::{
 use crate::membership::{Gossip, GossipConfig, GossipError};
 use crate::remote::{Exposure, RemoteRef};
 use crate::store::gateway::{
-    bootstrap, KvCompact, KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWrite, StoreGateway, STORE,
+    bootstrap, track_store_nodes, KvCompact, KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWrite,
+    StoreGateway, STORE,
 };
-use crate::store::replica::RaftTimings;
+use crate::store::replica::{Placement, RaftTimings, StoreView};
 use crate::store::{Kv, StoreNode, StoreStartError};
 use crate::tasks::messages::{CancelTasks, RunBatch, TASKS_ACTOR};
 use crate::tasks::{TaskRegistry, TaskWorkers, WorkerConfig, TASKS_SERVICE};
@@ -255,14 +256,27 @@ impl ClusterNode {
             .child(membership)
             .child(spec);
         let mut store = None;
+        let mut store_view = None;
         if config.roles.iter().any(|r| r == "store") {
             let timings = match config.profile {
                 Profile::Lan => RaftTimings::lan(),
                 Profile::LocalTest => RaftTimings::local_test(),
             };
             let shards: Vec<u16> = (0..config.store_shards).collect();
-            let (s, spec) = StoreNode::prepare(&node, &config.data_dir(&name), &shards, timings)
-                .map_err(ClusterNodeError::Store)?;
+            let (view_tx, view_rx) = tokio::sync::watch::channel(StoreView::default());
+            let placement = Placement {
+                nodes: view_rx,
+                dead_after: Duration::from_millis(config.store_dead_after_ms),
+            };
+            let (s, spec) = StoreNode::prepare(
+                &node,
+                &config.data_dir(&name),
+                &shards,
+                timings,
+                Some(placement),
+            )
+            .map_err(ClusterNodeError::Store)?;
+            store_view = Some(view_tx);
             root = root.child(spec);
             store = Some(s);
         }
@@ -325,6 +339,9 @@ impl ClusterNode {
         let _ = cluster.gateway.set(gateway_sup);
         if let Some(s) = store {
             actix::spawn(bootstrap(cluster.clone(), s, shards, expect));
+        }
+        if let Some(tx) = store_view {
+            actix::spawn(track_store_nodes(cluster.clone(), tx));
         }
         let Some((handle, kinds, capacity)) = workers else {
             return Ok((cluster, None));

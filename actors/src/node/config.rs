@@ -30,6 +30,7 @@ pub const DEFAULT_PORT: u16 = 7370;
 /// | [`data_dir`](Self::data_dir) | `data_dir` | `CADRE_DATA_DIR` | `--data-dir` | `./cadre-data/<name>` |
 /// | [`store_shards`](Self::store_shards) | `store_shards` | `CADRE_STORE_SHARDS` | — | 4 |
 /// | [`bootstrap_expect`](Self::bootstrap_expect) | `bootstrap_expect` | `CADRE_BOOTSTRAP_EXPECT` | `--bootstrap-expect` | 3 |
+/// | [`store_dead_after_ms`](Self::store_dead_after_ms) | `store_dead_after_ms` | `CADRE_STORE_DEAD_AFTER_MS` | — | 60 000 |
 ///
 /// The secret itself is never a flag (`ps` would show it): see [`crate::node::secret`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -64,6 +65,10 @@ pub struct NodeConfig {
     /// How many `store` nodes must be up before the store's Raft groups are formed (1 to 9;
     /// 1 for a one-node development cluster). Start exactly this many store nodes to bootstrap.
     pub bootstrap_expect: usize,
+    /// How long a store node must be down before the shards it holds are given to another
+    /// store node, in milliseconds (0 to 86 400 000). Long enough to ride out a restart; a node
+    /// that leaves gracefully is down from the moment it leaves.
+    pub store_dead_after_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -82,6 +87,7 @@ impl Default for NodeConfig {
             data_dir: None,
             store_shards: 4,
             bootstrap_expect: 3,
+            store_dead_after_ms: 60_000,
         }
     }
 }
@@ -236,6 +242,10 @@ impl NodeConfig {
         if let Some(v) = get("CADRE_BOOTSTRAP_EXPECT") {
             self.bootstrap_expect = parse("CADRE_BOOTSTRAP_EXPECT", "bootstrap_expect", &v)?;
         }
+        if let Some(v) = get("CADRE_STORE_DEAD_AFTER_MS") {
+            self.store_dead_after_ms =
+                parse("CADRE_STORE_DEAD_AFTER_MS", "store_dead_after_ms", &v)?;
+        }
         if let Some(v) = get("CADRE_HANDSHAKE_TIMEOUT_MS") {
             self.handshake_timeout_ms =
                 parse("CADRE_HANDSHAKE_TIMEOUT_MS", "handshake_timeout_ms", &v)?;
@@ -321,6 +331,9 @@ impl NodeConfig {
         }
         if !(1..=9).contains(&self.bootstrap_expect) {
             return bad("bootstrap_expect", "must be between 1 and 9");
+        }
+        if self.store_dead_after_ms > 86_400_000 {
+            return bad("store_dead_after_ms", "must be between 0 and 86400000");
         }
         Ok(())
     }

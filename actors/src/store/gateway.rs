@@ -10,7 +10,7 @@
 //! watch update says its shard). A delete by prefix or a transaction must stay within one
 //! shard.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -21,8 +21,9 @@ use cadre_cluster::store::{
     WatchUpdate,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
-use super::replica::Initialize;
+use super::replica::{Initialize, StoreView};
 use super::storage::Applied;
 use super::{StoreClient, StoreNode};
 use crate::node::ClusterNode;
@@ -219,14 +220,20 @@ impl StoreGateway {
     }
 }
 
-/// Replicas per shard: a Raft group of three tolerates one failure.
-pub const REPLICAS: usize = 3;
+pub use cadre_cluster::store::placement::REPLICAS;
 
 /// The members of `shard`'s group among the store nodes `members`: the first [`REPLICAS`] in
 /// the shard's rendezvous order (all of them when there are fewer).
 pub fn group_of(shard: u16, members: &[String]) -> Vec<String> {
+    let mut all = ranked(shard, members);
+    all.truncate(REPLICAS);
+    all
+}
+
+/// The store nodes `members` in `shard`'s rendezvous order.
+fn ranked(shard: u16, members: &[String]) -> Vec<String> {
     let names: Vec<&str> = members.iter().map(String::as_str).collect();
-    routing::place(shard, &names, REPLICAS)
+    routing::place(shard, &names, names.len())
         .into_iter()
         .map(String::from)
         .collect()
@@ -263,9 +270,14 @@ impl StoreGateway {
             // The groups' members change rarely (the client moves on from an unreachable
             // replica by itself): look them up again at most once a second.
             if client.replicas_older_than(Duration::from_secs(1)) {
-                let members = store_members(&cluster, expect).await;
-                if !members.is_empty() {
-                    client.set_replicas((0..shards).map(|s| (s, group_of(s, &members))).collect());
+                let mut stores = store_members(&cluster, usize::MAX).await;
+                // Groups follow the store nodes (see `placement`): try every live store node,
+                // those most likely to hold the shard first, and follow not-leader hints.
+                if stores.is_empty() {
+                    stores = store_members(&cluster, expect).await;
+                }
+                if !stores.is_empty() {
+                    client.set_replicas((0..shards).map(|s| (s, ranked(s, &stores))).collect());
                 }
             }
             f(&client, shards).await
@@ -393,6 +405,57 @@ impl Handler<KvWatch> for StoreGateway {
             }
             Ok(())
         })
+    }
+}
+
+/// How often a store node looks at which store nodes are up, for the shards' placement.
+const TRACK_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps `tx` current with the store nodes this node sees up and down (with when each was
+/// first seen down), for its replicas' placement duty. Ends when no replica listens any more.
+pub(crate) async fn track_store_nodes(cluster: ClusterNode, tx: watch::Sender<StoreView>) {
+    let mut events = cluster.events();
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut down_since: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    while !tx.is_closed() {
+        let rows = cluster.members().await;
+        if !rows.is_empty() {
+            let now = std::time::Instant::now();
+            let mut live = BTreeSet::new();
+            for r in &rows {
+                if !r.roles.iter().any(|x| x == "store") {
+                    continue;
+                }
+                known.insert(r.id.clone());
+                match r.state {
+                    MemberState::Up | MemberState::Suspect | MemberState::Leaving => {
+                        live.insert(r.id.clone());
+                    }
+                    MemberState::Joining | MemberState::Left | MemberState::Down => {}
+                }
+            }
+            // Anything known and not live is down: since when it was first seen so.
+            down_since.retain(|n, _| !live.contains(n));
+            for n in &known {
+                if !live.contains(n) {
+                    down_since.entry(n.clone()).or_insert(now);
+                }
+            }
+            let view = StoreView {
+                live,
+                down_since: down_since.clone(),
+            };
+            tx.send_if_modified(|v| {
+                let changed = *v != view;
+                *v = view;
+                changed
+            });
+        }
+        if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) =
+            tokio::time::timeout(TRACK_EVERY, events.recv()).await
+        {
+            tokio::time::sleep(TRACK_EVERY).await;
+        }
     }
 }
 

@@ -28,13 +28,23 @@
 //! - **Limits**: keys up to 4 KiB, values up to 1 MiB, requests up to 1.5 MiB
 //!   ([`Limits`](cadre_cluster::store::Limits)), refused with an error naming what is over.
 //!
-//! # Placement, and the limits of this version
-//! The store nodes are the first `bootstrap_expect` store nodes (by name) that came up: start
-//! exactly that many. Each shard's group is three of them (all, when fewer) chosen by
-//! rendezvous hashing, and the first of those forms it. A store node keeps an idle replica of
-//! the shards it is not in (no data). Groups do not change afterwards: store nodes joining
-//! later serve no shard, and a dead member is not replaced (no membership changes yet). Nodes
-//! are told apart by name. `compact` is per shard (revisions are); nothing compacts by itself.
+//! # Placement
+//! The groups form once `bootstrap_expect` store nodes are up: each shard's group is three of
+//! the first `bootstrap_expect` store nodes (by name; all of them when fewer), chosen by
+//! rendezvous hashing, and the first of those forms it. From then on each shard's leader keeps
+//! its group on the shard's rendezvous target among the live store nodes
+//! ([`placement`](cadre_cluster::store::placement)), one membership change at a time: a store
+//! node joining later is added to the shards it ranks highest for (as a learner until it has
+//! caught up, then as a voter in the same joint-consensus change that retires the member it
+//! displaces), and a store node down for longer than `store_dead_after_ms` (60 s by default) is
+//! replaced by a live one. A group never shrinks: with three store nodes or fewer nothing
+//! moves, and a dead member stays until a live node can take its place. A replica that is not in
+//! its shard's group serves no watch (its watchers resume on a member). Clients try the live
+//! store nodes in the shard's rendezvous order and follow not-leader hints.
+//!
+//! # Limits of this version
+//! Nodes are told apart by name. `compact` is per shard (revisions are); nothing compacts by
+//! itself. Store nodes keep an idle replica (no data) of the shards they are not in.
 
 mod client;
 pub mod gateway;

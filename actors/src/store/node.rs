@@ -7,8 +7,8 @@ use std::time::Duration;
 use cadre_runtime::{ActorRef, ChildSpec, Runtime, SupervisorRef, SupervisorSpec};
 
 use super::replica::{
-    AppendRpc, Initialize, KeepAlive, Leader, RaftTimings, Read, ShardReplica, SnapshotRpc,
-    TimeToLive, VoteRpc, WatchCancel, WatchStart, Write,
+    AppendRpc, Group, Initialize, KeepAlive, Leader, Placement, RaftTimings, Read, ShardReplica,
+    SnapshotRpc, TimeToLive, VoteRpc, WatchCancel, WatchStart, Write,
 };
 use super::storage::Disk;
 use crate::Node;
@@ -41,7 +41,9 @@ pub struct StoreNode {
 impl StoreNode {
     /// Starts replicas of `shards` on this node (`transport`), persisted in
     /// `data_dir/store.redb`, under a `store` supervisor; each is exposed as
-    /// [`replica_name`](super::replica::replica_name)`(shard)`.
+    /// [`replica_name`](super::replica::replica_name)`(shard)`. Their groups are whatever they
+    /// are initialized with and never move by themselves (a node of a cluster moves them as
+    /// store nodes come and go: see [`Placement`]).
     ///
     /// # Errors
     /// [`StoreStartError`].
@@ -52,7 +54,7 @@ impl StoreNode {
         timings: RaftTimings,
         runtime: &Runtime,
     ) -> Result<StoreNode, StoreStartError> {
-        let (store, spec) = StoreNode::prepare(transport, data_dir, shards, timings)?;
+        let (store, spec) = StoreNode::prepare(transport, data_dir, shards, timings, None)?;
         spec.start(runtime).await.map_err(StoreStartError::Start)?;
         store.expose(transport);
         Ok(store)
@@ -65,6 +67,7 @@ impl StoreNode {
         data_dir: &Path,
         shards: &[u16],
         timings: RaftTimings,
+        placement: Option<Placement>,
     ) -> Result<(StoreNode, SupervisorSpec), StoreStartError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreStartError::Disk {
             path: data_dir.display().to_string(),
@@ -78,9 +81,9 @@ impl StoreNode {
         let mut sup = SupervisorSpec::new("store");
         let mut replicas = BTreeMap::new();
         for &shard in shards {
-            let (t, d) = (transport.clone(), disk.clone());
+            let (t, d, p) = (transport.clone(), disk.clone(), placement.clone());
             let spec = ChildSpec::new(format!("shard-{shard}"), move || {
-                ShardReplica::new(shard, t.clone(), d.clone(), timings)
+                ShardReplica::new(shard, t.clone(), d.clone(), timings, p.clone())
             })
             .mailbox(16 * 1024);
             replicas.insert(shard, spec.actor_ref());
@@ -106,6 +109,7 @@ impl StoreNode {
                 .accept::<Read>()
                 .accept::<Initialize>()
                 .accept::<Leader>()
+                .accept::<Group>()
                 .accept::<WatchStart>()
                 .accept::<WatchCancel>()
                 .accept::<KeepAlive>()

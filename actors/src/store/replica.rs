@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use cadre_cluster::store::placement::{self, StoreNodes};
 use cadre_cluster::store::routing;
 use cadre_cluster::store::{
     Event, LeaseClock, LeaseId, Limits, RangeRequest, RangeResponse, Request, Revision, StoreError,
@@ -25,6 +26,25 @@ use serde::{Deserialize, Serialize};
 
 use super::storage::{Applied, Disk, ShardRaft, ShardState};
 use crate::{Node, RemoteAskError, RemoteMessage, RemoteRef};
+
+/// The store nodes as a store node's membership sees them, for the placement of shards.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreView {
+    /// Store nodes up (or suspected), by name.
+    pub live: std::collections::BTreeSet<String>,
+    /// Store nodes down or gone, by name, with when they were first seen so.
+    pub down_since: BTreeMap<String, std::time::Instant>,
+}
+
+/// What a replica needs to move its shard's group as store nodes come and go
+/// ([`cadre_cluster::store::placement`]).
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// The store nodes, kept current by the node.
+    pub nodes: tokio::sync::watch::Receiver<StoreView>,
+    /// How long a store node must be down before its place is given to another.
+    pub dead_after: Duration,
+}
 
 /// The name a shard's replica is exposed under on its node.
 pub fn replica_name(shard: u16) -> String {
@@ -166,6 +186,27 @@ impl RemoteMessage for Initialize {
     const TAG: &'static str = "store.initialize";
 }
 
+/// The shard's group as this replica knows it.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Group;
+impl Message for Group {
+    type Result = GroupInfo;
+}
+impl RemoteMessage for Group {
+    const TAG: &'static str = "store.group";
+}
+
+/// A shard's group as one replica knows it: node names.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The leader, if known.
+    pub leader: Option<String>,
+    /// The voters.
+    pub voters: Vec<String>,
+    /// The learners (catching up before they become voters).
+    pub learners: Vec<String>,
+}
+
 /// The shard's leader as this replica knows it (a node name).
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Leader;
@@ -279,6 +320,12 @@ fn request_size(request: &Request) -> usize {
 
 /// How often each watch gets a progress notification.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// How often the leader compares its group with where the shard should be.
+const PLACEMENT_TICK: Duration = Duration::from_secs(1);
+
+/// How long a new member may take to catch up before the change is abandoned (and tried again).
+const CATCH_UP: Duration = Duration::from_secs(60);
 
 struct Watcher {
     target: RemoteRef,
@@ -394,10 +441,20 @@ pub struct ShardReplica {
         tokio::sync::oneshot::Sender<Result<Applied, ReplicaError>>,
     )>,
     in_flight: usize,
+    /// Where the shard should be; `None`: the group never changes by itself.
+    placement: Option<Placement>,
+    /// A membership change is under way.
+    changing: bool,
 }
 
 impl ShardReplica {
-    pub(crate) fn new(shard: u16, transport: Node, disk: Disk, timings: RaftTimings) -> Self {
+    pub(crate) fn new(
+        shard: u16,
+        transport: Node,
+        disk: Disk,
+        timings: RaftTimings,
+        placement: Option<Placement>,
+    ) -> Self {
         ShardReplica {
             shard,
             me: transport.id().to_string(),
@@ -413,6 +470,8 @@ impl ShardReplica {
             limits: Limits::default(),
             proposals: std::collections::VecDeque::new(),
             in_flight: 0,
+            placement,
+            changing: false,
         }
     }
 
@@ -512,6 +571,137 @@ impl ShardReplica {
         }
     }
 
+    /// The group as this replica knows it.
+    fn group(&self) -> GroupInfo {
+        let raft = self.raft();
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let name = |id: u64| membership.get_node(&id).map(|n| n.addr.clone());
+        GroupInfo {
+            leader: metrics.current_leader.and_then(name),
+            voters: membership.voter_ids().filter_map(name).collect(),
+            learners: membership.learner_ids().filter_map(name).collect(),
+        }
+    }
+
+    /// The leader's placement duty: one membership change at a time towards the shard's
+    /// rendezvous target among the live store nodes (see
+    /// [`placement`](cadre_cluster::store::placement)). A newcomer joins as a learner, catches
+    /// up, then becomes a voter in the same change that retires the member it displaces;
+    /// learners that no longer belong are removed.
+    fn placement_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.changing || !self.leading {
+            return;
+        }
+        let (Some(p), Some(raft)) = (self.placement.as_ref(), self.raft.as_ref()) else {
+            return;
+        };
+        let raft = raft.0.clone();
+        let (voters, learners, joint) = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            let m = metrics.membership_config.membership();
+            let names = |ids: Vec<u64>| -> Vec<(u64, String)> {
+                ids.into_iter()
+                    .filter_map(|id| m.get_node(&id).map(|n| (id, n.addr.clone())))
+                    .collect()
+            };
+            (
+                names(m.voter_ids().collect()),
+                names(m.learner_ids().collect()),
+                m.get_joint_config().len() > 1,
+            )
+        };
+        if voters.is_empty() {
+            return; // not formed yet
+        }
+        let view = p.nodes.borrow().clone();
+        let now = std::time::Instant::now();
+        let nodes = StoreNodes {
+            live: view.live.clone(),
+            down: view
+                .down_since
+                .iter()
+                .map(|(n, since)| (n.clone(), now.saturating_duration_since(*since)))
+                .collect(),
+        };
+        let voter_names: std::collections::BTreeSet<String> =
+            voters.iter().map(|(_, n)| n.clone()).collect();
+        let target = placement::target(self.shard, &voter_names, &nodes, p.dead_after);
+        let change = placement::next_change(self.shard, &voter_names, &nodes, p.dead_after);
+        let stale: std::collections::BTreeSet<u64> = learners
+            .iter()
+            .filter(|(_, n)| {
+                !target.contains(n) && change.as_ref().and_then(|c| c.add.as_ref()) != Some(n)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if change.is_none() && stale.is_empty() && !joint {
+            return;
+        }
+        self.changing = true;
+        let shard = self.shard;
+        let voter_ids: std::collections::BTreeSet<u64> = voters.iter().map(|(id, _)| *id).collect();
+        ctx.spawn(
+            async move {
+                if !stale.is_empty() {
+                    raft.change_membership(openraft::ChangeMembers::RemoveNodes(stale), false)
+                        .await
+                        .map_err(|e| format!("removing learners: {e}"))?;
+                }
+                let Some(change) = change else {
+                    if joint {
+                        // A change left half done (its leader died): finish it.
+                        raft.change_membership(voter_ids, false)
+                            .await
+                            .map_err(|e| format!("finishing a change: {e}"))?;
+                    }
+                    return Ok(None);
+                };
+                let mut next = voter_ids;
+                if let Some(add) = &change.add {
+                    let learner = raft.add_learner(raft_id(add), BasicNode::new(add), true);
+                    match tokio::time::timeout(CATCH_UP, learner).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(format!("adding {add}: {e}")),
+                        Err(_) => return Err(format!("{add} did not catch up within {CATCH_UP:?}")),
+                    }
+                    next.insert(raft_id(add));
+                }
+                if let Some(remove) = &change.remove {
+                    next.remove(&raft_id(remove));
+                }
+                raft.change_membership(next, false)
+                    .await
+                    .map_err(|e| format!("changing voters: {e}"))?;
+                Ok(Some(change))
+            }
+            .into_actor(self)
+            .map(move |outcome: Result<Option<placement::Change>, String>, act, _| {
+                act.changing = false;
+                match outcome {
+                    Ok(Some(c)) => tracing::info!(shard, add = ?c.add, remove = ?c.remove, "shard group changed"),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(shard, error = %e, "shard group change failed; retrying"),
+                }
+            }),
+        );
+    }
+
+    /// Whether this node is in its shard's group (a voter or a learner). A replica that was
+    /// never part of it, or was removed, stops serving watches: what it has applied no longer
+    /// moves, and its watchers must resume elsewhere.
+    fn in_group(&self) -> bool {
+        let Some(raft) = self.raft.as_ref() else {
+            return false;
+        };
+        let metrics = raft.0.metrics();
+        let metrics = metrics.borrow();
+        let m = metrics.membership_config.membership();
+        m.get_node(&raft_id(&self.me)).is_some()
+    }
+
     fn leader_only(&self) -> Result<(), ReplicaError> {
         if self.leading {
             return Ok(());
@@ -558,10 +748,18 @@ impl Actor for ShardReplica {
         state.on_changes(tx);
         ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         ctx.run_interval(LEASE_TICK, |act, _| act.lease_tick());
+        ctx.run_interval(PLACEMENT_TICK, |act, ctx| act.placement_tick(ctx));
         ctx.run_interval(PROGRESS_EVERY, |act, _| {
             let Some(state) = act.state.clone() else {
                 return;
             };
+            if !act.watchers.is_empty() && !act.in_group() {
+                // Removed from the group: its watchers go and watch elsewhere.
+                for id in std::mem::take(&mut act.watchers).into_keys() {
+                    act.hub.cancel(id);
+                }
+                return;
+            }
             let updates = state.read(|sm| act.hub.progress(sm));
             for (id, update) in updates {
                 act.send(id, vec![update]);
@@ -722,6 +920,13 @@ impl Handler<Initialize> for ShardReplica {
                 Err(e) => Err(ReplicaError::Raft(e.to_string())),
             }
         })
+    }
+}
+
+impl Handler<Group> for ShardReplica {
+    type Result = MessageResult<Group>;
+    fn handle(&mut self, _: Group, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.group())
     }
 }
 

@@ -21,8 +21,9 @@
 //! # Checking
 //! [`check`]: a linearizability checker for key-value histories recorded by tests.
 //!
-//! # Routing
-//! Which shard holds a key or a lease and which store nodes hold a shard: [`routing`].
+//! # Routing and placement
+//! Which shard holds a key or a lease and which store nodes hold a shard: [`routing`]; how a
+//! shard's group follows the store nodes as they join and die: [`placement`].
 //!
 //! # Watches
 //! [`WatchHub`] turns applied changes into per-watch streams: ordered by revision, every
@@ -32,6 +33,7 @@
 
 pub mod check;
 mod lease_clock;
+pub mod placement;
 pub mod routing;
 mod state;
 mod watch;

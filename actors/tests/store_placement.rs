@@ -1,0 +1,210 @@
+//! Store placement in a cluster of store nodes: a store node joining later takes over the shards
+//! it ranks highest for, a dead one is replaced once its grace is over, and no acknowledged
+//! write is lost on the way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cadre_actors::node::{ClusterNode, NodeConfig};
+use cadre_actors::store::replica::{Group, GroupInfo, Read};
+use cadre_cluster::membership::Profile;
+use cadre_cluster::store::routing;
+use cadre_cluster::store::RangeRequest;
+use cadre_cluster::wire::Secret;
+use cadre_runtime::testkit::run;
+use cadre_runtime::Runtime;
+use common::TempDir;
+
+mod common;
+
+const SHARDS: u16 = 4;
+
+/// The longest a placement change may take here (a slow, shared machine).
+const SETTLE: Duration = Duration::from_secs(90);
+
+fn config(name: &str, seeds: Vec<SocketAddr>, dir: PathBuf) -> NodeConfig {
+    NodeConfig {
+        name: Some(name.into()),
+        cluster: "placement".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        seeds,
+        roles: vec!["store".into()],
+        profile: Profile::LocalTest,
+        data_dir: Some(dir),
+        store_shards: SHARDS,
+        bootstrap_expect: 3,
+        store_dead_after_ms: 1_000,
+        ..NodeConfig::default()
+    }
+}
+
+async fn start(name: &str, seeds: Vec<SocketAddr>, dir: &TempDir) -> ClusterNode {
+    let secret = Secret::new(b"placement-test".to_vec()).unwrap();
+    ClusterNode::start(
+        &config(name, seeds, dir.0.clone()),
+        secret,
+        &Runtime::new(name),
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits (at most `SETTLE`) until `check` holds.
+async fn settles<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each shard's group as its leader reports it (asked of every node's replica).
+async fn groups(nodes: &[&ClusterNode]) -> BTreeMap<u16, GroupInfo> {
+    let mut out = BTreeMap::new();
+    for shard in 0..SHARDS {
+        for n in nodes {
+            let Some(replica) = n.store().and_then(|s| s.replica(shard)) else {
+                continue;
+            };
+            let Ok(info) = replica.ask(Group, Duration::from_secs(5)).await else {
+                continue;
+            };
+            if info.leader.as_deref() == Some(n.name()) {
+                out.insert(shard, info);
+            }
+        }
+    }
+    out
+}
+
+fn placed(shard: u16, names: &[&str]) -> BTreeSet<String> {
+    routing::place(shard, names, 3)
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// Whether every shard's group is exactly its rendezvous target among `names`, with no
+/// learner left over.
+async fn placed_on(nodes: &[&ClusterNode], names: &[&str]) -> bool {
+    let g = groups(nodes).await;
+    (0..SHARDS).all(|s| {
+        g.get(&s).is_some_and(|info| {
+            info.learners.is_empty()
+                && info.voters.iter().cloned().collect::<BTreeSet<_>>() == placed(s, names)
+        })
+    })
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("nodes/n{i}/status").into_bytes()
+}
+
+/// Every key written so far reads back (linearizably) through `via`.
+async fn all_there(via: &ClusterNode, written: usize) {
+    for i in 0..written {
+        let kv = via
+            .kv()
+            .get(&key(i))
+            .await
+            .unwrap_or_else(|e| panic!("key {i}: {e}"))
+            .unwrap_or_else(|| panic!("key {i} is gone"));
+        assert_eq!(kv.value, format!("v{i}").into_bytes());
+    }
+}
+
+#[test]
+fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing() {
+    run(async {
+        let dirs: Vec<TempDir> = (0..4).map(|_| TempDir::new()).collect();
+        let s0 = start("s0", vec![], &dirs[0]).await;
+        let s1 = start("s1", vec![s0.addr()], &dirs[1]).await;
+        let s2 = start("s2", vec![s0.addr()], &dirs[2]).await;
+        // The groups form on the three (bootstrap_expect) and take writes.
+        settles("the store takes writes", || async {
+            s0.kv().put(b"probe/x/y", b"1").await.is_ok()
+        })
+        .await;
+        let mut written = 0;
+        for _ in 0..40 {
+            s1.kv()
+                .put(&key(written), format!("v{written}").as_bytes())
+                .await
+                .unwrap();
+            written += 1;
+        }
+        // Three store nodes: every group is all three, and stays so.
+        assert!(placed_on(&[&s0, &s1, &s2], &["s0", "s1", "s2"]).await);
+
+        // A fourth store node joins: each shard moves to its rendezvous target among four.
+        let four = ["s0", "s1", "s2", "s3"];
+        let moving = (0..SHARDS)
+            .filter(|s| placed(*s, &four).contains("s3"))
+            .count();
+        assert!(moving > 0, "the test needs s3 to rank for some shard");
+        let s3 = start("s3", vec![s0.addr()], &dirs[3]).await;
+        settles("s3 takes its share of the shards", || async {
+            placed_on(&[&s0, &s1, &s2, &s3], &["s0", "s1", "s2", "s3"]).await
+        })
+        .await;
+        for _ in 0..20 {
+            s3.kv()
+                .put(&key(written), format!("v{written}").as_bytes())
+                .await
+                .unwrap();
+            written += 1;
+        }
+        all_there(&s3, written).await;
+        // s3's own replicas hold the data of the shards it joined (caught up from the leader).
+        for shard in 0..SHARDS {
+            if !placed(shard, &["s0", "s1", "s2", "s3"]).contains("s3") {
+                continue;
+            }
+            let mine: Vec<usize> = (0..written)
+                .filter(|i| routing::shard_of(&key(*i), SHARDS) == shard)
+                .collect();
+            let replica = s3.store().unwrap().replica(shard).unwrap().clone();
+            settles("s3's replica has caught up", || {
+                let (replica, mine) = (replica.clone(), mine.clone());
+                async move {
+                    let all = RangeRequest {
+                        key: b"nodes/".to_vec(),
+                        prefix: true,
+                        ..RangeRequest::default()
+                    };
+                    let read = Read {
+                        range: all,
+                        linearizable: false,
+                    };
+                    match replica.ask(read, Duration::from_secs(5)).await {
+                        Ok(Ok(r)) => r.kvs.len() == mine.len(),
+                        _ => false,
+                    }
+                }
+            })
+            .await;
+        }
+
+        // s0 dies. After the grace, every shard it held moves to the live node outside it.
+        assert!(
+            (0..SHARDS).any(|s| placed(s, &four).contains("s0")),
+            "the test needs s0 to hold some shard"
+        );
+        s0.crash().await;
+        settles("s0's shards are given to live nodes", || async {
+            placed_on(&[&s1, &s2, &s3], &["s1", "s2", "s3"]).await
+        })
+        .await;
+        all_there(&s2, written).await;
+        s2.kv().put(b"nodes/after/status", b"ok").await.unwrap();
+        s1.leave(Duration::from_secs(5)).await;
+        s2.leave(Duration::from_secs(5)).await;
+        s3.leave(Duration::from_secs(5)).await;
+    });
+}
