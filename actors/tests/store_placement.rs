@@ -15,7 +15,7 @@ use cadre_cluster::store::RangeRequest;
 use cadre_cluster::wire::Secret;
 use cadre_runtime::testkit::run;
 use cadre_runtime::Runtime;
-use common::TempDir;
+use common::{eventually_within, TempDir};
 
 mod common;
 
@@ -57,11 +57,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_within(what, SETTLE, check).await
 }
 
 /// Each shard's group as its leader reports it (asked of every node's replica).

@@ -248,7 +248,15 @@ impl Link {
         tag: &'static str,
         msg: &M,
     ) -> Result<(), QueueError> {
-        match self.tell(to, tag, msg) {
+        self.with_room(|| self.tell(to, tag, msg)).await
+    }
+
+    /// Runs `attempt` until it is not refused for a full buffer, waiting for room between tries.
+    async fn with_room(
+        &self,
+        mut attempt: impl FnMut() -> Result<(), QueueError>,
+    ) -> Result<(), QueueError> {
+        match attempt() {
             Err(QueueError::Full) => {}
             other => return other,
         }
@@ -256,7 +264,7 @@ impl Link {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.tell(to, tag, msg) {
+            match attempt() {
                 Err(QueueError::Full) => room.await,
                 other => return other,
             }
@@ -317,19 +325,7 @@ impl Link {
         urgent: bool,
         mut encode: impl FnMut(&mut BytesMut) -> Result<(), EncodeError>,
     ) -> Result<(), QueueError> {
-        match self.push(urgent, &mut encode) {
-            Err(QueueError::Full) => {}
-            other => return other,
-        }
-        loop {
-            let room = self.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.push(urgent, &mut encode) {
-                Err(QueueError::Full) => room.await,
-                other => return other,
-            }
-        }
+        self.with_room(|| self.push(urgent, &mut encode)).await
     }
 
     /// The writer task: writes whatever accumulates until the link closes or the socket fails.
