@@ -139,6 +139,15 @@ async fn node(id: &str) -> Node {
     node_with(config(id)).await.0
 }
 
+/// Nodes "a" and "b", b connected to a, and a's recorder as b reaches it.
+async fn connected() -> (Node, Node, cadre_actors::RemoteRef) {
+    let a = node("a").await;
+    let b = node("b").await;
+    b.connect(a.local_addr(), T).await.unwrap();
+    let rec = b.actor("a", "rec");
+    (a, b, rec)
+}
+
 #[test]
 fn tell_and_ask_between_two_nodes_in_order() {
     run(async {
@@ -265,10 +274,7 @@ fn messages_near_the_frame_limit_pass_and_larger_ones_are_refused_at_the_sender(
 #[test]
 fn an_ask_times_out_at_its_deadline_and_later_asks_are_answered() {
     run(async {
-        let a = node("a").await;
-        let b = node("b").await;
-        b.connect(a.local_addr(), T).await.unwrap();
-        let rec = b.actor("a", "rec");
+        let (_a, _b, rec) = connected().await;
         // An asynchronous reply within the timeout arrives.
         assert_eq!(rec.ask(Slow(20), T).await.unwrap(), 20);
         // One that takes longer fails at the asker's deadline, not at the reply.
@@ -311,10 +317,7 @@ fn an_ask_times_out_at_its_deadline_and_later_asks_are_answered() {
 #[test]
 fn pending_asks_fail_at_once_when_the_connection_drops() {
     run(async {
-        let a = node("a").await;
-        let b = node("b").await;
-        b.connect(a.local_addr(), T).await.unwrap();
-        let rec = b.actor("a", "rec");
+        let (a, _b, rec) = connected().await;
         let pending = actix::spawn(async move {
             let t0 = std::time::Instant::now();
             (
@@ -371,10 +374,7 @@ fn a_dialer_reconnects_after_the_peer_restarts() {
 #[test]
 fn tells_to_a_full_mailbox_wait_for_room_and_none_is_lost() {
     run(async {
-        let a = node("a").await;
-        let b = node("b").await;
-        b.connect(a.local_addr(), T).await.unwrap();
-        let rec = b.actor("a", "rec");
+        let (a, _b, rec) = connected().await;
         // The recorder's mailbox (1024) fills while it is held; the connection then stops
         // reading, and the pressure goes back to b's queue.
         rec.tell(Hold(300)).unwrap();

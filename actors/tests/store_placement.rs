@@ -102,6 +102,17 @@ fn key(i: usize) -> Vec<u8> {
     format!("nodes/n{i}/status").into_bytes()
 }
 
+/// Writes `n` more keys through `via`, counting them in `written`.
+async fn write(via: &ClusterNode, written: &mut usize, n: usize) {
+    for _ in 0..n {
+        via.kv()
+            .put(&key(*written), format!("v{written}").as_bytes())
+            .await
+            .unwrap();
+        *written += 1;
+    }
+}
+
 /// Every key written so far reads back (linearizably) through `via`.
 async fn all_there(via: &ClusterNode, written: usize) {
     for i in 0..written {
@@ -128,13 +139,7 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
         })
         .await;
         let mut written = 0;
-        for _ in 0..40 {
-            s1.kv()
-                .put(&key(written), format!("v{written}").as_bytes())
-                .await
-                .unwrap();
-            written += 1;
-        }
+        write(&s1, &mut written, 40).await;
         // Three store nodes: every group is all three, and stays so.
         assert!(placed_on(&[&s0, &s1, &s2], &["s0", "s1", "s2"]).await);
 
@@ -149,13 +154,7 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
             placed_on(&[&s0, &s1, &s2, &s3], &["s0", "s1", "s2", "s3"]).await
         })
         .await;
-        for _ in 0..20 {
-            s3.kv()
-                .put(&key(written), format!("v{written}").as_bytes())
-                .await
-                .unwrap();
-            written += 1;
-        }
+        write(&s3, &mut written, 20).await;
         all_there(&s3, written).await;
         // s3's own replicas hold the data of the shards it joined (caught up from the leader).
         for shard in 0..SHARDS {

@@ -33,6 +33,16 @@ impl<M> TellError<M> {
         }
     }
 
+    /// Why it was not delivered, and the undelivered message.
+    pub fn into_parts(self) -> (TellError<()>, M) {
+        match self {
+            TellError::Full(m) => (TellError::Full(()), m),
+            TellError::Restarting(m) => (TellError::Restarting(()), m),
+            TellError::Dead(m) => (TellError::Dead(()), m),
+            TellError::NotStarted(m) => (TellError::NotStarted(()), m),
+        }
+    }
+
     /// The undelivered message.
     pub fn into_inner(self) -> M {
         match self {

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
@@ -224,14 +224,7 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for LaneFuture<A> {
 impl<A: Actor> Drop for LaneFuture<A> {
     fn drop(&mut self) {
         // The instance ended: nothing more gets in, and what is queued goes with it.
-        let jobs = {
-            let mut st = self.lane.state.lock();
-            st.closed = true;
-            st.queued = 0;
-            std::mem::take(&mut st.jobs)
-        };
-        drop(jobs);
-        self.lane.room.notify_waiters();
+        self.lane.close(true);
     }
 }
 
@@ -239,6 +232,8 @@ impl<A: Actor> Drop for LaneFuture<A> {
 pub(crate) struct LaneHook<A: Actor> {
     /// Set once any sender used the lane: every later instance gets one from its start.
     wanted: AtomicBool,
+    /// The instances' mailbox bound, which lanes take as theirs.
+    capacity: AtomicUsize,
     inner: Mutex<HookInner<A>>,
 }
 
@@ -247,18 +242,16 @@ struct HookInner<A: Actor> {
     waker: Option<Waker>,
     /// The lane of the instance of that generation.
     lane: Option<(u64, Arc<Lane<A>>)>,
-    /// The instances' mailbox bound, which lanes take as theirs.
-    capacity: usize,
 }
 
 impl<A: Actor> LaneHook<A> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(LaneHook {
             wanted: AtomicBool::new(false),
+            capacity: AtomicUsize::new(1),
             inner: Mutex::new(HookInner {
                 waker: None,
                 lane: None,
-                capacity: 1,
             }),
         })
     }
@@ -278,7 +271,7 @@ impl<A: Actor> LaneHook<A> {
             Some((g, _)) if *g > generation => return None,
             _ => {}
         }
-        let lane = Lane::new(inner.capacity);
+        let lane = Lane::new(self.capacity.load(Ordering::Relaxed));
         if let Some((_, old)) = inner.lane.replace((generation, lane.clone())) {
             old.close(true);
         }
@@ -289,12 +282,10 @@ impl<A: Actor> LaneHook<A> {
         Some(lane)
     }
 
-    /// A new instance of `generation` starts with mailboxes of `capacity`; forgets the
-    /// previous instance's waker.
+    /// A new instance starts with a mailbox of `capacity` (its predecessor's waker went with
+    /// it: [`LaneHook::ended`]).
     pub(crate) fn starting(&self, capacity: usize) {
-        let mut inner = self.inner.lock();
-        inner.capacity = capacity.max(1);
-        inner.waker = None;
+        self.capacity.store(capacity.max(1), Ordering::Relaxed);
     }
 
     /// Records the running instance's task waker.
@@ -327,15 +318,16 @@ impl<A: Actor> LaneHook<A> {
     }
 }
 
-/// A batch of messages, handled in order: the items of an iterator, `left` of them.
+/// A batch of messages, handled in order: the items of an iterator, `count` of them (what it
+/// weighs while queued; once taken from the lane it no longer counts).
 pub(crate) struct Batch<I> {
     msgs: I,
-    left: usize,
+    count: usize,
 }
 
 impl<I: Iterator> Batch<I> {
     pub(crate) fn new(msgs: I, count: usize) -> Self {
-        Batch { msgs, left: count }
+        Batch { msgs, count }
     }
 
     /// The messages not handled yet.
@@ -351,19 +343,17 @@ where
     I::Item: Message + Send + 'static,
 {
     fn weight(&self) -> usize {
-        self.left
+        self.count
     }
 
     fn run(&mut self, act: &mut A, ctx: &mut Context<A>, budget: usize) -> (usize, bool) {
         let mut handled = 0;
         while handled < budget {
             let Some(msg) = self.msgs.next() else {
-                self.left = 0;
                 return (handled, true);
             };
             <A as Handler<I::Item>>::handle(act, msg, ctx).handle(ctx, None);
             handled += 1;
-            self.left = self.left.saturating_sub(1);
             if ctx.waiting() {
                 return (handled, false);
             }

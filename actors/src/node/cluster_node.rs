@@ -317,10 +317,8 @@ impl ClusterNode {
             config.store_shards,
             config.bootstrap_expect,
         );
-        let gateway = ChildSpec::new("gateway", move || {
-            StoreGateway::new(c.clone(), shards, expect)
-        })
-        .mailbox(16 * 1024);
+        let gateway = ChildSpec::new("gateway", move || StoreGateway::new(c.clone(), shards))
+            .mailbox(16 * 1024);
         let gateway_ref = gateway.actor_ref();
         let gateway_sup = SupervisorSpec::new("store-gateway")
             .child(gateway)

@@ -33,13 +33,9 @@ pub(crate) struct Undelivered {
 
 impl Undelivered {
     fn add(slot: &mut Option<Undelivered>, reason: RemoteError) {
-        Undelivered::add_many(slot, 1, reason)
-    }
-
-    fn add_many(slot: &mut Option<Undelivered>, count: u64, reason: RemoteError) {
         match slot {
-            Some(u) => u.count += count,
-            None => *slot = Some(Undelivered { count, reason }),
+            Some(u) => u.count += 1,
+            None => *slot = Some(Undelivered { count: 1, reason }),
         }
     }
 }
@@ -100,45 +96,22 @@ where
     M: RemoteMessage,
     M::Result: Serialize + DeserializeOwned + Send + 'static,
 {
+    // A refused batch comes back whole in the error: that is its point, not a cost per message.
+    #[allow(clippy::result_large_err)]
     fn tell_bytes(&self, tag: &str, bodies: Bytes, count: usize, lost: LostMessages) -> Delivery {
         if count == 0 {
             return Delivery::Done(None);
         }
-        let msgs = Decoding::<M>::new(bodies, tag, lost);
+        debug_assert_eq!(tag, M::TAG, "the dispatcher matched the tag");
+        let name = self.name.clone();
         // The whole frame goes to the actor as one item of its batch lane.
-        match self.actor.tell_iter(msgs, count) {
-            Ok(()) => Delivery::Done(None),
-            Err(TellError::Full(msgs)) => {
-                let (actor, name) = (self.actor.clone(), self.name.clone());
-                Delivery::Wait(Box::pin(async move {
-                    let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
-                    let mut msgs = msgs;
-                    loop {
-                        let room = actor.wait_for_batch_room(count);
-                        if tokio::time::timeout_at(deadline, room).await.is_err() {
-                            let reason = not_delivered(&name, TellError::Full(()));
-                            return Some(msgs.give_up(count, reason));
-                        }
-                        match actor.tell_iter(msgs, count) {
-                            Ok(()) => return None,
-                            Err(TellError::Full(m)) => msgs = m,
-                            Err(e) => {
-                                let mut back = None;
-                                let e = e.map(|m| back = Some(m));
-                                let reason = not_delivered(&name, e);
-                                return back.map(|m| m.give_up(count, reason));
-                            }
-                        }
-                    }
-                }))
-            }
-            Err(e) => {
-                let mut back = None;
-                let e = e.map(|m| back = Some(m));
-                let reason = not_delivered(&self.name, e);
-                Delivery::Done(back.map(|m| m.give_up(count, reason)))
-            }
-        }
+        deliver(
+            &self.actor,
+            count,
+            Decoding::<M>::new(bodies, lost),
+            move |actor, msgs| actor.tell_iter(msgs, count),
+            move |why, msgs| Some(msgs.give_up(count, not_delivered(&name, why))),
+        )
     }
 
     fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery {
@@ -160,43 +133,16 @@ where
             }
         };
         // Through the batch lane, behind the tells of the same connection.
-        match self.actor.ask_then(msg, timeout, reply) {
-            Ok(()) => Delivery::Done(None),
-            Err(TellError::Full((msg, reply))) => {
-                let actor = self.actor.clone();
-                Delivery::Wait(Box::pin(async move {
-                    let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
-                    let (mut msg, mut reply) = (msg, reply);
-                    loop {
-                        let room = actor.wait_for_batch_room(1);
-                        if tokio::time::timeout_at(deadline, room).await.is_err() {
-                            reply(Err(AskError::Full(())));
-                            return None;
-                        }
-                        match actor.ask_then(msg, timeout, reply) {
-                            Ok(()) => return None,
-                            Err(TellError::Full((m, r))) => (msg, reply) = (m, r),
-                            Err(e) => {
-                                let mut back = None;
-                                let e = e.map(|(_, r)| back = Some(r));
-                                if let Some(reply) = back {
-                                    reply(Err(e.into()));
-                                }
-                                return None;
-                            }
-                        }
-                    }
-                }))
-            }
-            Err(e) => {
-                let mut back = None;
-                let e = e.map(|(_, r)| back = Some(r));
-                if let Some(reply) = back {
-                    reply(Err(e.into()));
-                }
-                Delivery::Done(None)
-            }
-        }
+        deliver(
+            &self.actor,
+            1,
+            (msg, reply),
+            move |actor, (msg, reply)| actor.ask_then(msg, timeout, reply),
+            |why, (_, reply)| {
+                reply(Err(why.into()));
+                None
+            },
+        )
     }
 
     fn tell_any(&self, msg: Box<dyn Any + Send>) -> Result<(), RemoteError> {
@@ -223,6 +169,49 @@ where
     }
 }
 
+/// Hands `item` to `actor`'s batch lane with `offer`. When the lane is full, the connection
+/// waits on the returned future, which offers it again as room comes, for up to
+/// [`TELL_PATIENCE`]; what is not taken goes to `refused`, with why.
+fn deliver<A, T>(
+    actor: &ActorRef<A>,
+    weight: usize,
+    item: T,
+    offer: impl Fn(&ActorRef<A>, T) -> Result<(), TellError<T>> + Send + 'static,
+    refused: impl FnOnce(TellError<()>, T) -> Option<Undelivered> + Send + 'static,
+) -> Delivery
+where
+    A: Actor<Context = Context<A>>,
+    T: Send + 'static,
+{
+    let item = match offer(actor, item) {
+        Ok(()) => return Delivery::Done(None),
+        Err(TellError::Full(item)) => item,
+        Err(e) => {
+            let (why, item) = e.into_parts();
+            return Delivery::Done(refused(why, item));
+        }
+    };
+    let actor = actor.clone();
+    Delivery::Wait(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + TELL_PATIENCE;
+        let mut item = item;
+        loop {
+            let room = actor.wait_for_batch_room(weight);
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return refused(TellError::Full(()), item);
+            }
+            match offer(&actor, item) {
+                Ok(()) => return None,
+                Err(TellError::Full(back)) => item = back,
+                Err(e) => {
+                    let (why, back) = e.into_parts();
+                    return refused(why, back);
+                }
+            }
+        }
+    }))
+}
+
 /// Where the messages of a peer's tell that could not be delivered are reported: counted in
 /// [`Node::dropped_messages`](crate::Node::dropped_messages) and logged with the peer's name.
 pub(crate) struct LostMessages {
@@ -245,18 +234,16 @@ impl LostMessages {
 struct Decoding<M> {
     bodies: Bytes,
     at: usize,
-    tag: Arc<str>,
     failed: Option<Undelivered>,
     lost: LostMessages,
     _m: PhantomData<fn() -> M>,
 }
 
 impl<M> Decoding<M> {
-    fn new(bodies: Bytes, tag: &str, lost: LostMessages) -> Self {
+    fn new(bodies: Bytes, lost: LostMessages) -> Self {
         Decoding {
             bodies,
             at: 0,
-            tag: tag.into(),
             failed: None,
             lost,
             _m: PhantomData,
@@ -274,13 +261,16 @@ impl<M> Decoding<M> {
     }
 }
 
-impl<M: DeserializeOwned> Iterator for Decoding<M> {
+impl<M: RemoteMessage> Iterator for Decoding<M>
+where
+    M::Result: Serialize + DeserializeOwned + Send + 'static,
+{
     type Item = M;
 
     fn next(&mut self) -> Option<M> {
         while self.at < self.bodies.len() {
             let decode_error = |detail| RemoteError::Decode {
-                tag: self.tag.to_string(),
+                tag: M::TAG.into(),
                 detail,
             };
             match Messages::new(&self.bodies[self.at..]).next() {

@@ -4,14 +4,12 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cadre_cluster::wire::{
-    decode_body, encode_body_into, AskRef, EncodeError, EnvelopeRef, RemoteError,
-};
+use cadre_cluster::wire::{decode_body, AskRef, EncodeError, EnvelopeRef, RemoteError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::RemoteMessage;
-use crate::transport::{Answer, Link, QueueError, TransportInner};
+use crate::transport::{with_body, Answer, Link, QueueError, TransportInner};
 
 /// Why a remote tell was not sent; every variant but `Remote` gives the message back.
 #[derive(thiserror::Error)]
@@ -99,11 +97,6 @@ fn tell_error<M>(e: QueueError, msg: M) -> RemoteTellError<M> {
     }
 }
 
-thread_local! {
-    /// Where message bodies are encoded before they are framed: reused, no allocation per send.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Encodes `msg` as the body of an ask, framed into `buf`.
 fn frame_ask<M: Serialize>(
     buf: &mut bytes::BytesMut,
@@ -113,15 +106,13 @@ fn frame_ask<M: Serialize>(
     msg: &M,
     (id, timeout_ms): (u64, u32),
 ) -> Result<(), EncodeError> {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        encode_body_into(msg, &mut scratch)?;
+    with_body(msg, |body| {
         EnvelopeRef::Ask(AskRef {
             id,
             to,
             tag,
             timeout_ms,
-            body: &scratch,
+            body,
         })
         .encode_frame(max, buf)
     })

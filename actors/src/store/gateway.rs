@@ -10,7 +10,7 @@
 //! watch update says its shard). A delete by prefix or a transaction must stay within one
 //! shard.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -205,17 +205,15 @@ pub(crate) struct StoreGateway {
     cluster: ClusterNode,
     client: Rc<StoreClient>,
     shards: u16,
-    expect: usize,
 }
 
 impl StoreGateway {
-    pub(crate) fn new(cluster: ClusterNode, shards: u16, expect: usize) -> Self {
+    pub(crate) fn new(cluster: ClusterNode, shards: u16) -> Self {
         let client = StoreClient::new(cluster.transport().clone(), HashMap::new());
         StoreGateway {
             cluster,
             client: Rc::new(client),
             shards,
-            expect,
         }
     }
 }
@@ -239,8 +237,8 @@ fn ranked(shard: u16, members: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The store nodes that form the groups: the first `expect` store members by name.
-pub(crate) async fn store_members(cluster: &ClusterNode, expect: usize) -> Vec<String> {
+/// The store nodes up, by name.
+pub(crate) async fn store_nodes(cluster: &ClusterNode) -> Vec<String> {
     let mut stores: Vec<String> = cluster
         .members()
         .await
@@ -249,7 +247,6 @@ pub(crate) async fn store_members(cluster: &ClusterNode, expect: usize) -> Vec<S
         .map(|r| r.id)
         .collect();
     stores.sort();
-    stores.truncate(expect);
     stores
 }
 
@@ -260,22 +257,14 @@ impl StoreGateway {
         &self,
         f: impl AsyncFnOnce(&StoreClient, u16) -> Result<T, String> + 'static,
     ) -> ResponseFuture<Result<T, String>> {
-        let (cluster, client, shards, expect) = (
-            self.cluster.clone(),
-            self.client.clone(),
-            self.shards,
-            self.expect,
-        );
+        let (cluster, client, shards) = (self.cluster.clone(), self.client.clone(), self.shards);
         Box::pin(async move {
             // The groups' members change rarely (the client moves on from an unreachable
             // replica by itself): look them up again at most once a second.
             if client.replicas_older_than(Duration::from_secs(1)) {
-                let mut stores = store_members(&cluster, usize::MAX).await;
                 // Groups follow the store nodes (see `placement`): try every live store node,
                 // those most likely to hold the shard first, and follow not-leader hints.
-                if stores.is_empty() {
-                    stores = store_members(&cluster, expect).await;
-                }
+                let stores = store_nodes(&cluster).await;
                 if !stores.is_empty() {
                     client.set_replicas((0..shards).map(|s| (s, ranked(s, &stores))).collect());
                 }
@@ -415,41 +404,16 @@ const TRACK_EVERY: Duration = Duration::from_millis(500);
 /// first seen down), for its replicas' placement duty. Ends when no replica listens any more.
 pub(crate) async fn track_store_nodes(cluster: ClusterNode, tx: watch::Sender<StoreView>) {
     let mut events = cluster.events();
-    let mut known: BTreeSet<String> = BTreeSet::new();
-    let mut down_since: BTreeMap<String, std::time::Instant> = BTreeMap::new();
     while !tx.is_closed() {
         let rows = cluster.members().await;
+        // An empty list means the node's own view is gone (it is stopping): change nothing.
         if !rows.is_empty() {
+            let stores = rows
+                .iter()
+                .filter(|r| r.roles.iter().any(|x| x == "store"))
+                .map(|r| (r.id.as_str(), r.state));
             let now = std::time::Instant::now();
-            let mut live = BTreeSet::new();
-            for r in &rows {
-                if !r.roles.iter().any(|x| x == "store") {
-                    continue;
-                }
-                known.insert(r.id.clone());
-                match r.state {
-                    MemberState::Up | MemberState::Suspect | MemberState::Leaving => {
-                        live.insert(r.id.clone());
-                    }
-                    MemberState::Joining | MemberState::Left | MemberState::Down => {}
-                }
-            }
-            // Anything known and not live is down: since when it was first seen so.
-            down_since.retain(|n, _| !live.contains(n));
-            for n in &known {
-                if !live.contains(n) {
-                    down_since.entry(n.clone()).or_insert(now);
-                }
-            }
-            let view = StoreView {
-                live,
-                down_since: down_since.clone(),
-            };
-            tx.send_if_modified(|v| {
-                let changed = *v != view;
-                *v = view;
-                changed
-            });
+            tx.send_if_modified(|view| view.observe(stores, now));
         }
         if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) =
             tokio::time::timeout(TRACK_EVERY, events.recv()).await
@@ -467,7 +431,9 @@ pub(crate) async fn track_store_nodes(cluster: ClusterNode, tx: watch::Sender<St
 pub(crate) async fn bootstrap(cluster: ClusterNode, store: StoreNode, shards: u16, expect: usize) {
     let mut events = cluster.events();
     loop {
-        let members = store_members(&cluster, expect).await;
+        // The store nodes that form the groups: the first `expect` of them by name.
+        let mut members = store_nodes(&cluster).await;
+        members.truncate(expect);
         if members.len() >= expect {
             let names: Vec<&str> = members.iter().map(String::as_str).collect();
             let mine: Vec<u16> = (0..shards)

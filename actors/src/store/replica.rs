@@ -1,12 +1,12 @@
 //! A shard replica: an actor owning one openraft group member, exposed as `store.<shard>` so
 //! that its peers' Raft RPCs and clients' requests reach it over cadre's transport.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use cadre_cluster::store::placement::{self, StoreNodes};
+use cadre_cluster::store::placement;
 use cadre_cluster::store::routing;
 use cadre_cluster::store::{
     Event, LeaseClock, LeaseId, Limits, RangeRequest, RangeResponse, Request, Revision, StoreError,
@@ -27,14 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::storage::{Applied, Disk, ShardRaft, ShardState};
 use crate::{Node, RemoteAskError, RemoteMessage, RemoteRef};
 
-/// The store nodes as a store node's membership sees them, for the placement of shards.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StoreView {
-    /// Store nodes up (or suspected), by name.
-    pub live: std::collections::BTreeSet<String>,
-    /// Store nodes down or gone, by name, with when they were first seen so.
-    pub down_since: BTreeMap<String, std::time::Instant>,
-}
+pub use cadre_cluster::store::placement::StoreView;
 
 /// What a replica needs to move its shard's group as store nodes come and go
 /// ([`cadre_cluster::store::placement`]).
@@ -602,9 +595,9 @@ impl ShardReplica {
             let metrics = raft.metrics();
             let metrics = metrics.borrow();
             let m = metrics.membership_config.membership();
-            let names = |ids: Vec<u64>| -> Vec<(u64, String)> {
-                ids.into_iter()
-                    .filter_map(|id| m.get_node(&id).map(|n| (id, n.addr.clone())))
+            let names = |ids: Vec<u64>| -> BTreeSet<String> {
+                ids.iter()
+                    .filter_map(|id| m.get_node(id).map(|n| n.addr.clone()))
                     .collect()
             };
             (
@@ -616,49 +609,33 @@ impl ShardReplica {
         if voters.is_empty() {
             return; // not formed yet
         }
-        let view = p.nodes.borrow().clone();
-        let now = std::time::Instant::now();
-        let nodes = StoreNodes {
-            live: view.live.clone(),
-            down: view
-                .down_since
-                .iter()
-                .map(|(n, since)| (n.clone(), now.saturating_duration_since(*since)))
-                .collect(),
-        };
-        let voter_names: std::collections::BTreeSet<String> =
-            voters.iter().map(|(_, n)| n.clone()).collect();
-        let target = placement::target(self.shard, &voter_names, &nodes, p.dead_after);
-        let change = placement::next_change(self.shard, &voter_names, &nodes, p.dead_after);
-        let stale: std::collections::BTreeSet<u64> = learners
-            .iter()
-            .filter(|(_, n)| {
-                !target.contains(n) && change.as_ref().and_then(|c| c.add.as_ref()) != Some(n)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        if change.is_none() && stale.is_empty() && !joint {
+        let nodes = p.nodes.borrow().at(std::time::Instant::now());
+        let change = placement::next_change(self.shard, &voters, &learners, &nodes, p.dead_after);
+        if change.is_none() && !joint {
             return;
         }
         self.changing = true;
         let shard = self.shard;
-        let voter_ids: std::collections::BTreeSet<u64> = voters.iter().map(|(id, _)| *id).collect();
+        // A node's Raft id is derived from its name (the name is its address in the group).
+        let ids = |names: &BTreeSet<String>| -> BTreeSet<u64> {
+            names.iter().map(|n| raft_id(n)).collect()
+        };
+        let voter_ids = ids(&voters);
         ctx.spawn(
             async move {
-                if !stale.is_empty() {
+                let Some(change) = change else {
+                    // A change left half done (its leader died): finish it.
+                    raft.change_membership(voter_ids, false)
+                        .await
+                        .map_err(|e| format!("finishing a change: {e}"))?;
+                    return Ok(None);
+                };
+                if !change.drop_learners.is_empty() {
+                    let stale = ids(&change.drop_learners);
                     raft.change_membership(openraft::ChangeMembers::RemoveNodes(stale), false)
                         .await
                         .map_err(|e| format!("removing learners: {e}"))?;
                 }
-                let Some(change) = change else {
-                    if joint {
-                        // A change left half done (its leader died): finish it.
-                        raft.change_membership(voter_ids, false)
-                            .await
-                            .map_err(|e| format!("finishing a change: {e}"))?;
-                    }
-                    return Ok(None);
-                };
                 let mut next = voter_ids;
                 if let Some(add) = &change.add {
                     let learner = raft.add_learner(raft_id(add), BasicNode::new(add), true);
@@ -672,16 +649,18 @@ impl ShardReplica {
                 if let Some(remove) = &change.remove {
                     next.remove(&raft_id(remove));
                 }
-                raft.change_membership(next, false)
-                    .await
-                    .map_err(|e| format!("changing voters: {e}"))?;
+                if change.add.is_some() || change.remove.is_some() {
+                    raft.change_membership(next, false)
+                        .await
+                        .map_err(|e| format!("changing voters: {e}"))?;
+                }
                 Ok(Some(change))
             }
             .into_actor(self)
             .map(move |outcome: Result<Option<placement::Change>, String>, act, _| {
                 act.changing = false;
                 match outcome {
-                    Ok(Some(c)) => tracing::info!(shard, add = ?c.add, remove = ?c.remove, "shard group changed"),
+                    Ok(Some(c)) => tracing::info!(shard, add = ?c.add, remove = ?c.remove, dropped = ?c.drop_learners, "shard group changed"),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(shard, error = %e, "shard group change failed; retrying"),
                 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use cadre_cluster::wire::{EncodeError, OpenTell, RemoteError};
+use cadre_cluster::wire::{encode_body_into, EncodeError, OpenTell, RemoteError};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -49,6 +49,24 @@ struct Pending {
     asks: HashMap<u64, Waiting>,
     /// When the expiry task wakes next, if it sleeps on a deadline.
     armed: Option<Instant>,
+}
+
+thread_local! {
+    /// Where message bodies are encoded before they are framed: reused, no allocation per send.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Encodes `msg` as a message body (its own MessagePack bytes, as an ask or a reply carries it)
+/// into a buffer reused across calls, and hands the bytes to `frame`.
+pub(crate) fn with_body<M: Serialize + ?Sized, T>(
+    msg: &M,
+    frame: impl FnOnce(&[u8]) -> Result<T, EncodeError>,
+) -> Result<T, EncodeError> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        encode_body_into(msg, &mut scratch)?;
+        frame(&scratch)
+    })
 }
 
 /// Why a frame was not queued.
@@ -101,14 +119,9 @@ struct Outbound {
 impl Outbound {
     /// Seals the chunk senders append to and starts another.
     fn seal(&mut self) {
-        let fresh = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(CHUNK));
-        let full = std::mem::replace(&mut self.buf, fresh);
+        let full = self.swap_chunk();
         self.sealed_bytes += full.len();
         self.sealed.push_back(full);
-        self.open = None;
     }
 
     /// The next chunk to write, if any: the oldest sealed one, else the one being appended to.
@@ -117,13 +130,17 @@ impl Outbound {
             self.sealed_bytes -= chunk.len();
             return Some(chunk);
         }
-        if self.buf.is_empty() {
-            return None;
-        }
-        self.seal();
-        let chunk = self.sealed.pop_front()?;
-        self.sealed_bytes -= chunk.len();
-        Some(chunk)
+        (!self.buf.is_empty()).then(|| self.swap_chunk())
+    }
+
+    /// The chunk senders append to, replaced by a spare (or new) one.
+    fn swap_chunk(&mut self) -> BytesMut {
+        let fresh = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(CHUNK));
+        self.open = None;
+        std::mem::replace(&mut self.buf, fresh)
     }
 
     /// Keeps a written chunk for reuse (unless enough are kept, or it grew for a large frame).

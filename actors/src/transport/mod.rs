@@ -58,7 +58,7 @@ use crate::remote::{Exposed, Exposure, RemoteRef};
 pub(crate) use connection::drop_messages;
 use connection::Connection;
 use dial::Dial;
-pub(crate) use link::{Answer, Link, QueueError};
+pub(crate) use link::{with_body, Answer, Link, QueueError};
 use listener::Listener;
 pub(crate) use reply::Replier;
 

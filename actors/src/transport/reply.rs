@@ -3,15 +3,10 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use cadre_cluster::wire::{encode_body_into, EncodeError, EnvelopeRef, RemoteError, ReplyRef};
+use cadre_cluster::wire::{EncodeError, EnvelopeRef, RemoteError, ReplyRef};
 use serde::Serialize;
 
-use super::link::{Link, QueueError};
-
-thread_local! {
-    /// Where reply bodies are encoded before they are framed: reused, no allocation per reply.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+use super::link::{with_body, Link, QueueError};
 
 /// Answers one ask from a peer, exactly once: with [`Replier::send`], [`Replier::fail`], or,
 /// if dropped unused, with an error saying the actor gave no reply.
@@ -46,34 +41,24 @@ impl Replier {
     pub(crate) fn send<R: Serialize + ?Sized>(mut self, reply: &R) {
         self.done = true;
         let (id, max) = (self.id, self.link.max_frame());
-        let encode = |buf: &mut BytesMut| {
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                encode_body_into(reply, &mut scratch)?;
-                EnvelopeRef::Reply(ReplyRef {
-                    id,
-                    result: Ok(serde_bytes::Bytes::new(&scratch)),
-                })
-                .encode_frame(max, buf)
-            })
-        };
-        match self.link.push(true, encode) {
-            Ok(()) | Err(QueueError::Closed) => {}
-            Err(QueueError::Encode(e)) => self.error(RemoteError::Unavailable {
+        let queued = with_body(reply, |body| {
+            match self
+                .link
+                .push(true, |buf| reply_frame(id, Ok(body), max, buf))
+            {
+                Ok(()) | Err(QueueError::Closed) => Ok(None),
+                // Rare: the connection is backed up. Keep the bytes and wait for room.
+                Err(QueueError::Full) => Ok(Some(body.to_vec())),
+                Err(QueueError::Encode(e)) => Err(e),
+            }
+        });
+        match queued {
+            Ok(None) => {}
+            Ok(Some(body)) => self.later(Ok(body)),
+            Err(e) => self.error(RemoteError::Unavailable {
                 actor: self.actor.to_string(),
                 detail: format!("its reply could not be sent: {e}"),
             }),
-            Err(QueueError::Full) => {
-                // Rare: the connection is backed up. Keep the bytes and wait for room.
-                let mut bytes = Vec::new();
-                match encode_body_into(reply, &mut bytes) {
-                    Ok(()) => self.later(Ok(bytes)),
-                    Err(e) => self.error(RemoteError::Unavailable {
-                        actor: self.actor.to_string(),
-                        detail: format!("its reply could not be sent: {e}"),
-                    }),
-                }
-            }
         }
     }
 
@@ -84,11 +69,10 @@ impl Replier {
     }
 
     fn error(&self, error: RemoteError) {
-        let id = self.id;
-        let max = self.link.max_frame();
+        let (id, max) = (self.id, self.link.max_frame());
         let pushed = self
             .link
-            .push(true, |buf| error_frame(id, &error, max, buf));
+            .push(true, |buf| reply_frame(id, Err(&error), max, buf));
         if let Err(QueueError::Full) = pushed {
             self.later(Err(error));
         }
@@ -100,28 +84,22 @@ impl Replier {
         actix::spawn(async move {
             let max = link.max_frame();
             let _ = link
-                .push_wait(true, |buf| match &result {
-                    Ok(bytes) => EnvelopeRef::Reply(ReplyRef {
-                        id,
-                        result: Ok(serde_bytes::Bytes::new(bytes)),
-                    })
-                    .encode_frame(max, buf),
-                    Err(e) => error_frame(id, e, max, buf),
-                })
+                .push_wait(true, |buf| reply_frame(id, result.as_deref(), max, buf))
                 .await;
         });
     }
 }
 
-fn error_frame(
+/// Frames the reply to ask `id`: its body, or the error.
+fn reply_frame(
     id: u64,
-    error: &RemoteError,
+    result: Result<&[u8], &RemoteError>,
     max: u32,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     EnvelopeRef::Reply(ReplyRef {
         id,
-        result: Err(error.clone()),
+        result: result.map(serde_bytes::Bytes::new).map_err(Clone::clone),
     })
     .encode_frame(max, buf)
 }

@@ -22,9 +22,10 @@
 //! carries out the change it returns.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::routing;
+use crate::members::MemberState;
 
 /// Replicas per shard: a Raft group of three tolerates one failure.
 pub const REPLICAS: usize = 3;
@@ -38,6 +39,62 @@ pub struct StoreNodes {
     pub down: BTreeMap<String, Duration>,
 }
 
+/// The store nodes as one store node follows them in its membership: who is up, and since
+/// when each of the others has been down.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreView {
+    /// Store nodes up (or suspected, or leaving), by name.
+    pub live: BTreeSet<String>,
+    /// Store nodes known and not live (down, gone, or not described yet), with when they were
+    /// first seen so.
+    pub down_since: BTreeMap<String, Instant>,
+}
+
+impl StoreView {
+    /// Takes in the states of the store members seen at `now`. A node once known stays known:
+    /// when it is no longer listed, it counts as down from then. Returns whether the view
+    /// changed.
+    pub fn observe<'a>(
+        &mut self,
+        members: impl IntoIterator<Item = (&'a str, MemberState)>,
+        now: Instant,
+    ) -> bool {
+        let mut known: BTreeSet<String> = self.live.iter().cloned().collect();
+        known.extend(self.down_since.keys().cloned());
+        let mut live = BTreeSet::new();
+        for (name, state) in members {
+            known.insert(name.to_string());
+            match state {
+                MemberState::Up | MemberState::Suspect | MemberState::Leaving => {
+                    live.insert(name.to_string());
+                }
+                MemberState::Joining | MemberState::Left | MemberState::Down => {}
+            }
+        }
+        let mut down_since = self.down_since.clone();
+        down_since.retain(|n, _| !live.contains(n));
+        for n in known.into_iter().filter(|n| !live.contains(n)) {
+            down_since.entry(n).or_insert(now);
+        }
+        let next = StoreView { live, down_since };
+        let changed = *self != next;
+        *self = next;
+        changed
+    }
+
+    /// The store nodes as the placement sees them at `now`.
+    pub fn at(&self, now: Instant) -> StoreNodes {
+        StoreNodes {
+            live: self.live.clone(),
+            down: self
+                .down_since
+                .iter()
+                .map(|(n, since)| (n.clone(), now.saturating_duration_since(*since)))
+                .collect(),
+        }
+    }
+}
+
 /// One membership change of a shard's group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -45,6 +102,9 @@ pub struct Change {
     pub add: Option<String>,
     /// A voter to retire, in the same membership change that makes `add` a voter.
     pub remove: Option<String>,
+    /// Learners that no longer belong (left over from an addition that did not finish), to
+    /// remove first.
+    pub drop_learners: BTreeSet<String>,
 }
 
 /// The nodes that should hold `shard` (best first), given its current `voters`.
@@ -79,12 +139,14 @@ pub fn target(
         .collect()
 }
 
-/// The next change that moves `shard`'s group from `voters` towards its [`target`], if any:
-/// the best-ranked missing node comes in, and (when the group is full) the worst-ranked voter
-/// that does not belong goes, dead ones first.
+/// The next change that moves `shard`'s group from `voters` (and `learners`) towards its
+/// [`target`], if any: the best-ranked missing node comes in, (when the group is full) the
+/// worst-ranked voter that does not belong goes, dead ones first, and learners that are neither
+/// in the target nor coming in are dropped.
 pub fn next_change(
     shard: u16,
     voters: &BTreeSet<String>,
+    learners: &BTreeSet<String>,
     nodes: &StoreNodes,
     dead_after: Duration,
 ) -> Option<Change> {
@@ -99,10 +161,19 @@ pub fn next_change(
     // Retire a voter only in exchange for a newcomer, or when the group is larger than its
     // target; never the last one.
     let remove = remove.filter(|_| add.is_some() || voters.len() > target.len().max(1));
-    if add.is_none() && remove.is_none() {
+    let drop_learners: BTreeSet<String> = learners
+        .iter()
+        .filter(|l| !target.contains(l) && add.as_ref() != Some(*l))
+        .cloned()
+        .collect();
+    if add.is_none() && remove.is_none() && drop_learners.is_empty() {
         return None;
     }
-    Some(Change { add, remove })
+    Some(Change {
+        add,
+        remove,
+        drop_learners,
+    })
 }
 
 #[cfg(test)]
@@ -139,7 +210,7 @@ mod tests {
         n: &StoreNodes,
     ) -> (BTreeSet<String>, usize) {
         for step in 0..10 {
-            match next_change(shard, &voters, n, GRACE) {
+            match next_change(shard, &voters, &BTreeSet::new(), n, GRACE) {
                 None => return (voters, step),
                 Some(c) => {
                     assert!(
@@ -164,12 +235,18 @@ mod tests {
         let voters = set(&["a", "b", "c"]);
         for shard in 0..16 {
             assert_eq!(
-                next_change(shard, &voters, &nodes(&["a", "b", "c"], &[]), GRACE),
+                next_change(
+                    shard,
+                    &voters,
+                    &BTreeSet::new(),
+                    &nodes(&["a", "b", "c"], &[]),
+                    GRACE
+                ),
                 None
             );
             let dead_c = nodes(&["a", "b"], &[("c", 3600)]);
             assert_eq!(
-                next_change(shard, &voters, &dead_c, GRACE),
+                next_change(shard, &voters, &BTreeSet::new(), &dead_c, GRACE),
                 None,
                 "never shrinks"
             );
@@ -188,7 +265,7 @@ mod tests {
             assert!(steps <= 1, "shard {shard}: {steps} steps");
             if after != before {
                 moved += 1;
-                let c = next_change(shard, &before, &n, GRACE).unwrap();
+                let c = next_change(shard, &before, &BTreeSet::new(), &n, GRACE).unwrap();
                 assert_eq!(c.add.as_deref(), Some("d"));
                 assert!(c.remove.is_some(), "a swap keeps three voters");
             }
@@ -206,12 +283,13 @@ mod tests {
             let recent = nodes(&["a", "b", "d"], &[("c", 10)]);
             let as_if_up = nodes(&["a", "b", "c", "d"], &[]);
             assert_eq!(
-                next_change(shard, &voters, &recent, GRACE),
-                next_change(shard, &voters, &as_if_up, GRACE)
+                next_change(shard, &voters, &BTreeSet::new(), &recent, GRACE),
+                next_change(shard, &voters, &BTreeSet::new(), &as_if_up, GRACE)
             );
             // c down for an hour: replaced by d, the only live node outside the group.
             let dead = nodes(&["a", "b", "d"], &[("c", 3600)]);
-            let c = next_change(shard, &voters, &dead, GRACE).expect("a replacement");
+            let c =
+                next_change(shard, &voters, &BTreeSet::new(), &dead, GRACE).expect("a replacement");
             assert_eq!(c.add.as_deref(), Some("d"));
             assert_eq!(c.remove.as_deref(), Some("c"));
             let (after, _) = settle(shard, voters.clone(), &dead);
@@ -230,6 +308,7 @@ mod tests {
                 next_change(
                     shard,
                     &set(&["a", "b"]),
+                    &BTreeSet::new(),
                     &nodes(&["a"], &[("b", 3600)]),
                     GRACE
                 ),
@@ -242,16 +321,58 @@ mod tests {
     fn an_oversized_group_sheds_its_extra_voters_dead_first() {
         let voters = set(&["a", "b", "c", "d"]);
         let n = nodes(&["a", "b", "c"], &[("d", 3600)]);
-        let c = next_change(7, &voters, &n, GRACE).unwrap();
+        let c = next_change(7, &voters, &BTreeSet::new(), &n, GRACE).unwrap();
         assert_eq!(
             c,
             Change {
                 add: None,
-                remove: Some("d".into())
+                remove: Some("d".into()),
+                drop_learners: BTreeSet::new()
             }
         );
         let (after, _) = settle(7, voters, &n);
         assert_eq!(after, set(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn leftover_learners_are_dropped_but_not_the_one_coming_in() {
+        let all = ["a", "b", "c", "d"];
+        let n = nodes(&all, &[("e", 3600)]);
+        for shard in 0..32 {
+            let voters = set(&["a", "b", "c"]);
+            let c = next_change(shard, &voters, &set(&["d", "e"]), &n, GRACE).expect("e goes");
+            assert!(c.drop_learners.contains("e"), "a dead learner is dropped");
+            let d_belongs = placed(shard, &all).contains("d");
+            assert_eq!(c.add.as_deref() == Some("d"), d_belongs);
+            assert_eq!(
+                !c.drop_learners.contains("d"),
+                d_belongs,
+                "shard {shard}: {c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_view_marks_nodes_down_from_when_they_stop_being_live_and_remembers_them() {
+        use MemberState::*;
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(5);
+        let t2 = t0 + Duration::from_secs(9);
+        let mut v = StoreView::default();
+        assert!(v.observe([("a", Up), ("b", Suspect), ("c", Up)], t0));
+        assert_eq!(v.live, set(&["a", "b", "c"]));
+        assert!(
+            !v.observe([("a", Up), ("b", Suspect), ("c", Up)], t1),
+            "nothing new"
+        );
+        // c goes down at t1 and then vanishes from the list: down since t1 all along.
+        assert!(v.observe([("a", Up), ("b", Up), ("c", Down)], t1));
+        v.observe([("a", Up), ("b", Up)], t2);
+        assert_eq!(v.down_since.get("c"), Some(&t1));
+        assert_eq!(v.at(t2).down.get("c"), Some(&Duration::from_secs(4)));
+        // Back up: live again, no longer down.
+        v.observe([("a", Up), ("b", Up), ("c", Up)], t2);
+        assert!(v.live.contains("c") && v.down_since.is_empty());
     }
 
     #[test]
