@@ -304,6 +304,7 @@ fn an_undecodable_message_in_a_tell_frame_is_dropped_and_counted_and_the_rest_de
         let tell = Envelope::Tell(Tell {
             to: "counter".into(),
             tag: "counter.incr".into(),
+            count: 4,
             bodies,
         });
         write_env(&mut s, &tell).await;
@@ -377,5 +378,62 @@ fn invalid_configuration_names_the_field() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`node` is empty"), "{err}");
+    });
+}
+
+#[test]
+fn a_tell_frame_whose_count_disagrees_with_its_messages_delivers_what_it_can_and_counts_the_rest() {
+    run(async {
+        let (a, good) = setup().await;
+        let mut s = authenticated(a.local_addr()).await;
+        let incrs = |n: usize| {
+            let one = rmp_serde::to_vec(&Incr).unwrap();
+            one.repeat(n)
+        };
+        // Counts three, holds two: both delivered, the missing one counted as lost.
+        let short = Envelope::Tell(Tell {
+            to: "counter".into(),
+            tag: "counter.incr".into(),
+            count: 3,
+            bodies: incrs(2),
+        });
+        write_env(&mut s, &short).await;
+        // Counts one, holds three: one delivered, the two beyond the count lost.
+        let long = Envelope::Tell(Tell {
+            to: "counter".into(),
+            tag: "counter.incr".into(),
+            count: 1,
+            bodies: incrs(3),
+        });
+        write_env(&mut s, &long).await;
+        // Counts none, holds one: nothing delivered, one lost.
+        let none = Envelope::Tell(Tell {
+            to: "counter".into(),
+            tag: "counter.incr".into(),
+            count: 0,
+            bodies: incrs(1),
+        });
+        write_env(&mut s, &none).await;
+        let ask = Envelope::Ask(Ask {
+            id: 1,
+            to: "counter".into(),
+            tag: "counter.incr".into(),
+            timeout_ms: 1000,
+            body: rmp_serde::to_vec(&Incr).unwrap(),
+        });
+        write_env(&mut s, &ask).await;
+        match read_frame(&mut s).await {
+            Some(Envelope::Reply(r)) => {
+                let n: u64 = rmp_serde::from_slice(r.result.as_ref().unwrap()).unwrap();
+                assert_eq!(n, 4, "two, one, none, and the ask's own");
+            }
+            other => panic!("expected a reply, got {other:?}"),
+        }
+        assert_eq!(
+            a.dropped_messages(),
+            4,
+            "one missing, two beyond the count, one uncounted"
+        );
+        still_serving(&good).await;
     });
 }

@@ -32,10 +32,10 @@ pub(crate) struct Undelivered {
 }
 
 impl Undelivered {
-    fn add(slot: &mut Option<Undelivered>, reason: RemoteError) {
+    fn add(slot: &mut Option<Undelivered>, count: u64, reason: RemoteError) {
         match slot {
-            Some(u) => u.count += 1,
-            None => *slot = Some(Undelivered { count: 1, reason }),
+            Some(u) => u.count += count,
+            None => *slot = Some(Undelivered { count, reason }),
         }
     }
 }
@@ -53,8 +53,9 @@ pub(crate) enum Delivery {
 /// Delivers one message type to one exposed actor, from bytes (a peer) or from a value (this
 /// node: no encoding on the local path).
 pub(crate) trait Dispatch: Send + Sync {
-    /// Delivers the `count` messages of one tell frame, in order: they are decoded one by one
-    /// by the actor as it handles them; those that do not decode are reported to `lost`.
+    /// Delivers the `count` messages of one tell frame (as the frame counts them), in order:
+    /// they are decoded one by one by the actor as it handles them; those that do not decode,
+    /// or that the frame counts but does not hold, are reported to `lost`.
     fn tell_bytes(&self, tag: &str, bodies: Bytes, count: usize, lost: LostMessages) -> Delivery;
     /// Hands one ask to the actor; its reply (or error) goes back through `replier`. Waits,
     /// like a tell, when the actor's lane is full.
@@ -99,18 +100,21 @@ where
     // A refused batch comes back whole in the error: that is its point, not a cost per message.
     #[allow(clippy::result_large_err)]
     fn tell_bytes(&self, tag: &str, bodies: Bytes, count: usize, lost: LostMessages) -> Delivery {
-        if count == 0 {
+        if count == 0 && bodies.is_empty() {
             return Delivery::Done(None);
         }
         debug_assert_eq!(tag, M::TAG, "the dispatcher matched the tag");
         let name = self.name.clone();
+        // Its weight in the lane's bound: every message takes at least one byte, so a peer
+        // cannot make a frame look heavier than it is (nor lighter than one message).
+        let weight = count.min(bodies.len()).max(1);
         // The whole frame goes to the actor as one item of its batch lane.
         deliver(
             &self.actor,
-            count,
-            Decoding::<M>::new(bodies, lost),
-            move |actor, msgs| actor.tell_iter(msgs, count),
-            move |why, msgs| Some(msgs.give_up(count, not_delivered(&name, why))),
+            weight,
+            Decoding::<M>::new(bodies, count, lost),
+            move |actor, msgs| actor.tell_iter(msgs, weight),
+            move |why, msgs| Some(msgs.give_up(not_delivered(&name, why))),
         )
     }
 
@@ -230,34 +234,43 @@ impl LostMessages {
 }
 
 /// The messages of one tell frame, decoded as they are taken (by the actor, in its context).
-/// One that does not decode is skipped and reported when the batch is done.
+/// One that does not decode is skipped and reported when the batch is done, and so are the
+/// messages the frame counts but does not hold, and any it holds beyond its count.
 struct Decoding<M> {
     bodies: Bytes,
     at: usize,
+    /// The messages the frame counts that are not taken yet.
+    left: usize,
     failed: Option<Undelivered>,
     lost: LostMessages,
     _m: PhantomData<fn() -> M>,
 }
 
 impl<M> Decoding<M> {
-    fn new(bodies: Bytes, lost: LostMessages) -> Self {
+    fn new(bodies: Bytes, count: usize, lost: LostMessages) -> Self {
         Decoding {
             bodies,
             at: 0,
+            left: count,
             failed: None,
             lost,
             _m: PhantomData,
         }
     }
 
-    /// The batch was not delivered: all `count` messages are lost, for `reason`.
-    fn give_up(mut self, count: usize, reason: RemoteError) -> Undelivered {
+    /// The batch was not delivered: all its messages are lost, for `reason`.
+    fn give_up(mut self, reason: RemoteError) -> Undelivered {
+        let count = std::mem::take(&mut self.left) as u64;
         self.at = self.bodies.len();
         self.failed = None;
-        Undelivered {
-            count: count as u64,
-            reason,
-        }
+        Undelivered { count, reason }
+    }
+}
+
+fn decode_error(tag: &str, detail: String) -> RemoteError {
+    RemoteError::Decode {
+        tag: tag.into(),
+        detail,
     }
 }
 
@@ -268,25 +281,37 @@ where
     type Item = M;
 
     fn next(&mut self) -> Option<M> {
-        while self.at < self.bodies.len() {
-            let decode_error = |detail| RemoteError::Decode {
-                tag: M::TAG.into(),
-                detail,
-            };
+        while self.left > 0 {
+            self.left -= 1;
             match Messages::new(&self.bodies[self.at..]).next() {
                 Some(Ok(body)) => {
                     self.at += body.len();
                     match decode_body::<M>(body) {
                         Ok(msg) => return Some(msg),
-                        Err(detail) => Undelivered::add(&mut self.failed, decode_error(detail)),
+                        Err(detail) => {
+                            Undelivered::add(&mut self.failed, 1, decode_error(M::TAG, detail))
+                        }
                     }
                 }
+                // Where the next message starts is unknown: the rest of the frame is lost.
                 Some(Err(e)) => {
+                    let count = 1 + std::mem::take(&mut self.left) as u64;
                     self.at = self.bodies.len();
-                    Undelivered::add(&mut self.failed, decode_error(e.to_string()));
+                    Undelivered::add(&mut self.failed, count, decode_error(M::TAG, e.to_string()));
                 }
-                None => break,
+                None => {
+                    let count = 1 + std::mem::take(&mut self.left) as u64;
+                    let detail = format!("the frame holds {count} messages fewer than it counts");
+                    Undelivered::add(&mut self.failed, count, decode_error(M::TAG, detail));
+                }
             }
+        }
+        if self.at < self.bodies.len() {
+            // Bytes beyond the messages counted: not delivered, and counted as lost.
+            let extra = Messages::new(&self.bodies[self.at..]).count() as u64;
+            self.at = self.bodies.len();
+            let detail = format!("the frame holds {extra} messages more than it counts");
+            Undelivered::add(&mut self.failed, extra, decode_error(M::TAG, detail));
         }
         None
     }

@@ -249,6 +249,18 @@ impl RemoteRef {
     where
         M::Result: Serialize + DeserializeOwned + Send + 'static,
     {
+        match self.tell(msg) {
+            // Waiting is the rare case: its state (a wait for room) lives in a box of its own,
+            // so that the future of every tell stays as small as the message.
+            Err(RemoteTellError::QueueFull(msg)) => Box::pin(self.tell_when_room(msg)).await,
+            done => done,
+        }
+    }
+
+    async fn tell_when_room<M: RemoteMessage>(&self, msg: M) -> Result<(), RemoteTellError<M>>
+    where
+        M::Result: Serialize + DeserializeOwned + Send + 'static,
+    {
         let (link, msg) = match self.tell_route(msg) {
             Ok(route) => route,
             Err(done) => return done,

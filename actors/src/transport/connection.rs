@@ -423,7 +423,7 @@ fn handle(
     }
     match env {
         EnvelopeRef::Tell(t) => {
-            let count = t.messages().count();
+            let count = t.count as usize;
             match dispatcher(inner, cache, t.to, t.tag) {
                 Ok((d, _)) => {
                     let at = t.bodies.as_ptr() as usize - frame.as_ptr() as usize;

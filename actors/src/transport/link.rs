@@ -95,6 +95,13 @@ const TELL_FRAME_TARGET: usize = 64 * 1024;
 /// The size at which the chunk senders append to is sealed and a new one started.
 const CHUNK: usize = 256 * 1024;
 
+/// Room a chunk has beyond [`CHUNK`], so that the frame that fills it does not make it grow
+/// (a reallocation and a copy of the whole chunk); only a frame larger than this does.
+const CHUNK_SLACK: usize = 16 * 1024;
+
+/// A chunk's allocation.
+const CHUNK_CAPACITY: usize = CHUNK + CHUNK_SLACK;
+
 /// Written chunks kept for reuse.
 const SPARE_CHUNKS: usize = 4;
 
@@ -138,7 +145,7 @@ impl Outbound {
         let fresh = self
             .spare
             .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(CHUNK));
+            .unwrap_or_else(|| BytesMut::with_capacity(CHUNK_CAPACITY));
         self.open = None;
         std::mem::replace(&mut self.buf, fresh)
     }
@@ -146,6 +153,10 @@ impl Outbound {
     /// Keeps a written chunk for reuse (unless enough are kept, or it grew for a large frame).
     fn recycle(&mut self, mut chunk: BytesMut) {
         chunk.clear();
+        // Writing advanced the chunk's start to its end; reserving while it is empty takes the
+        // whole allocation back without copying, where the first push would otherwise find
+        // little room and move its bytes around.
+        chunk.reserve(CHUNK_CAPACITY);
         if self.spare.len() < SPARE_CHUNKS && chunk.capacity() <= 2 * CHUNK {
             self.spare.push(chunk);
         }
@@ -173,7 +184,7 @@ impl Link {
     pub(crate) fn new(socket: OwnedWriteHalf, limit: usize, max_frame: u32) -> Self {
         Link {
             out: Mutex::new(Outbound {
-                buf: BytesMut::with_capacity(CHUNK),
+                buf: BytesMut::with_capacity(CHUNK_CAPACITY),
                 sealed: VecDeque::new(),
                 sealed_bytes: 0,
                 spare: Vec::new(),

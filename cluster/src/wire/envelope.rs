@@ -4,6 +4,7 @@ use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::handshake::{Hello, Proof, Reject};
+use super::msgpack::Append;
 
 /// One frame's content.
 ///
@@ -35,6 +36,9 @@ pub struct Tell {
     pub to: String,
     /// The message type's stable tag.
     pub tag: String,
+    /// How many messages `bodies` holds. The receiver delivers at most this many, and counts
+    /// as lost any it does not find.
+    pub count: u32,
     /// The messages, each a MessagePack value, one after the other (at least one).
     #[serde(with = "serde_bytes")]
     pub bodies: Vec<u8>,
@@ -193,6 +197,8 @@ pub struct TellRef<'a> {
     pub to: &'a str,
     /// The message type's stable tag.
     pub tag: &'a str,
+    /// As [`Tell::count`].
+    pub count: u32,
     /// As [`Tell::bodies`].
     #[serde(with = "serde_bytes")]
     pub bodies: &'a [u8],
@@ -319,7 +325,7 @@ fn encode_frame_of<T: Serialize>(
 ) -> Result<(), EncodeError> {
     let start = dst.len();
     dst.put_u32(0);
-    let written = rmp_serde::encode::write(&mut dst.writer(), value);
+    let written = rmp_serde::encode::write(&mut Append(dst), value);
     if let Err(e) = written {
         dst.truncate(start);
         return Err(EncodeError::Serialize(e.to_string()));
@@ -371,6 +377,7 @@ mod tests {
         Envelope::Tell(Tell {
             to: "counter".into(),
             tag: "counter.add".into(),
+            count: 1,
             bodies: encode_body(&5u64).unwrap(),
         })
     }
@@ -416,6 +423,7 @@ mod tests {
         let view = EnvelopeRef::Tell(TellRef {
             to: &t.to,
             tag: &t.tag,
+            count: t.count,
             bodies: &t.bodies,
         });
         let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
@@ -487,6 +495,7 @@ mod tests {
         let big = Envelope::Tell(Tell {
             to: "a".into(),
             tag: "t".into(),
+            count: 2000,
             bodies: vec![0; 2000],
         });
         let mut dst = BytesMut::from(&b"xy"[..]);

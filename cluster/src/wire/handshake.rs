@@ -32,7 +32,7 @@ use super::envelope::Envelope;
 pub const MAGIC: [u8; 4] = *b"CADR";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// What a side says of itself.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -565,6 +565,7 @@ mod tests {
             .handle(Envelope::Tell(super::super::envelope::Tell {
                 to: "x".into(),
                 tag: "t".into(),
+                count: 0,
                 bodies: vec![],
             }))
             .unwrap_err();

@@ -1,6 +1,30 @@
 //! The length of one MessagePack value, found by walking its headers.
 
+use bytes::BytesMut;
 use rmp::Marker;
+
+/// An `io::Write` that appends to a `BytesMut`, for the encoder: its many small writes (a
+/// marker, a length, a field) stay inline instead of each going through a call.
+pub(crate) struct Append<'a>(pub(crate) &'a mut BytesMut);
+
+impl std::io::Write for Append<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(buf);
+        Ok(())
+    }
+
+    #[inline]
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// The deepest nesting accepted (a hostile frame of nested arrays cannot exhaust the stack).
 const MAX_DEPTH: usize = 64;

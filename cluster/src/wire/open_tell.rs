@@ -7,16 +7,21 @@
 //! whole, valid frames and can be written out at any moment.
 //!
 //! The bytes are those of [`Envelope::Tell`](super::Envelope::Tell) as `rmp-serde` writes
-//! it (a one-entry map from the variant name to a three-element array), except that the bodies
-//! always use the `bin 32` header so that their length can be patched in place.
+//! it (a one-entry map from the variant name to a four-element array), except that the count
+//! is always a `uint 32` and the bodies always use the `bin 32` header, so that both can be
+//! patched in place.
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 
 use super::envelope::EncodeError;
+use super::msgpack::Append;
 
 /// The `bin 32` MessagePack marker.
 const BIN32: u8 = 0xc6;
+
+/// The `uint 32` MessagePack marker.
+const UINT32: u8 = 0xce;
 
 /// An open tell frame at the end of a buffer: where its length prefix and its bodies' length
 /// are, so that messages can be appended to it.
@@ -24,6 +29,8 @@ const BIN32: u8 = 0xc6;
 pub struct OpenTell {
     /// Offset of the frame's `u32` length prefix.
     frame_at: usize,
+    /// Offset of the message count's `uint 32` value.
+    count_at: usize,
     /// Offset of the bodies' `bin 32` length.
     bodies_len_at: usize,
 }
@@ -35,19 +42,22 @@ impl OpenTell {
     pub fn begin(dst: &mut BytesMut, to: &str, tag: &str) -> OpenTell {
         let frame_at = dst.len();
         dst.put_u32(0);
-        let mut w = dst.writer();
+        let mut w = Append(dst);
         // Writing to a `BytesMut` cannot fail.
         let _ = rmp::encode::write_map_len(&mut w, 1);
         let _ = rmp::encode::write_str(&mut w, "Tell");
-        let _ = rmp::encode::write_array_len(&mut w, 3);
+        let _ = rmp::encode::write_array_len(&mut w, 4);
         let _ = rmp::encode::write_str(&mut w, to);
         let _ = rmp::encode::write_str(&mut w, tag);
-        let dst = w.into_inner();
+        dst.put_u8(UINT32);
+        let count_at = dst.len();
+        dst.put_u32(0);
         dst.put_u8(BIN32);
         let bodies_len_at = dst.len();
         dst.put_u32(0);
         let open = OpenTell {
             frame_at,
+            count_at,
             bodies_len_at,
         };
         open.patch(dst);
@@ -61,7 +71,13 @@ impl OpenTell {
 
     /// Whether the frame holds no message yet.
     pub fn is_empty(&self, dst: &BytesMut) -> bool {
-        dst.len() == self.bodies_len_at + 4
+        self.count(dst) == 0
+    }
+
+    /// How many messages the frame holds.
+    pub fn count(&self, dst: &BytesMut) -> u32 {
+        let at = self.count_at;
+        u32::from_be_bytes([dst[at], dst[at + 1], dst[at + 2], dst[at + 3]])
     }
 
     /// Appends `msg` to the frame, which must still be the last thing in `dst`.
@@ -76,7 +92,7 @@ impl OpenTell {
         max: u32,
     ) -> Result<(), EncodeError> {
         let before = dst.len();
-        let written = rmp_serde::encode::write(&mut dst.writer(), msg);
+        let written = rmp_serde::encode::write(&mut Append(dst), msg);
         if let Err(e) = written {
             dst.truncate(before);
             return Err(EncodeError::Serialize(e.to_string()));
@@ -86,6 +102,8 @@ impl OpenTell {
             dst.truncate(before);
             return Err(EncodeError::TooLarge { len: body, max });
         }
+        let count = self.count(dst) + 1;
+        dst[self.count_at..self.count_at + 4].copy_from_slice(&count.to_be_bytes());
         self.patch(dst);
         Ok(())
     }
@@ -136,6 +154,7 @@ mod tests {
         let expected = Envelope::Tell(Tell {
             to: "counter".into(),
             tag: "counter.add".into(),
+            count: 3,
             bodies,
         });
         assert_eq!(Envelope::decode(&f[0]).unwrap(), expected);
@@ -160,6 +179,8 @@ mod tests {
                 panic!("not a tell")
             };
             assert_eq!(t.messages().count(), i as usize + 1);
+            assert_eq!(t.count, i + 1);
+            assert_eq!(open.count(&wire), i + 1);
         }
     }
 
@@ -177,6 +198,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(wire, before);
+        assert_eq!(open.count(&wire), 1);
         open.abandon(&mut wire);
         assert_eq!(&wire[..], b"xy");
     }
@@ -206,6 +228,7 @@ mod tests {
         let t = crate::wire::TellRef {
             to: "a",
             tag: "t",
+            count: 2,
             bodies: &bodies,
         };
         let got: Vec<_> = t.messages().collect();
