@@ -56,9 +56,23 @@ enum Kind {
 
 /// A connection to one peer. A dialer reconnects by itself with backoff and gives up only when
 /// the peer refuses the handshake; an accepted connection ends with its socket.
+///
+/// The socket work runs in a task of its own, which the actor owns: it ends (and the actor
+/// fails, for its supervisor to restart) when the task fails or panics, and the task is
+/// aborted when the actor ends. Traffic wakes only that task, not the actor's context.
 pub(crate) struct Connection {
     inner: Arc<TransportInner>,
     kind: Kind,
+    io: Option<AbortOnDrop>,
+}
+
+/// Aborts the connection's task when the actor that owns it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Connection {
@@ -66,6 +80,7 @@ impl Connection {
         Connection {
             inner,
             kind: Kind::Dial { addr, dial },
+            io: None,
         }
     }
 
@@ -80,6 +95,7 @@ impl Connection {
                 stream: Some(stream),
                 addr,
             },
+            io: None,
         }
     }
 }
@@ -97,10 +113,18 @@ impl Actor for Connection {
                 None => Box::pin(async { Ok(()) }),
             },
         };
-        ctx.spawn(run.into_actor(self).map(|result, _, ctx| match result {
-            Ok(()) => ctx.stop(),
-            Err(e) => ctx.fail(e),
+        let task = actix::spawn(run);
+        self.io = Some(AbortOnDrop(task.abort_handle()));
+        ctx.spawn(task.into_actor(self).map(|result, _, ctx| match result {
+            Ok(Ok(())) => ctx.stop(),
+            Ok(Err(e)) => ctx.fail(e),
+            Err(e) if e.is_panic() => ctx.fail(format!("the connection task panicked: {e}")),
+            Err(_) => ctx.stop(), // aborted: the actor is ending anyway
         }));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.io = None;
     }
 }
 
@@ -288,6 +312,7 @@ async fn serve(
         link: link.clone(),
     };
     tokio::select! {
+        biased; // traffic first; no random draw per wake-up
         r = read_loop(inner, peer, &link, rd) => r,
         w = link.write_loop() => w.map_err(ConnError::from),
         () = link.expire_loop() => Ok(()),
