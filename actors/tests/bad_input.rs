@@ -294,19 +294,18 @@ fn an_undecodable_message_in_a_tell_frame_is_dropped_and_counted_and_the_rest_de
     run(async {
         let (a, good) = setup().await;
         let mut s = authenticated(a.local_addr()).await;
-        // One tell frame: Incr, a string where an Incr should be, Incr, then a bin 8 header
-        // without its bytes (malformed: where anything after it starts is unknown).
-        let mut bodies = Vec::new();
-        bodies.extend(rmp_serde::to_vec(&Incr).unwrap());
-        bodies.extend(rmp_serde::to_vec("not an Incr").unwrap());
-        bodies.extend(rmp_serde::to_vec(&Incr).unwrap());
-        bodies.push(0xc4);
-        let tell = Envelope::Tell(Tell {
-            to: "counter".into(),
-            tag: "counter.incr".into(),
-            count: 4,
-            bodies,
-        });
+        // One tell frame: Incr, a string where an Incr should be, Incr, then a length that
+        // runs past the frame's end (malformed: where anything after it starts is unknown).
+        let incr = rmp_serde::to_vec(&Incr).unwrap();
+        let not_incr = rmp_serde::to_vec("not an Incr").unwrap();
+        let mut tell = Tell::of(
+            "counter",
+            "counter.incr",
+            [&incr, &not_incr, &incr].map(|m| &m[..]),
+        );
+        tell.bodies.extend([0, 0, 0, 9, 0xc0]); // a length past the end of the frame
+        tell.count += 1;
+        let tell = Envelope::Tell(tell);
         write_env(&mut s, &tell).await;
         // The two good ones were handled: the next Incr on the same connection answers 3.
         let ask = Envelope::Ask(Ask {
@@ -324,7 +323,11 @@ fn an_undecodable_message_in_a_tell_frame_is_dropped_and_counted_and_the_rest_de
             }
             other => panic!("expected a reply, got {other:?}"),
         }
-        assert_eq!(a.dropped_messages(), 2, "the string and the malformed tail");
+        assert_eq!(
+            a.dropped_messages(),
+            2,
+            "the string and the message past the end"
+        );
         still_serving(&good).await;
     });
 }
@@ -386,34 +389,18 @@ fn a_tell_frame_whose_count_disagrees_with_its_messages_delivers_what_it_can_and
     run(async {
         let (a, good) = setup().await;
         let mut s = authenticated(a.local_addr()).await;
-        let incrs = |n: usize| {
-            let one = rmp_serde::to_vec(&Incr).unwrap();
-            one.repeat(n)
+        let one = rmp_serde::to_vec(&Incr).unwrap();
+        let incrs = |held: usize, counted: u32| {
+            let mut t = Tell::of("counter", "counter.incr", vec![&one[..]; held]);
+            t.count = counted;
+            Envelope::Tell(t)
         };
         // Counts three, holds two: both delivered, the missing one counted as lost.
-        let short = Envelope::Tell(Tell {
-            to: "counter".into(),
-            tag: "counter.incr".into(),
-            count: 3,
-            bodies: incrs(2),
-        });
-        write_env(&mut s, &short).await;
+        write_env(&mut s, &incrs(2, 3)).await;
         // Counts one, holds three: one delivered, the two beyond the count lost.
-        let long = Envelope::Tell(Tell {
-            to: "counter".into(),
-            tag: "counter.incr".into(),
-            count: 1,
-            bodies: incrs(3),
-        });
-        write_env(&mut s, &long).await;
+        write_env(&mut s, &incrs(3, 1)).await;
         // Counts none, holds one: nothing delivered, one lost.
-        let none = Envelope::Tell(Tell {
-            to: "counter".into(),
-            tag: "counter.incr".into(),
-            count: 0,
-            bodies: incrs(1),
-        });
-        write_env(&mut s, &none).await;
+        write_env(&mut s, &incrs(1, 0)).await;
         let ask = Envelope::Ask(Ask {
             id: 1,
             to: "counter".into(),

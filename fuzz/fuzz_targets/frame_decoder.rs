@@ -24,15 +24,20 @@ fuzz_target!(|data: &[u8]| {
                     // The two decoders agree on what is a valid envelope.
                     assert_eq!(owned.is_ok(), borrowed.is_ok(), "{owned:?} vs {borrowed:?}");
                     if let Ok(EnvelopeRef::Tell(t)) = borrowed {
-                        // The messages tile the bodies exactly, up to a malformed tail.
-                        let mut covered = 0;
-                        for m in t.messages() {
+                        // The messages take the bodies whole, each within them, up to a
+                        // malformed tail that ends the walk.
+                        let mut messages = t.messages();
+                        let mut left = t.bodies.len();
+                        while let Some(m) = messages.next() {
                             match m {
-                                Ok(body) => covered += body.len(),
-                                Err(_) => covered = t.bodies.len(),
+                                Ok(body) => {
+                                    assert_eq!(left - messages.remaining(), 4 + body.len());
+                                }
+                                Err(_) => assert_eq!(messages.remaining(), 0),
                             }
+                            left = messages.remaining();
                         }
-                        assert_eq!(covered, t.bodies.len());
+                        assert_eq!(messages.remaining(), 0);
                     }
                 }
                 Ok(None) => break,

@@ -283,16 +283,16 @@ where
     fn next(&mut self) -> Option<M> {
         while self.left > 0 {
             self.left -= 1;
-            match Messages::new(&self.bodies[self.at..]).next() {
-                Some(Ok(body)) => {
-                    self.at += body.len();
-                    match decode_body::<M>(body) {
-                        Ok(msg) => return Some(msg),
-                        Err(detail) => {
-                            Undelivered::add(&mut self.failed, 1, decode_error(M::TAG, detail))
-                        }
+            let mut messages = Messages::new(&self.bodies[self.at..]);
+            let next = messages.next();
+            self.at = self.bodies.len() - messages.remaining();
+            match next {
+                Some(Ok(body)) => match decode_body::<M>(body) {
+                    Ok(msg) => return Some(msg),
+                    Err(detail) => {
+                        Undelivered::add(&mut self.failed, 1, decode_error(M::TAG, detail))
                     }
-                }
+                },
                 // Where the next message starts is unknown: the rest of the frame is lost.
                 Some(Err(e)) => {
                     let count = 1 + std::mem::take(&mut self.left) as u64;

@@ -66,7 +66,8 @@ pub(crate) struct Connection {
     io: Option<AbortOnDrop>,
 }
 
-/// Aborts the connection's task when the actor that owns it is dropped.
+/// Aborts a task when dropped: the connection's task when the actor that owns it is, the
+/// expiry task when the connection ends.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
@@ -311,11 +312,16 @@ async fn serve(
         node: peer.node.clone(),
         link: link.clone(),
     };
+    // Ask deadlines are kept by a task of their own, so that traffic does not poll its timer.
+    let expiry = {
+        let link = link.clone();
+        actix::spawn(async move { link.expire_loop().await })
+    };
+    let _expiry = AbortOnDrop(expiry.abort_handle());
     tokio::select! {
         biased; // traffic first; no random draw per wake-up
         r = read_loop(inner, peer, &link, rd) => r,
         w = link.write_loop() => w.map_err(ConnError::from),
-        () = link.expire_loop() => Ok(()),
     }
 }
 

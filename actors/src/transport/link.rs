@@ -43,10 +43,31 @@ struct Waiting {
     deadline: Instant,
 }
 
+/// Hashes the ids of pending asks. They are chosen here, one after the other, so a multiply
+/// spreads them well; a peer only ever looks ids up (with its replies), it never adds any.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64((self.0 << 8) | u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The asks waiting on a link, and when the expiry task next looks at them.
 #[derive(Default)]
 struct Pending {
-    asks: HashMap<u64, Waiting>,
+    asks: HashMap<u64, Waiting, std::hash::BuildHasherDefault<IdHasher>>,
     /// When the expiry task wakes next, if it sleeps on a deadline.
     armed: Option<Instant>,
 }

@@ -39,9 +39,33 @@ pub struct Tell {
     /// How many messages `bodies` holds. The receiver delivers at most this many, and counts
     /// as lost any it does not find.
     pub count: u32,
-    /// The messages, each a MessagePack value, one after the other (at least one).
+    /// The messages one after the other, each a `u32` big-endian length and that many bytes
+    /// of MessagePack (at least one message). The lengths let a receiver take each message
+    /// without walking it, and lose only that one when it does not decode.
     #[serde(with = "serde_bytes")]
     pub bodies: Vec<u8>,
+}
+
+impl Tell {
+    /// A tell of `messages` (each its own MessagePack bytes) to the actor exposed as `to`.
+    pub fn of<'m>(
+        to: impl Into<String>,
+        tag: impl Into<String>,
+        messages: impl IntoIterator<Item = &'m [u8]>,
+    ) -> Tell {
+        let (mut count, mut bodies) = (0u32, Vec::new());
+        for m in messages {
+            bodies.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            bodies.extend_from_slice(m);
+            count += 1;
+        }
+        Tell {
+            to: to.into(),
+            tag: tag.into(),
+            count,
+            bodies,
+        }
+    }
 }
 
 /// A request to an actor exposed on the receiving node.
@@ -205,9 +229,8 @@ pub struct TellRef<'a> {
 }
 
 impl<'a> TellRef<'a> {
-    /// The messages one by one, each as its own MessagePack bytes. Ends after the first value
-    /// that is not well-formed MessagePack (an `Err`): where the next one starts is then
-    /// unknown.
+    /// The messages one by one, each as its own MessagePack bytes. Ends after a length that
+    /// runs past the bodies (an `Err`): where the next one starts is then unknown.
     pub fn messages(&self) -> Messages<'a> {
         Messages { rest: self.bodies }
     }
@@ -224,6 +247,11 @@ impl<'a> Messages<'a> {
     pub fn new(bodies: &'a [u8]) -> Self {
         Messages { rest: bodies }
     }
+
+    /// How many bytes of the bodies are not taken yet.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
 }
 
 impl<'a> Iterator for Messages<'a> {
@@ -233,17 +261,20 @@ impl<'a> Iterator for Messages<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        match super::msgpack::value_len(self.rest) {
-            Some(len) => {
-                let (one, rest) = self.rest.split_at(len);
-                self.rest = rest;
+        let left = self.rest.len();
+        let len = match self.rest {
+            [a, b, c, d, ..] => u32::from_be_bytes([*a, *b, *c, *d]) as usize,
+            _ => usize::MAX,
+        };
+        match self.rest.get(4..).and_then(|r| r.get(..len)) {
+            Some(one) => {
+                self.rest = &self.rest[4 + len..];
                 Some(Ok(one))
             }
             None => {
-                let left = self.rest.len();
                 self.rest = &[];
                 Some(Err(DecodeError(format!(
-                    "the last {left} bytes of a tell are not a MessagePack value"
+                    "the last {left} bytes of a tell are not a length and a message"
                 ))))
             }
         }
@@ -378,7 +409,7 @@ mod tests {
             to: "counter".into(),
             tag: "counter.add".into(),
             count: 1,
-            bodies: encode_body(&5u64).unwrap(),
+            bodies: [&[0, 0, 0, 1][..], &encode_body(&5u64).unwrap()].concat(),
         })
     }
 

@@ -9,7 +9,8 @@
 //! The bytes are those of [`Envelope::Tell`](super::Envelope::Tell) as `rmp-serde` writes
 //! it (a one-entry map from the variant name to a four-element array), except that the count
 //! is always a `uint 32` and the bodies always use the `bin 32` header, so that both can be
-//! patched in place.
+//! patched in place. Each message is written after a length placeholder that is filled in
+//! once the message is encoded.
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
@@ -92,11 +93,14 @@ impl OpenTell {
         max: u32,
     ) -> Result<(), EncodeError> {
         let before = dst.len();
+        dst.put_u32(0);
         let written = rmp_serde::encode::write(&mut Append(dst), msg);
         if let Err(e) = written {
             dst.truncate(before);
             return Err(EncodeError::Serialize(e.to_string()));
         }
+        let len = (dst.len() - before - 4) as u32;
+        dst[before..before + 4].copy_from_slice(&len.to_be_bytes());
         let body = dst.len() - self.frame_at - 4;
         if body > max as usize {
             dst.truncate(before);
@@ -147,16 +151,15 @@ mod tests {
         }
         let f = frames(wire);
         assert_eq!(f.len(), 1);
-        let mut bodies = Vec::new();
-        for n in [1u64, 300, 70_000] {
-            bodies.extend(encode_body(&n).unwrap());
-        }
-        let expected = Envelope::Tell(Tell {
-            to: "counter".into(),
-            tag: "counter.add".into(),
-            count: 3,
-            bodies,
-        });
+        let bodies: Vec<_> = [1u64, 300, 70_000]
+            .iter()
+            .map(|n| encode_body(n).unwrap())
+            .collect();
+        let expected = Envelope::Tell(Tell::of(
+            "counter",
+            "counter.add",
+            bodies.iter().map(Vec::as_slice),
+        ));
         assert_eq!(Envelope::decode(&f[0]).unwrap(), expected);
         let EnvelopeRef::Tell(t) = EnvelopeRef::decode(&f[0]).unwrap() else {
             panic!("not a tell")
@@ -223,8 +226,8 @@ mod tests {
 
     #[test]
     fn malformed_bodies_end_the_messages_with_an_error() {
-        let mut bodies = encode_body(&7u8).unwrap();
-        bodies.push(0xc4); // bin 8 without its length
+        let Tell { mut bodies, .. } = Tell::of("a", "t", [&encode_body(&7u8).unwrap()[..]]);
+        bodies.extend([0, 0, 0, 9, 0xc0]); // a length past the end
         let t = crate::wire::TellRef {
             to: "a",
             tag: "t",
@@ -234,6 +237,12 @@ mod tests {
         let got: Vec<_> = t.messages().collect();
         assert_eq!(got.len(), 2);
         assert_eq!(*got[0].as_ref().unwrap(), &[7u8][..]);
+        assert!(got[1].is_err());
+        // A length cut short is as bad.
+        let cut = [&bodies[..5], &[0, 0][..]].concat();
+        let t = crate::wire::TellRef { bodies: &cut, ..t };
+        let got: Vec<_> = t.messages().collect();
+        assert_eq!(got.len(), 2);
         assert!(got[1].is_err());
     }
 }
