@@ -378,7 +378,10 @@ async fn read_loop(
     mut rd: OwnedReadHalf,
 ) -> Result<(), ConnError> {
     let max = inner.config.max_frame;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Twice what is read at a time, so that the space of frames already handled is taken back
+    // (a short copy of the partial frame to the front) rather than the buffer grown (a copy of
+    // all of it).
+    let mut buf = BytesMut::with_capacity(2 * READ_CHUNK);
     let mut cache = None;
     let node: Arc<str> = peer.node.as_str().into();
     loop {

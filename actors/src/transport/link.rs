@@ -110,8 +110,10 @@ struct Open {
 }
 
 /// The size up to which a tell frame grows with further messages; a larger batch starts a new
-/// frame, so that a receiver starts on the first messages before the last ones arrive.
-const TELL_FRAME_TARGET: usize = 64 * 1024;
+/// frame, so that a receiver starts on the first messages before the last ones arrive. Well
+/// below the receiver's read size: the part of a frame left at the end of a read is then
+/// small, and moved to the front of the read buffer instead of the buffer being regrown.
+const TELL_FRAME_TARGET: usize = 16 * 1024;
 
 /// The size at which the chunk senders append to is sealed and a new one started.
 const CHUNK: usize = 256 * 1024;

@@ -13,7 +13,7 @@
 //! Senders encode each frame straight into its connection's outbound buffer, bounded in bytes
 //! ([`TransportConfig::queue_bytes`]). Consecutive tells to one actor with one message type
 //! share a frame: the sender appends each to the last frame while it is such a tell (up to
-//! 64 KiB), so a stream of small messages pays one header per frame, not per message. A writer
+//! 16 KiB), so a stream of small messages pays one header per frame, not per message. A writer
 //! task takes what accumulated, in chunks of 256 KiB, and writes each whole (TCP_NODELAY is on,
 //! so the buffer draining is the flush): under load, many messages share a system call; on an
 //! idle connection an ask or a reply is written by its sender at once. When the queue is full,
