@@ -490,7 +490,7 @@ fn handle(
             Ok(None)
         }
         EnvelopeRef::Reply(r) => {
-            let result = r.result.map(|b| b.to_vec());
+            let result = r.result.map(|b| frame.slice_ref(b));
             if !link.resolve(r.id, result) {
                 tracing::debug!(node = %node, id = r.id, "reply to an ask that is no longer waiting");
             }

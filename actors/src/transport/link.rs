@@ -24,8 +24,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-/// The answer an ask waits for: reply bytes, or the remote side's error.
-pub(crate) type ReplyResult = Result<Vec<u8>, RemoteError>;
+/// The answer an ask waits for: reply bytes (a slice of the frame they came in, not a copy),
+/// or the remote side's error.
+pub(crate) type ReplyResult = Result<bytes::Bytes, RemoteError>;
 
 /// What an asker hears: the answer, or that its deadline passed first. (A dropped sender means
 /// the connection closed.)
