@@ -22,7 +22,10 @@
 //! silently.
 //!
 //! # Receiving
-//! A connection's reader splits each frame off its read buffer without copying. A tell frame
+//! A connection's socket work (reader, writer) runs in a task of its own, owned by the
+//! connection actor: traffic wakes that task alone, and the actor fails (for its supervisor to
+//! restart) when the task does. The reader splits each frame off its read buffer without
+//! copying; a reply reaches its asker as a slice of its frame. A tell frame
 //! goes whole to the exposed actor as one item of its batch lane
 //! ([`ActorRef::tell_iter`](cadre_runtime::ActorRef::tell_iter)): the actor decodes and handles
 //! its messages one after the other, in its own context, with no per-message mailbox operation.

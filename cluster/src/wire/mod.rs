@@ -7,10 +7,13 @@
 //! (`rmp-serde`: structs as arrays, enum variants by name). User messages travel inside a
 //! `Tell`/`Ask`/`Reply` as their own MessagePack bytes, with the actor name and the message
 //! type's tag beside them, so a node routes a message without knowing its type. A `Tell`
-//! carries one or more messages of one type to one actor, one MessagePack value after the
-//! other: a sender appends to the last tell frame of its buffer while it goes to the same actor
-//! with the same type ([`OpenTell`]), so a stream of small tells costs one header per write,
-//! not per message.
+//! carries one or more messages of one type to one actor: their count, then the messages one
+//! after the other, each a `u32` big-endian length and its MessagePack bytes (so a receiver
+//! takes each without walking it, and a message that does not decode costs only itself). A
+//! sender appends to the last tell frame of its buffer while it goes to the same actor with
+//! the same type ([`OpenTell`]), so a stream of small tells costs one header per frame, not
+//! per message. The receiver never delivers more messages than a tell counts, and counts as
+//! lost those it counts but does not hold.
 //!
 //! # Handshake
 //! Every connection starts with the exchange in [`handshake`]: magic, protocol version, cluster
