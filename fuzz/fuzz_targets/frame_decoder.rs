@@ -21,8 +21,12 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(frame)) => {
                     let owned = Envelope::decode(&frame);
                     let borrowed = EnvelopeRef::decode(&frame);
-                    // The two decoders agree on what is a valid envelope.
+                    // The two decoders agree on what is a valid envelope, and on what it says
+                    // (the borrowed one reads traffic by hand, the owned one through serde).
                     assert_eq!(owned.is_ok(), borrowed.is_ok(), "{owned:?} vs {borrowed:?}");
+                    if let (Ok(o), Ok(b)) = (&owned, &borrowed) {
+                        assert_eq!(o, &b.clone().into_owned());
+                    }
                     if let Ok(EnvelopeRef::Tell(t)) = borrowed {
                         // The messages take the bodies whole, each within them, up to a
                         // malformed tail that ends the walk.

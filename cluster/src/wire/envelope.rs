@@ -195,7 +195,7 @@ fn decode_whole<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError
 /// (no allocation per message); handshake variants are owned (they are rare).
 ///
 /// Encodes to the same bytes as the matching [`Envelope`]: variants are encoded by name.
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq, Clone)]
 pub enum EnvelopeRef<'a> {
     /// As [`Envelope::Hello`].
     Hello(Hello),
@@ -298,7 +298,7 @@ pub struct AskRef<'a> {
 }
 
 /// [`Reply`], borrowed.
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq, Clone)]
 pub struct ReplyRef<'a> {
     /// As [`Reply::id`].
     pub id: u64,
@@ -313,8 +313,12 @@ impl<'a> EnvelopeRef<'a> {
     /// # Errors
     /// As [`Envelope::decode`].
     pub fn decode(body: &'a [u8]) -> Result<EnvelopeRef<'a>, DecodeError> {
-        // Traffic (the hot path) ends with a borrowed body: whether the envelope took the whole
-        // frame is a pointer comparison. Anything else is measured by walking its headers.
+        // Traffic in its canonical shape is read by hand; anything else goes the generic way.
+        if let Some(env) = super::traffic::decode(body) {
+            return Ok(env);
+        }
+        // Traffic ends with a borrowed body: whether the envelope took the whole frame is a
+        // pointer comparison. Anything else is measured by walking its headers.
         let env: EnvelopeRef<'a> = match rmp_serde::from_slice(body) {
             Ok(env) => env,
             Err(e) => return Err(DecodeError(e.to_string())),
@@ -345,7 +349,45 @@ impl<'a> EnvelopeRef<'a> {
     /// # Errors
     /// As [`Envelope::encode_frame`].
     pub fn encode_frame(&self, max: u32, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        encode_frame_of(self, max, dst)
+        let start = dst.len();
+        dst.put_u32(0);
+        if !super::traffic::encode(self, dst) {
+            dst.truncate(start);
+            return encode_frame_of(self, max, dst);
+        }
+        let len = dst.len() - start - 4;
+        if len > max as usize {
+            dst.truncate(start);
+            return Err(EncodeError::TooLarge { len, max });
+        }
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+
+    /// The same envelope, owning its contents.
+    pub fn into_owned(self) -> Envelope {
+        match self {
+            EnvelopeRef::Hello(h) => Envelope::Hello(h),
+            EnvelopeRef::Proof(p) => Envelope::Proof(p),
+            EnvelopeRef::Reject(r) => Envelope::Reject(r),
+            EnvelopeRef::Tell(t) => Envelope::Tell(Tell {
+                to: t.to.into(),
+                tag: t.tag.into(),
+                count: t.count,
+                bodies: t.bodies.into(),
+            }),
+            EnvelopeRef::Ask(a) => Envelope::Ask(Ask {
+                id: a.id,
+                to: a.to.into(),
+                tag: a.tag.into(),
+                timeout_ms: a.timeout_ms,
+                body: a.body.into(),
+            }),
+            EnvelopeRef::Reply(r) => Envelope::Reply(Reply {
+                id: r.id,
+                result: r.result.map(|b| serde_bytes::ByteBuf::from(b.to_vec())),
+            }),
+        }
     }
 }
 

@@ -30,6 +30,7 @@ mod frame;
 pub mod handshake;
 mod msgpack;
 mod open_tell;
+mod traffic;
 
 pub use envelope::{
     decode_body, encode_body, encode_body_into, Ask, AskRef, DecodeError, EncodeError, Envelope,
