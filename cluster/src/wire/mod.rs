@@ -15,6 +15,11 @@
 //! per message. The receiver never delivers more messages than a tell counts, and counts as
 //! lost those it counts but does not hold.
 //!
+//! Tells, asks and successful replies, the traffic of a busy connection, are read and written
+//! by hand in exactly the bytes `rmp-serde` gives them (so either side may use either path);
+//! any other shape of the same envelope is read by `rmp-serde`, which accepts what it accepts
+//! and names what is wrong.
+//!
 //! # Handshake
 //! Every connection starts with the exchange in [`handshake`]: magic, protocol version, cluster
 //! name, node id, incarnation and a fresh nonce from each side, then an HMAC-SHA256 proof of the
