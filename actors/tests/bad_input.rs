@@ -91,6 +91,23 @@ async fn write_env(s: &mut TcpStream, env: &Envelope) {
 }
 
 /// Waits until the node closes the connection (EOF or reset), at most `T`.
+/// Asks the counter for one more over `s` (FIFO behind what was sent before) and returns its
+/// count.
+async fn incr_and_count(s: &mut TcpStream) -> u64 {
+    let ask = Envelope::Ask(Ask {
+        id: 1,
+        to: "counter".into(),
+        tag: "counter.incr".into(),
+        timeout_ms: 1000,
+        body: rmp_serde::to_vec(&Incr).unwrap(),
+    });
+    write_env(s, &ask).await;
+    match read_frame(s).await {
+        Some(Envelope::Reply(r)) => rmp_serde::from_slice(r.result.as_ref().unwrap()).unwrap(),
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
 async fn closed_by_peer(s: &mut TcpStream) -> bool {
     let mut sink = [0u8; 1024];
     let deadline = tokio::time::Instant::now() + T;
@@ -308,21 +325,7 @@ fn an_undecodable_message_in_a_tell_frame_is_dropped_and_counted_and_the_rest_de
         let tell = Envelope::Tell(tell);
         write_env(&mut s, &tell).await;
         // The two good ones were handled: the next Incr on the same connection answers 3.
-        let ask = Envelope::Ask(Ask {
-            id: 1,
-            to: "counter".into(),
-            tag: "counter.incr".into(),
-            timeout_ms: 1000,
-            body: rmp_serde::to_vec(&Incr).unwrap(),
-        });
-        write_env(&mut s, &ask).await;
-        match read_frame(&mut s).await {
-            Some(Envelope::Reply(r)) => {
-                let n: u64 = rmp_serde::from_slice(r.result.as_ref().unwrap()).unwrap();
-                assert_eq!(n, 3);
-            }
-            other => panic!("expected a reply, got {other:?}"),
-        }
+        assert_eq!(incr_and_count(&mut s).await, 3);
         assert_eq!(
             a.dropped_messages(),
             2,
@@ -401,21 +404,11 @@ fn a_tell_frame_whose_count_disagrees_with_its_messages_delivers_what_it_can_and
         write_env(&mut s, &incrs(3, 1)).await;
         // Counts none, holds one: nothing delivered, one lost.
         write_env(&mut s, &incrs(1, 0)).await;
-        let ask = Envelope::Ask(Ask {
-            id: 1,
-            to: "counter".into(),
-            tag: "counter.incr".into(),
-            timeout_ms: 1000,
-            body: rmp_serde::to_vec(&Incr).unwrap(),
-        });
-        write_env(&mut s, &ask).await;
-        match read_frame(&mut s).await {
-            Some(Envelope::Reply(r)) => {
-                let n: u64 = rmp_serde::from_slice(r.result.as_ref().unwrap()).unwrap();
-                assert_eq!(n, 4, "two, one, none, and the ask's own");
-            }
-            other => panic!("expected a reply, got {other:?}"),
-        }
+        assert_eq!(
+            incr_and_count(&mut s).await,
+            4,
+            "two, one, none, and the ask's own"
+        );
         assert_eq!(
             a.dropped_messages(),
             4,

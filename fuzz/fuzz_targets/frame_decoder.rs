@@ -3,7 +3,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use cadre_cluster::wire::{Envelope, EnvelopeRef, FrameCodec};
+use cadre_cluster::wire::{Envelope, EnvelopeRef, FrameCodec, TellCursor, TellItem};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 
@@ -42,6 +42,20 @@ fuzz_target!(|data: &[u8]| {
                             left = messages.remaining();
                         }
                         assert_eq!(messages.remaining(), 0);
+                        // Walked by its count: every message within the bodies, no more
+                        // delivered than counted, and the walk ends.
+                        let mut cursor = TellCursor::new(t.count);
+                        let mut delivered = 0u64;
+                        let mut steps = 0u64;
+                        while let Some(item) = cursor.next(t.bodies) {
+                            if let TellItem::Message(at) = item {
+                                assert!(at.end <= t.bodies.len());
+                                delivered += 1;
+                            }
+                            steps += 1;
+                            assert!(steps <= u64::from(t.count) + 1, "the walk never ends");
+                        }
+                        assert!(delivered <= u64::from(t.count));
                     }
                 }
                 Ok(None) => break,

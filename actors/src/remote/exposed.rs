@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix::{Actor, Context, Handler};
 use bytes::Bytes;
-use cadre_cluster::wire::{decode_body, Messages, RemoteError};
+use cadre_cluster::wire::{decode_body, RemoteError, TellCursor, TellItem};
 use cadre_runtime::{ActorRef, AskError, AskOutcome, TellError};
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
@@ -56,7 +56,7 @@ pub(crate) trait Dispatch: Send + Sync {
     /// Delivers the `count` messages of one tell frame (as the frame counts them), in order:
     /// they are decoded one by one by the actor as it handles them; those that do not decode,
     /// or that the frame counts but does not hold, are reported to `lost`.
-    fn tell_bytes(&self, tag: &str, bodies: Bytes, count: usize, lost: LostMessages) -> Delivery;
+    fn tell_bytes(&self, tag: &str, bodies: Bytes, count: u32, lost: LostMessages) -> Delivery;
     /// Hands one ask to the actor; its reply (or error) goes back through `replier`. Waits,
     /// like a tell, when the actor's lane is full.
     fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery;
@@ -99,7 +99,7 @@ where
 {
     // A refused batch comes back whole in the error: that is its point, not a cost per message.
     #[allow(clippy::result_large_err)]
-    fn tell_bytes(&self, tag: &str, bodies: Bytes, count: usize, lost: LostMessages) -> Delivery {
+    fn tell_bytes(&self, tag: &str, bodies: Bytes, count: u32, lost: LostMessages) -> Delivery {
         if count == 0 && bodies.is_empty() {
             return Delivery::Done(None);
         }
@@ -107,7 +107,7 @@ where
         let name = self.name.clone();
         // Its weight in the lane's bound: every message takes at least one byte, so a peer
         // cannot make a frame look heavier than it is (nor lighter than one message).
-        let weight = count.min(bodies.len()).max(1);
+        let weight = (count as usize).min(bodies.len()).max(1);
         // The whole frame goes to the actor as one item of its batch lane.
         deliver(
             &self.actor,
@@ -234,24 +234,21 @@ impl LostMessages {
 }
 
 /// The messages of one tell frame, decoded as they are taken (by the actor, in its context).
-/// One that does not decode is skipped and reported when the batch is done, and so are the
-/// messages the frame counts but does not hold, and any it holds beyond its count.
+/// One that does not decode is skipped, and so are those the frame's count leaves out
+/// ([`TellCursor`]); all are reported when the batch is done.
 struct Decoding<M> {
     bodies: Bytes,
-    at: usize,
-    /// The messages the frame counts that are not taken yet.
-    left: usize,
+    cursor: TellCursor,
     failed: Option<Undelivered>,
     lost: LostMessages,
     _m: PhantomData<fn() -> M>,
 }
 
 impl<M> Decoding<M> {
-    fn new(bodies: Bytes, count: usize, lost: LostMessages) -> Self {
+    fn new(bodies: Bytes, count: u32, lost: LostMessages) -> Self {
         Decoding {
             bodies,
-            at: 0,
-            left: count,
+            cursor: TellCursor::new(count),
             failed: None,
             lost,
             _m: PhantomData,
@@ -260,10 +257,11 @@ impl<M> Decoding<M> {
 
     /// The batch was not delivered: all its messages are lost, for `reason`.
     fn give_up(mut self, reason: RemoteError) -> Undelivered {
-        let count = std::mem::take(&mut self.left) as u64;
-        self.at = self.bodies.len();
         self.failed = None;
-        Undelivered { count, reason }
+        Undelivered {
+            count: self.cursor.give_up(&self.bodies),
+            reason,
+        }
     }
 }
 
@@ -281,37 +279,15 @@ where
     type Item = M;
 
     fn next(&mut self) -> Option<M> {
-        while self.left > 0 {
-            self.left -= 1;
-            let mut messages = Messages::new(&self.bodies[self.at..]);
-            let next = messages.next();
-            self.at = self.bodies.len() - messages.remaining();
-            match next {
-                Some(Ok(body)) => match decode_body::<M>(body) {
+        while let Some(item) = self.cursor.next(&self.bodies) {
+            let (count, detail) = match item {
+                TellItem::Message(at) => match decode_body::<M>(&self.bodies[at]) {
                     Ok(msg) => return Some(msg),
-                    Err(detail) => {
-                        Undelivered::add(&mut self.failed, 1, decode_error(M::TAG, detail))
-                    }
+                    Err(detail) => (1, detail),
                 },
-                // Where the next message starts is unknown: the rest of the frame is lost.
-                Some(Err(e)) => {
-                    let count = 1 + std::mem::take(&mut self.left) as u64;
-                    self.at = self.bodies.len();
-                    Undelivered::add(&mut self.failed, count, decode_error(M::TAG, e.to_string()));
-                }
-                None => {
-                    let count = 1 + std::mem::take(&mut self.left) as u64;
-                    let detail = format!("the frame holds {count} messages fewer than it counts");
-                    Undelivered::add(&mut self.failed, count, decode_error(M::TAG, detail));
-                }
-            }
-        }
-        if self.at < self.bodies.len() {
-            // Bytes beyond the messages counted: not delivered, and counted as lost.
-            let extra = Messages::new(&self.bodies[self.at..]).count() as u64;
-            self.at = self.bodies.len();
-            let detail = format!("the frame holds {extra} messages more than it counts");
-            Undelivered::add(&mut self.failed, extra, decode_error(M::TAG, detail));
+                TellItem::Lost { count, why } => (count, why),
+            };
+            Undelivered::add(&mut self.failed, count, decode_error(M::TAG, detail));
         }
         None
     }

@@ -457,20 +457,19 @@ fn handle(
     }
     match env {
         EnvelopeRef::Tell(t) => {
-            let count = t.count as usize;
             match dispatcher(inner, cache, t.to, t.tag) {
                 Ok((d, _)) => {
                     let at = t.bodies.as_ptr() as usize - frame.as_ptr() as usize;
                     let bodies = frame.slice(at..at + t.bodies.len());
                     let lost = LostMessages::new(inner.clone(), node.clone());
-                    match d.tell_bytes(t.tag, bodies, count, lost) {
+                    match d.tell_bytes(t.tag, bodies, t.count, lost) {
                         Delivery::Done(None) => {}
                         Delivery::Done(Some(lost)) => drop_messages(inner, node, lost),
                         Delivery::Wait(wait) => return Ok(Some(wait)),
                     }
                 }
                 Err(e) => {
-                    let count = count as u64;
+                    let count = u64::from(t.count);
                     drop_messages(inner, node, Undelivered { count, reason: e });
                 }
             }

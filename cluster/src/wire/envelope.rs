@@ -281,6 +281,82 @@ impl<'a> Iterator for Messages<'a> {
     }
 }
 
+/// One step of a [`TellCursor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TellItem {
+    /// The next message: where its MessagePack bytes lie in the bodies.
+    Message(std::ops::Range<usize>),
+    /// Messages that will not be delivered: counted but not held (or held beyond a malformed
+    /// length), or held beyond the count.
+    Lost {
+        /// How many.
+        count: u64,
+        /// What was wrong with the frame.
+        why: String,
+    },
+}
+
+/// Where a receiver is in a tell's messages, walked by the tell's count: at most `count`
+/// messages are delivered; those the frame counts but does not hold, and those it holds
+/// beyond its count, are reported lost. It borrows nothing, so the owner of the frame's bytes
+/// keeps it beside them and passes the bodies to each step.
+#[derive(Debug, Clone)]
+pub struct TellCursor {
+    at: usize,
+    left: u32,
+}
+
+impl TellCursor {
+    /// At the start of a tell that counts `count` messages.
+    pub fn new(count: u32) -> Self {
+        TellCursor { at: 0, left: count }
+    }
+
+    /// The next step in `bodies` (always the same tell's), or `None` when they are done.
+    pub fn next(&mut self, bodies: &[u8]) -> Option<TellItem> {
+        let rest = bodies.get(self.at..).unwrap_or_default();
+        if self.left > 0 {
+            self.left -= 1;
+            let mut messages = Messages::new(rest);
+            let item = match messages.next() {
+                Some(Ok(body)) => {
+                    let end = bodies.len() - messages.remaining();
+                    TellItem::Message(end - body.len()..end)
+                }
+                // Where the next message starts is unknown: the rest of the frame is lost.
+                Some(Err(e)) => TellItem::Lost {
+                    count: 1 + u64::from(std::mem::take(&mut self.left)),
+                    why: e.to_string(),
+                },
+                None => {
+                    let count = 1 + u64::from(std::mem::take(&mut self.left));
+                    TellItem::Lost {
+                        count,
+                        why: format!("the frame holds {count} messages fewer than it counts"),
+                    }
+                }
+            };
+            self.at = bodies.len() - messages.remaining();
+            return Some(item);
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let extra = Messages::new(rest).count() as u64;
+        self.at = bodies.len();
+        Some(TellItem::Lost {
+            count: extra,
+            why: format!("the frame holds {extra} messages more than it counts"),
+        })
+    }
+
+    /// Stops here: the messages the tell counts that were not taken yet, now never to be.
+    pub fn give_up(&mut self, bodies: &[u8]) -> u64 {
+        self.at = bodies.len();
+        u64::from(std::mem::take(&mut self.left))
+    }
+}
+
 /// [`Ask`], borrowed.
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq, Clone, Copy)]
 pub struct AskRef<'a> {
@@ -349,19 +425,13 @@ impl<'a> EnvelopeRef<'a> {
     /// # Errors
     /// As [`Envelope::encode_frame`].
     pub fn encode_frame(&self, max: u32, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        let start = dst.len();
-        dst.put_u32(0);
-        if !super::traffic::encode(self, dst) {
-            dst.truncate(start);
-            return encode_frame_of(self, max, dst);
-        }
-        let len = dst.len() - start - 4;
-        if len > max as usize {
-            dst.truncate(start);
-            return Err(EncodeError::TooLarge { len, max });
-        }
-        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(())
+        frame(max, dst, |body| {
+            if super::traffic::encode(self, body) {
+                Ok(())
+            } else {
+                serialize(self, body)
+            }
+        })
     }
 
     /// The same envelope, owning its contents.
@@ -396,12 +466,27 @@ fn encode_frame_of<T: Serialize>(
     max: u32,
     dst: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    frame(max, dst, |body| serialize(value, body))
+}
+
+/// Appends `value`'s MessagePack bytes to `dst`.
+fn serialize<T: Serialize>(value: &T, dst: &mut BytesMut) -> Result<(), EncodeError> {
+    rmp_serde::encode::write(&mut Append(dst), value)
+        .map_err(|e| EncodeError::Serialize(e.to_string()))
+}
+
+/// Appends a whole frame to `dst`: the length prefix, then the body `write` appends. On an
+/// error, or a body over `max`, `dst` is left as it was.
+fn frame(
+    max: u32,
+    dst: &mut BytesMut,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
     let start = dst.len();
     dst.put_u32(0);
-    let written = rmp_serde::encode::write(&mut Append(dst), value);
-    if let Err(e) = written {
+    if let Err(e) = write(dst) {
         dst.truncate(start);
-        return Err(EncodeError::Serialize(e.to_string()));
+        return Err(e);
     }
     let len = dst.len() - start - 4;
     if len > max as usize {
@@ -445,6 +530,55 @@ mod tests {
     use super::*;
     use crate::wire::frame::FrameCodec;
     use tokio_util::codec::Decoder;
+
+    fn walk(tell: &Tell) -> Vec<TellItem> {
+        let mut cursor = TellCursor::new(tell.count);
+        std::iter::from_fn(|| cursor.next(&tell.bodies)).collect()
+    }
+
+    #[test]
+    fn a_tell_cursor_delivers_what_the_count_says_and_reports_the_difference() {
+        let msgs: [&[u8]; 3] = [&[1], &[2, 2], &[3]];
+        let mut tell = Tell::of("a", "t", msgs);
+        let ranges = walk(&tell);
+        let got: Vec<&[u8]> = ranges
+            .iter()
+            .map(|i| match i {
+                TellItem::Message(r) => &tell.bodies[r.clone()],
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, msgs);
+        // Counts five, holds three.
+        tell.count = 5;
+        let items = walk(&tell);
+        assert_eq!(items.len(), 4);
+        assert!(matches!(&items[3], TellItem::Lost { count: 2, why } if why.contains("fewer")));
+        // Counts one, holds three.
+        tell.count = 1;
+        let items = walk(&tell);
+        assert!(matches!(items[0], TellItem::Message(_)));
+        assert!(matches!(&items[1], TellItem::Lost { count: 2, why } if why.contains("more")));
+        assert_eq!(items.len(), 2);
+        // A length past the end loses it and every message counted after it.
+        tell.count = 5;
+        tell.bodies.extend([0, 0, 0, 9, 0xc0]);
+        let items = walk(&tell);
+        assert_eq!(items.len(), 4);
+        assert!(matches!(items[3], TellItem::Lost { count: 2, .. }));
+    }
+
+    #[test]
+    fn a_tell_cursor_given_up_reports_what_it_did_not_take() {
+        let tell = Tell::of("a", "t", [&[1u8][..], &[2], &[3]]);
+        let mut cursor = TellCursor::new(tell.count);
+        assert!(matches!(
+            cursor.next(&tell.bodies),
+            Some(TellItem::Message(_))
+        ));
+        assert_eq!(cursor.give_up(&tell.bodies), 2);
+        assert_eq!(cursor.next(&tell.bodies), None);
+    }
 
     fn tell() -> Envelope {
         Envelope::Tell(Tell {

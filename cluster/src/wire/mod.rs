@@ -39,7 +39,7 @@ mod traffic;
 
 pub use envelope::{
     decode_body, encode_body, encode_body_into, Ask, AskRef, DecodeError, EncodeError, Envelope,
-    EnvelopeRef, Messages, RemoteError, Reply, ReplyRef, Tell, TellRef,
+    EnvelopeRef, Messages, RemoteError, Reply, ReplyRef, Tell, TellCursor, TellItem, TellRef,
 };
 pub use frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME};
 pub use handshake::{
