@@ -436,3 +436,175 @@ fn connect_reuses_the_dialer_of_an_address_and_disconnect_stops_it() {
         assert_eq!(b.actor("a", "rec").ask(Seen, T).await.unwrap(), [1]);
     });
 }
+
+// An asker waiting for its reply reads the connection itself while no one else does (the
+// reply is then handled in the asker's own poll); whatever it reads besides its reply must be
+// delivered as the connection's task would deliver it: in order, nothing lost, full lanes
+// waited on, and the socket handed back when the asker is done or gives up.
+
+/// Tells a peer's recorder `n` numbers, then answers `n`.
+struct Relay {
+    to: cadre_actors::RemoteRef,
+}
+impl Actor for Relay {
+    type Context = Context<Self>;
+}
+
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u64")]
+struct Fan(u64);
+impl RemoteMessage for Fan {
+    const TAG: &'static str = "test.fan";
+}
+impl Handler<Fan> for Relay {
+    type Result = u64;
+    fn handle(&mut self, m: Fan, _: &mut Context<Self>) -> u64 {
+        for i in 0..m.0 {
+            self.to
+                .tell(Push(i))
+                .expect("the tells fit the outbound queue");
+        }
+        m.0
+    }
+}
+
+/// Nodes "a" and "b", b connected to a; a exposes a relay that tells b's recorder.
+async fn with_relay() -> (Node, Node) {
+    let (a, rt) = node_with(config("a")).await;
+    let b = node("b").await;
+    b.connect(a.local_addr(), T).await.unwrap();
+    let to = a.actor("b", "rec");
+    let spec = ChildSpec::new("relay", move || Relay { to: to.clone() });
+    let relay = spec.actor_ref();
+    SupervisorSpec::new("relays")
+        .child(spec)
+        .start(&rt)
+        .await
+        .unwrap();
+    a.expose("relay", relay).accept::<Fan>();
+    a_knows_b(&b).await;
+    (a, b)
+}
+
+/// Waits until a has its side of b's connection: it answered an ask that came over it.
+async fn a_knows_b(b: &Node) {
+    b.actor("a", "rec").ask(Echo(Vec::new()), T).await.unwrap();
+}
+
+/// What b's recorder has seen, asked from a: the ask travels behind everything a sent b.
+async fn seen_at_b(a: &Node) -> Vec<u64> {
+    a.actor("b", "rec")
+        .ask(Seen, Duration::from_secs(20))
+        .await
+        .unwrap()
+}
+
+#[test]
+fn frames_that_come_before_a_reply_are_delivered_in_order_whoever_reads_them() {
+    run(async {
+        let (a, b) = with_relay().await;
+        let relay = b.actor("a", "relay");
+        let mut expected = Vec::new();
+        for n in [1, 10, 2_000, 3] {
+            // The tells and the reply come back on the connection b's asker waits on.
+            assert_eq!(relay.ask(Fan(n), T).await.unwrap(), n);
+            expected.extend(0..n);
+        }
+        assert_eq!(seen_at_b(&a).await, expected);
+        assert_eq!(b.dropped_messages(), 0);
+    });
+}
+
+#[test]
+fn a_reply_behind_tells_to_a_full_mailbox_comes_once_they_are_delivered() {
+    run(async {
+        let (a, b) = with_relay().await;
+        // b's recorder is held, its lane (1024 messages) fills with the relay's tells, and
+        // the reader of b's connection must wait for room before it reaches the reply.
+        a.actor("b", "rec").tell(Hold(300)).unwrap();
+        let t0 = std::time::Instant::now();
+        let n = b.actor("a", "relay").ask(Fan(5_000), T).await.unwrap();
+        assert_eq!(n, 5_000);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "the reply overtook tells that were waiting for room ({:?})",
+            t0.elapsed()
+        );
+        assert_eq!(seen_at_b(&a).await, (0..5_000).collect::<Vec<_>>());
+        assert_eq!(b.dropped_messages(), 0);
+    });
+}
+
+#[test]
+fn an_asker_that_gives_up_hands_the_connection_back() {
+    run(async {
+        let (a, b, rec) = connected().await;
+        a_knows_b(&b).await;
+        for round in 0..3u64 {
+            // The asker waits on the socket, then is dropped before its answer comes.
+            let gave_up =
+                tokio::time::timeout(Duration::from_millis(50), rec.ask(Slow(1_000), T)).await;
+            assert!(gave_up.is_err(), "the slow ask was answered early");
+            // The connection's task must be reading again: a's asks to b are answered.
+            a.actor("b", "rec").tell(Push(round)).unwrap();
+            assert_eq!(seen_at_b(&a).await, (0..=round).collect::<Vec<_>>());
+            assert_eq!(&rec.ask(Echo(vec![7]), T).await.unwrap()[..], [7]);
+        }
+        // The late replies find no one waiting and are dropped quietly; the link is fine.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(&rec.ask(Echo(vec![8]), T).await.unwrap()[..], [8]);
+        assert_eq!(b.peers(), ["a"]);
+    });
+}
+
+#[test]
+fn many_askers_on_several_threads_share_one_connection_and_each_gets_its_own_answer() {
+    run(async {
+        let (a, b, rec) = connected().await;
+        a_knows_b(&b).await;
+        const ASKERS: u64 = 8;
+        const ASKS: u64 = 200;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut arbiters = Vec::new();
+        for asker in 0..ASKERS {
+            let (rec, tx) = (rec.clone(), tx.clone());
+            let job = async move {
+                let mut ok = 0;
+                for i in 0..ASKS {
+                    let mine = format!("{asker}/{i}").into_bytes();
+                    let back = rec.ask(Echo(mine.clone()), T).await.unwrap();
+                    assert_eq!(back.into_vec(), mine, "an answer to another ask");
+                    ok += 1;
+                }
+                tx.send(ok).unwrap();
+            };
+            // Half on this thread, half on threads of their own.
+            if asker % 2 == 0 {
+                actix::spawn(job);
+            } else {
+                let arbiter = actix::Arbiter::new();
+                assert!(arbiter.spawn(job));
+                arbiters.push(arbiter);
+            }
+        }
+        drop(tx);
+        // Meanwhile a tells b, on the same connection, in the other direction.
+        let to_b = a.actor("b", "rec");
+        for i in 0..3_000 {
+            to_b.tell_wait(Push(i)).await.unwrap();
+        }
+        let mut answered = 0;
+        while let Some(ok) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the askers finish")
+        {
+            answered += ok;
+        }
+        assert_eq!(answered, ASKERS * ASKS);
+        assert_eq!(seen_at_b(&a).await, (0..3_000).collect::<Vec<_>>());
+        assert_eq!(b.dropped_messages(), 0);
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+    });
+}

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::RemoteMessage;
-use crate::transport::{with_body, Answer, Link, QueueError, TransportInner};
+use crate::transport::{with_body, Answer, AwaitAnswer, Conn, Link, QueueError, TransportInner};
 
 /// Why a remote tell was not sent; every variant but `Remote` gives the message back.
 #[derive(thiserror::Error)]
@@ -123,6 +123,15 @@ fn frame_ask<M: Serialize>(
 enum LinkRef<'a> {
     Cached(&'a Arc<Link>),
     Fresh(Arc<Link>),
+}
+
+impl LinkRef<'_> {
+    fn arc(&self) -> &Arc<Link> {
+        match self {
+            LinkRef::Cached(link) => link,
+            LinkRef::Fresh(link) => link,
+        }
+    }
 }
 
 impl std::ops::Deref for LinkRef<'_> {
@@ -310,14 +319,21 @@ impl RemoteRef {
         let deadline = tokio::time::Instant::now()
             .checked_add(timeout)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
-        let (id, rx) = link.register(deadline).ok_or_else(unreachable)?;
+        let id = link.register(deadline).ok_or_else(unreachable)?;
+        // From here the ask is forgotten if this future is dropped.
+        let conn = Conn {
+            inner: &self.transport,
+            node: &self.node,
+            link: link.arc(),
+        };
+        let answer = AwaitAnswer::new(conn, id);
         let timeout_ms = timeout.as_millis().min(u32::MAX as u128) as u32;
         let max = link.max_frame();
         let queued = link.push(true, |buf| {
             frame_ask(buf, max, &self.name, M::TAG, &msg, (id, timeout_ms))
         });
         if let Err(e) = queued {
-            link.unregister(id);
+            drop(answer);
             return Err(match e {
                 QueueError::Full => RemoteAskError::QueueFull(self.node.to_string()),
                 QueueError::Closed => unreachable(),
@@ -325,13 +341,13 @@ impl RemoteRef {
             });
         }
         // The link's expiry task answers `TimedOut` at the deadline: no timer per ask.
-        match rx.await {
-            Ok(Answer::Reply(Ok(bytes))) => {
+        match answer.await {
+            Some(Answer::Reply(Ok(bytes))) => {
                 decode_body::<M::Result>(&bytes).map_err(RemoteAskError::Decode)
             }
-            Ok(Answer::Reply(Err(remote))) => Err(remote.into()),
-            Ok(Answer::TimedOut) => Err(RemoteAskError::Timeout(timeout)),
-            Err(_) => Err(unreachable()),
+            Some(Answer::Reply(Err(remote))) => Err(remote.into()),
+            Some(Answer::TimedOut) => Err(RemoteAskError::Timeout(timeout)),
+            None => Err(unreachable()),
         }
     }
 }

@@ -5,23 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
-use bytes::{Bytes, BytesMut};
-use cadre_cluster::wire::{
-    Envelope, EnvelopeRef, FrameError, Handshake, HandshakeError, Hello, Peer, Step,
-};
+use bytes::BytesMut;
+use cadre_cluster::wire::{Envelope, FrameError, Handshake, HandshakeError, Hello, Peer, Step};
 use cadre_runtime::ContextExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 use super::dial::Dial;
+use super::inbound::Conn;
 use super::link::Link;
-use super::{Replier, TransportInner};
-use crate::remote::{Delivery, LostMessages, RemoteError, Undelivered};
-
-/// A delivery waiting for room in a mailbox.
-type WaitDelivery =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Undelivered>> + Send>>;
+use super::TransportInner;
 
 /// The largest frame accepted before the peer is authenticated.
 const HANDSHAKE_MAX_FRAME: u32 = 64 * 1024;
@@ -300,6 +293,7 @@ async fn serve(
     stream.set_nodelay(true)?;
     let (rd, wr) = stream.into_split();
     let link = Arc::new(Link::new(
+        rd,
         wr,
         inner.config.queue_bytes,
         inner.config.max_frame,
@@ -320,7 +314,7 @@ async fn serve(
     let _expiry = AbortOnDrop(expiry.abort_handle());
     tokio::select! {
         biased; // traffic first; no random draw per wake-up
-        r = read_loop(inner, peer, &link, rd) => r,
+        r = read_loop(inner, peer, &link) => r,
         w = link.write_loop() => w.map_err(ConnError::from),
     }
 }
@@ -338,165 +332,18 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// The dispatcher of the last (actor, tag) a connection delivered to, so that a stream of one
-/// message type skips the table's lock and hashing.
-struct LastDispatch {
-    to: Arc<str>,
-    tag: String,
-    version: u64,
-    dispatch: Arc<dyn crate::remote::Dispatch>,
-}
-
-/// The dispatcher for `tag` on the actor exposed as `to`, with the actor's name.
-fn dispatcher(
-    inner: &TransportInner,
-    cache: &mut Option<LastDispatch>,
-    to: &str,
-    tag: &str,
-) -> Result<(Arc<dyn crate::remote::Dispatch>, Arc<str>), RemoteError> {
-    let version = inner.exposed.version();
-    if let Some(last) = cache {
-        if last.version == version && *last.to == *to && last.tag == tag {
-            return Ok((last.dispatch.clone(), last.to.clone()));
-        }
-    }
-    let dispatch = inner.exposed.get(to, tag)?;
-    let to: Arc<str> = to.into();
-    *cache = Some(LastDispatch {
-        to: to.clone(),
-        tag: tag.into(),
-        version,
-        dispatch: dispatch.clone(),
-    });
-    Ok((dispatch, to))
-}
-
+/// Reads and handles frames until the connection ends (askers may read some of them: see
+/// [`super::inbound`]).
 async fn read_loop(
     inner: &Arc<TransportInner>,
     peer: &Peer,
     link: &Arc<Link>,
-    mut rd: OwnedReadHalf,
 ) -> Result<(), ConnError> {
-    let max = inner.config.max_frame;
-    // Twice what is read at a time, so that the space of frames already handled is taken back
-    // (a short copy of the partial frame to the front) rather than the buffer grown (a copy of
-    // all of it).
-    let mut buf = BytesMut::with_capacity(2 * READ_CHUNK);
-    let mut cache = None;
     let node: Arc<str> = peer.node.as_str().into();
-    loop {
-        // Handle every whole frame in the buffer. Each is split off (no copy): a tell's
-        // messages are decoded later, by the actor, from the frame's bytes.
-        while buf.len() >= 4 {
-            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            if len > max {
-                return Err(FrameError::TooLarge {
-                    len: len.into(),
-                    max,
-                }
-                .into());
-            }
-            let end = 4 + len as usize;
-            if buf.len() < end {
-                // Make room for the whole of a large frame (its length was checked above).
-                buf.reserve(end - buf.len());
-                break;
-            }
-            let frame = buf.split_to(end).freeze();
-            let env = EnvelopeRef::decode(&frame[4..])?;
-            let wait = handle(inner, &node, link, &mut cache, env, &frame)?;
-            if let Some(wait) = wait {
-                // A full lane: stop reading until it takes the messages.
-                if let Some(lost) = wait.await {
-                    drop_messages(inner, &node, lost);
-                }
-            }
-        }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        if rd.read_buf(&mut buf).await? == 0 {
-            if buf.is_empty() {
-                return Ok(());
-            }
-            return Err(FrameError::Truncated {
-                have: buf.len(),
-                need: if buf.len() >= 4 {
-                    4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
-                } else {
-                    4
-                },
-            }
-            .into());
-        }
-    }
-}
-
-/// How much a connection reads at a time (at least).
-const READ_CHUNK: usize = 64 * 1024;
-
-pub(crate) fn drop_messages(inner: &TransportInner, node: &str, lost: Undelivered) {
-    inner
-        .stats
-        .dropped
-        .fetch_add(lost.count, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(node = %node, reason = %lost.reason, count = lost.count, "dropped messages from a peer");
-}
-
-/// Handles one envelope; a tell to a full mailbox comes back as a future to await.
-fn handle(
-    inner: &Arc<TransportInner>,
-    node: &Arc<str>,
-    link: &Arc<Link>,
-    cache: &mut Option<LastDispatch>,
-    env: EnvelopeRef<'_>,
-    frame: &Bytes,
-) -> Result<Option<WaitDelivery>, ConnError> {
-    if inner.is_cut(node) {
-        return Ok(None); // the fault injector's partition: as if never received
-    }
-    match env {
-        EnvelopeRef::Tell(t) => {
-            match dispatcher(inner, cache, t.to, t.tag) {
-                Ok((d, _)) => {
-                    let at = t.bodies.as_ptr() as usize - frame.as_ptr() as usize;
-                    let bodies = frame.slice(at..at + t.bodies.len());
-                    let lost = LostMessages::new(inner.clone(), node.clone());
-                    match d.tell_bytes(t.tag, bodies, t.count, lost) {
-                        Delivery::Done(None) => {}
-                        Delivery::Done(Some(lost)) => drop_messages(inner, node, lost),
-                        Delivery::Wait(wait) => return Ok(Some(wait)),
-                    }
-                }
-                Err(e) => {
-                    let count = u64::from(t.count);
-                    drop_messages(inner, node, Undelivered { count, reason: e });
-                }
-            }
-            Ok(None)
-        }
-        EnvelopeRef::Ask(a) => {
-            let timeout = Duration::from_millis(a.timeout_ms.into());
-            match dispatcher(inner, cache, a.to, a.tag) {
-                Ok((d, actor)) => {
-                    let replier = Replier::new(link.clone(), a.id, actor);
-                    if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier) {
-                        return Ok(Some(wait));
-                    }
-                }
-                Err(e) => Replier::new(link.clone(), a.id, a.to.into()).fail(e),
-            }
-            Ok(None)
-        }
-        EnvelopeRef::Reply(r) => {
-            let result = r.result.map(|b| frame.slice_ref(b));
-            if !link.resolve(r.id, result) {
-                tracing::debug!(node = %node, id = r.id, "reply to an ask that is no longer waiting");
-            }
-            Ok(None)
-        }
-        EnvelopeRef::Hello(_) | EnvelopeRef::Proof(_) | EnvelopeRef::Reject(_) => Err(
-            ConnError::Protocol("handshake message after the handshake".into()),
-        ),
-    }
+    let conn = Conn {
+        inner,
+        node: &node,
+        link,
+    };
+    std::future::poll_fn(|cx| link.inbound.poll_task(&conn, cx)).await
 }

@@ -19,9 +19,12 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use cadre_cluster::wire::{encode_body_into, EncodeError, OpenTell, RemoteError};
 use parking_lot::Mutex;
+
+use super::inbound::Inbound;
 use serde::Serialize;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{oneshot, Notify};
+use std::task::{Context, Poll, Waker};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The answer an ask waits for: reply bytes (a slice of the frame they came in, not a copy),
@@ -38,10 +41,12 @@ pub(crate) enum Answer {
     TimedOut,
 }
 
-/// An ask waiting for its answer.
+/// An ask waiting for its answer: the answer once it came (until its asker takes it), and the
+/// asker's waker.
 struct Waiting {
-    tx: oneshot::Sender<Answer>,
     deadline: Instant,
+    answer: Option<Answer>,
+    waker: Option<Waker>,
 }
 
 /// Hashes the ids of pending asks. They are chosen here, one after the other, so a multiply
@@ -201,11 +206,19 @@ pub(crate) struct Link {
     pending: Mutex<Pending>,
     /// Wakes the expiry task when an ask has an earlier deadline than it sleeps on.
     expiry: Notify,
+    /// The reading side.
+    pub(crate) inbound: Inbound,
 }
 
 impl Link {
-    /// A link writing to `socket`, holding at most `limit` unwritten bytes.
-    pub(crate) fn new(socket: OwnedWriteHalf, limit: usize, max_frame: u32) -> Self {
+    /// A link reading from `rd` and writing to `socket`, holding at most `limit` unwritten
+    /// bytes, with frames of at most `max_frame` bytes either way.
+    pub(crate) fn new(
+        rd: OwnedReadHalf,
+        socket: OwnedWriteHalf,
+        limit: usize,
+        max_frame: u32,
+    ) -> Self {
         Link {
             out: Mutex::new(Outbound {
                 buf: BytesMut::with_capacity(CHUNK_CAPACITY),
@@ -224,6 +237,7 @@ impl Link {
             closed: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
             expiry: Notify::new(),
+            inbound: Inbound::new(rd, max_frame),
         }
     }
 
@@ -421,19 +435,26 @@ impl Link {
         }
     }
 
-    /// Registers an ask that gives up at `deadline`; `None` if the connection already closed.
+    /// Registers an ask that gives up at `deadline` and returns its id; `None` if the
+    /// connection already closed. Its answer is then polled with [`Link::poll_answer`].
     ///
     /// Deadlines are kept here, not in a timer per ask: the link's expiry task
     /// ([`Link::expire_loop`]) sleeps until the earliest, so an ask answered in time costs no
     /// timer at all.
-    pub(crate) fn register(&self, deadline: Instant) -> Option<(u64, oneshot::Receiver<Answer>)> {
+    pub(crate) fn register(&self, deadline: Instant) -> Option<u64> {
         let mut pending = self.pending.lock();
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        pending.asks.insert(id, Waiting { tx, deadline });
+        pending.asks.insert(
+            id,
+            Waiting {
+                deadline,
+                answer: None,
+                waker: None,
+            },
+        );
         let earlier = pending.armed.is_none_or(|armed| deadline < armed);
         if earlier {
             pending.armed = Some(deadline);
@@ -442,24 +463,52 @@ impl Link {
         if earlier {
             self.expiry.notify_one();
         }
-        Some((id, rx))
+        Some(id)
     }
 
-    /// Forgets an ask (never sent).
+    /// Forgets an ask (never sent, or its asker gave up waiting).
     pub(crate) fn unregister(&self, id: u64) {
         self.pending.lock().asks.remove(&id);
     }
 
-    /// Delivers a reply to its ask; false if no ask waits for that id.
-    pub(crate) fn resolve(&self, id: u64, result: ReplyResult) -> bool {
-        let waiting = self.pending.lock().asks.remove(&id);
-        match waiting {
-            Some(w) => {
-                let _ = w.tx.send(Answer::Reply(result));
-                true
-            }
-            None => false,
+    /// The answer to ask `id` once it is there (and the ask forgotten), `None` if the connection
+    /// closed first; otherwise `cx` is woken when it comes.
+    pub(crate) fn poll_answer(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Answer>> {
+        let mut pending = self.pending.lock();
+        let Some(waiting) = pending.asks.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        if waiting.answer.is_some() {
+            let answer = pending.asks.remove(&id).and_then(|w| w.answer);
+            return Poll::Ready(answer);
         }
+        match &waiting.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => waiting.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Delivers a reply to its ask, waking its asker unless that is `current` (an asker reading
+    /// its own reply); false if no ask waits for that id.
+    pub(crate) fn resolve(&self, id: u64, result: ReplyResult, current: Option<&Waker>) -> bool {
+        let waker = {
+            let mut pending = self.pending.lock();
+            let Some(waiting) = pending.asks.get_mut(&id) else {
+                return false;
+            };
+            if waiting.answer.is_some() {
+                return false; // it timed out first
+            }
+            waiting.answer = Some(Answer::Reply(result));
+            waiting.waker.take()
+        };
+        if let Some(w) = waker {
+            if !current.is_some_and(|c| c.will_wake(&w)) {
+                w.wake();
+            }
+        }
+        true
     }
 
     /// The expiry task: tells each ask whose deadline passed that it timed out. Sleeps until
@@ -474,23 +523,23 @@ impl Link {
                 let mut pending = self.pending.lock();
                 let now = Instant::now();
                 let mut next: Option<Instant> = None;
-                let mut due = Vec::new();
-                for (id, w) in &pending.asks {
+                let mut expired = Vec::new();
+                for w in pending.asks.values_mut() {
+                    if w.answer.is_some() {
+                        continue; // answered; its asker takes it
+                    }
                     if w.deadline <= now {
-                        due.push(*id);
+                        w.answer = Some(Answer::TimedOut);
+                        expired.extend(w.waker.take());
                     } else {
                         next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
                     }
                 }
-                let expired: Vec<_> = due
-                    .into_iter()
-                    .filter_map(|id| pending.asks.remove(&id))
-                    .collect();
                 pending.armed = next;
                 (expired, next)
             };
             for w in expired {
-                let _ = w.tx.send(Answer::TimedOut);
+                w.wake();
             }
             match next {
                 Some(at) => {
@@ -504,15 +553,18 @@ impl Link {
         }
     }
 
-    /// The connection closed: every pending ask fails now (its receiver sees the sender
-    /// dropped), no new one registers, and the writer ends.
+    /// The connection closed: every pending ask fails now (its asker finds it gone), no new one
+    /// registers, the socket's read half is dropped, and the writer ends.
     pub(crate) fn close(&self) {
         let pending = {
             let mut p = self.pending.lock();
             self.closed.store(true, Ordering::Release);
             std::mem::take(&mut p.asks)
         };
-        drop(pending);
+        for w in pending.into_values().filter_map(|w| w.waker) {
+            w.wake();
+        }
+        self.inbound.close();
         let socket = self.out.lock().socket.take();
         drop(socket);
         self.wake.notify_one();

@@ -25,7 +25,11 @@
 //! A connection's socket work (reader, writer) runs in a task of its own, owned by the
 //! connection actor: traffic wakes that task alone, and the actor fails (for its supervisor to
 //! restart) when the task does. The reader splits each frame off its read buffer without
-//! copying; a reply reaches its asker as a slice of its frame. A tell frame
+//! copying; a reply reaches its asker as a slice of its frame. An asker waiting for its reply
+//! reads the connection itself while no one else does: the socket then wakes the asker, which
+//! handles every frame that came (in order, whatever it is for) and finds its reply in its own
+//! poll, then hands reading back to the connection's task; a frame it cannot deliver at once
+//! (a full lane) and the end of the connection go to the task. A tell frame
 //! goes whole to the exposed actor as one item of its batch lane
 //! ([`ActorRef::tell_iter`](cadre_runtime::ActorRef::tell_iter)): the actor decodes and handles
 //! its messages one after the other, in its own context, with no per-message mailbox operation.
@@ -39,6 +43,7 @@
 
 mod connection;
 mod dial;
+mod inbound;
 mod link;
 mod listener;
 mod reply;
@@ -58,9 +63,9 @@ use cadre_runtime::{
 use parking_lot::{Mutex, RwLock};
 
 use crate::remote::{Exposed, Exposure, RemoteRef};
-pub(crate) use connection::drop_messages;
 use connection::Connection;
 use dial::Dial;
+pub(crate) use inbound::{drop_messages, AwaitAnswer, Conn};
 pub(crate) use link::{with_body, Answer, Link, QueueError};
 use listener::Listener;
 pub(crate) use reply::Replier;

@@ -1,0 +1,422 @@
+//! A connection's reading side: frames read from the socket and handled in order, by the
+//! connection's task or by an asker waiting for its reply.
+//!
+//! One party reads at a time (the state is behind a lock) and handles every frame it reads,
+//! whoever it is for, in the order they came: FIFO holds whoever reads. Normally the
+//! connection's task reads. An asker waiting for its reply reads too while no one else does: it
+//! makes the socket wake *it* when data arrives (the socket wakes one reader, the last
+//! registered), so that its reply is read and handled in its own poll, without waking the
+//! connection's task first and the asker after it. When it has its answer (or gives up), it
+//! hands the socket back to the task, waking the task if data already waits. While an asker
+//! holds the socket, the task leaves reading to it; a frame the asker cannot deliver at once
+//! (a full lane) and the end of the connection are handed to the task, which alone waits on
+//! them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use cadre_cluster::wire::{EnvelopeRef, FrameError};
+use parking_lot::Mutex;
+use tokio::net::tcp::OwnedReadHalf;
+
+use super::connection::ConnError;
+use super::link::{Answer, Link};
+use super::{Replier, TransportInner};
+use crate::remote::{Delivery, LostMessages, RemoteError, Undelivered};
+
+/// A delivery waiting for room in a mailbox.
+type WaitDelivery = Pin<Box<dyn Future<Output = Option<Undelivered>> + Send>>;
+
+/// How much a connection reads at a time (at least).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The reading side of one connection; its state goes when the connection closes.
+pub(crate) struct Inbound {
+    state: Mutex<Option<ReadState>>,
+}
+
+struct ReadState {
+    rd: OwnedReadHalf,
+    /// Bytes read and not yet handled: at most the start of one frame after a pump.
+    buf: BytesMut,
+    max: u32,
+    cache: Option<LastDispatch>,
+    /// A delivery waiting for room in a full lane: nothing more is read until it is done. Only
+    /// the connection's task waits on it.
+    stalled: Option<WaitDelivery>,
+    /// How the connection ended, as an asker found it: for the task to end with.
+    ended: Option<Result<(), ConnError>>,
+    /// The connection task's waker, as of its last poll.
+    task: Option<Waker>,
+    /// An asker, not the task, is the one the socket wakes when data arrives.
+    lent: bool,
+}
+
+/// Who handles frames, with what: the node's transport, the peer's name and the link.
+pub(crate) struct Conn<'a> {
+    pub(crate) inner: &'a Arc<TransportInner>,
+    pub(crate) node: &'a Arc<str>,
+    pub(crate) link: &'a Arc<Link>,
+}
+
+/// Where a pump stopped.
+enum Pumped {
+    /// The socket has nothing more; the reader's waker is registered with it.
+    Drained,
+    /// A delivery waits for room ([`ReadState::stalled`]).
+    Stalled,
+    /// The connection ended.
+    Ended(Result<(), ConnError>),
+}
+
+impl Inbound {
+    pub(crate) fn new(rd: OwnedReadHalf, max: u32) -> Self {
+        Inbound {
+            state: Mutex::new(Some(ReadState {
+                rd,
+                // Twice what is read at a time, so that the space of frames already handled is
+                // taken back (a short copy of the partial frame to the front) rather than the
+                // buffer grown (a copy of all of it).
+                buf: BytesMut::with_capacity(2 * READ_CHUNK),
+                max,
+                cache: None,
+                stalled: None,
+                ended: None,
+                task: None,
+                lent: false,
+            })),
+        }
+    }
+
+    /// Drops the read half (the connection closed).
+    pub(crate) fn close(&self) {
+        let state = self.state.lock().take();
+        drop(state);
+    }
+
+    /// The connection task's reading: handles frames until the socket has nothing more (or an
+    /// asker reads instead), waits out a full lane, and ends with the connection.
+    pub(crate) fn poll_task(
+        &self,
+        conn: &Conn<'_>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ConnError>> {
+        let mut guard = self.state.lock();
+        let Some(st) = guard.as_mut() else {
+            return Poll::Ready(Ok(())); // closed
+        };
+        if let Some(end) = st.ended.take() {
+            return Poll::Ready(end);
+        }
+        match &st.task {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.task = Some(cx.waker().clone()),
+        }
+        loop {
+            if let Some(wait) = st.stalled.as_mut() {
+                let Poll::Ready(lost) = wait.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                st.stalled = None;
+                if let Some(lost) = lost {
+                    drop_messages(conn.inner, conn.node, lost);
+                }
+            }
+            if st.lent {
+                // An asker reads; it hands the socket back when it is done.
+                return Poll::Pending;
+            }
+            match st.pump(conn, cx, false) {
+                Pumped::Drained => return Poll::Pending,
+                Pumped::Stalled => continue,
+                Pumped::Ended(end) => return Poll::Ready(end),
+            }
+        }
+    }
+
+    /// An asker's turn at reading, if no one else reads and nothing waits on the task: handles
+    /// what the socket has and leaves the asker's waker with it. Sets `lent` when the asker
+    /// took the socket (and must [hand it back](Inbound::hand_back)). False if it did not read.
+    fn read_for_asker(&self, conn: &Conn<'_>, cx: &mut Context<'_>, lent: &mut bool) -> bool {
+        let Some(mut guard) = self.state.try_lock() else {
+            return false; // someone reads; they will hand over the reply
+        };
+        let Some(st) = guard.as_mut() else {
+            return false;
+        };
+        if st.stalled.is_some() || st.ended.is_some() {
+            return false; // the task's to handle
+        }
+        st.lent = true;
+        *lent = true;
+        match st.pump(conn, cx, true) {
+            Pumped::Drained => {}
+            Pumped::Stalled => st.give_to_task(),
+            Pumped::Ended(end) => {
+                st.ended = Some(end);
+                st.give_to_task();
+            }
+        }
+        true
+    }
+
+    /// An asker is done reading: the socket wakes the task again (at once, if data waits).
+    fn hand_back(&self) {
+        let mut guard = self.state.lock();
+        let Some(st) = guard.as_mut() else {
+            return;
+        };
+        if !st.lent {
+            return;
+        }
+        st.lent = false;
+        if let Some(task) = &st.task {
+            let mut tcx = Context::from_waker(task);
+            if st.rd.as_ref().poll_read_ready(&mut tcx).is_ready() {
+                task.wake_by_ref();
+            }
+        }
+    }
+}
+
+impl ReadState {
+    /// The task takes over: it reads again (after what it must wait on).
+    fn give_to_task(&mut self) {
+        self.lent = false;
+        if let Some(task) = &self.task {
+            task.wake_by_ref();
+        }
+    }
+
+    /// Handles every whole frame in the buffer and reads more, until the socket has nothing
+    /// more (its readiness then wakes `cx`), a delivery must wait for room, or the connection
+    /// ends. With `asker`, `cx` is an asker's: its own reply wakes no one.
+    fn pump(&mut self, conn: &Conn<'_>, cx: &mut Context<'_>, asker: bool) -> Pumped {
+        loop {
+            // Each whole frame is split off (no copy): a tell's messages are decoded later, by
+            // the actor, from the frame's bytes.
+            while self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                if len > self.max {
+                    let max = self.max;
+                    return Pumped::Ended(Err(FrameError::TooLarge {
+                        len: len.into(),
+                        max,
+                    }
+                    .into()));
+                }
+                let end = 4 + len as usize;
+                if self.buf.len() < end {
+                    // Make room for the whole of a large frame (its length was checked above).
+                    self.buf.reserve(end - self.buf.len());
+                    break;
+                }
+                let frame = self.buf.split_to(end).freeze();
+                let handled = EnvelopeRef::decode(&frame[4..])
+                    .map_err(ConnError::from)
+                    .and_then(|env| {
+                        let current = asker.then(|| cx.waker());
+                        handle(conn, &mut self.cache, env, &frame, current)
+                    });
+                match handled {
+                    Ok(None) => {}
+                    Ok(Some(wait)) => {
+                        // A full lane: stop reading until it takes the messages.
+                        self.stalled = Some(wait);
+                        return Pumped::Stalled;
+                    }
+                    Err(e) => return Pumped::Ended(Err(e)),
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.buf) {
+                Poll::Pending => return Pumped::Drained,
+                Poll::Ready(Err(e)) => return Pumped::Ended(Err(e.into())),
+                Poll::Ready(Ok(0)) => return Pumped::Ended(self.eof()),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The peer closed: cleanly between frames, or in the middle of one.
+    fn eof(&self) -> Result<(), ConnError> {
+        let buf = &self.buf;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        Err(FrameError::Truncated {
+            have: buf.len(),
+            need: if buf.len() >= 4 {
+                4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+            } else {
+                4
+            },
+        }
+        .into())
+    }
+}
+
+/// Waits for the answer to ask `id`, reading the socket itself while no one else does (see
+/// the module's docs). `None`: the connection closed first.
+pub(crate) struct AwaitAnswer<'a> {
+    conn: Conn<'a>,
+    id: u64,
+    /// Whether this asker took the socket at some point (and must hand it back).
+    lent: bool,
+    done: bool,
+}
+
+impl<'a> AwaitAnswer<'a> {
+    /// Waits for ask `id`, registered on `conn.link`.
+    pub(crate) fn new(conn: Conn<'a>, id: u64) -> Self {
+        AwaitAnswer {
+            conn,
+            id,
+            lent: false,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self, answer: Option<Answer>) -> Poll<Option<Answer>> {
+        self.done = true;
+        if std::mem::take(&mut self.lent) {
+            self.conn.link.inbound.hand_back();
+        }
+        Poll::Ready(answer)
+    }
+}
+
+impl Future for AwaitAnswer<'_> {
+    type Output = Option<Answer>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Answer>> {
+        let this = self.get_mut();
+        let link = this.conn.link;
+        if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
+            return this.finish(answer);
+        }
+        if link.inbound.read_for_asker(&this.conn, cx, &mut this.lent) {
+            if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
+                return this.finish(answer);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for AwaitAnswer<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.link.unregister(self.id);
+            if self.lent {
+                self.conn.link.inbound.hand_back();
+            }
+        }
+    }
+}
+
+/// The dispatcher of the last (actor, tag) a connection delivered to, so that a stream of one
+/// message type skips the table's lock and hashing.
+struct LastDispatch {
+    to: Arc<str>,
+    tag: String,
+    version: u64,
+    dispatch: Arc<dyn crate::remote::Dispatch>,
+}
+
+/// The dispatcher for `tag` on the actor exposed as `to`, with the actor's name.
+fn dispatcher(
+    inner: &TransportInner,
+    cache: &mut Option<LastDispatch>,
+    to: &str,
+    tag: &str,
+) -> Result<(Arc<dyn crate::remote::Dispatch>, Arc<str>), RemoteError> {
+    let version = inner.exposed.version();
+    if let Some(last) = cache {
+        if last.version == version && *last.to == *to && last.tag == tag {
+            return Ok((last.dispatch.clone(), last.to.clone()));
+        }
+    }
+    let dispatch = inner.exposed.get(to, tag)?;
+    let to: Arc<str> = to.into();
+    *cache = Some(LastDispatch {
+        to: to.clone(),
+        tag: tag.into(),
+        version,
+        dispatch: dispatch.clone(),
+    });
+    Ok((dispatch, to))
+}
+
+/// Counts and logs messages from a peer that could not be delivered.
+pub(crate) fn drop_messages(inner: &TransportInner, node: &str, lost: Undelivered) {
+    inner
+        .stats
+        .dropped
+        .fetch_add(lost.count, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(node = %node, reason = %lost.reason, count = lost.count, "dropped messages from a peer");
+}
+
+/// Handles one envelope; a tell to a full mailbox comes back as a future to await.
+fn handle(
+    conn: &Conn<'_>,
+    cache: &mut Option<LastDispatch>,
+    env: EnvelopeRef<'_>,
+    frame: &Bytes,
+    asker: Option<&Waker>,
+) -> Result<Option<WaitDelivery>, ConnError> {
+    let Conn { inner, node, link } = *conn;
+    if inner.is_cut(node) {
+        return Ok(None); // the fault injector's partition: as if never received
+    }
+    match env {
+        EnvelopeRef::Tell(t) => {
+            match dispatcher(inner, cache, t.to, t.tag) {
+                Ok((d, _)) => {
+                    let at = t.bodies.as_ptr() as usize - frame.as_ptr() as usize;
+                    let bodies = frame.slice(at..at + t.bodies.len());
+                    let lost = LostMessages::new(inner.clone(), node.clone());
+                    match d.tell_bytes(t.tag, bodies, t.count, lost) {
+                        Delivery::Done(None) => {}
+                        Delivery::Done(Some(lost)) => drop_messages(inner, node, lost),
+                        Delivery::Wait(wait) => return Ok(Some(wait)),
+                    }
+                }
+                Err(e) => {
+                    let count = u64::from(t.count);
+                    drop_messages(inner, node, Undelivered { count, reason: e });
+                }
+            }
+            Ok(None)
+        }
+        EnvelopeRef::Ask(a) => {
+            let timeout = Duration::from_millis(a.timeout_ms.into());
+            match dispatcher(inner, cache, a.to, a.tag) {
+                Ok((d, actor)) => {
+                    let replier = Replier::new(link.clone(), a.id, actor);
+                    if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier) {
+                        return Ok(Some(wait));
+                    }
+                }
+                Err(e) => Replier::new(link.clone(), a.id, a.to.into()).fail(e),
+            }
+            Ok(None)
+        }
+        EnvelopeRef::Reply(r) => {
+            let result = r.result.map(|b| frame.slice_ref(b));
+            if !link.resolve(r.id, result, asker) {
+                tracing::debug!(node = %node, id = r.id, "reply to an ask that is no longer waiting");
+            }
+            Ok(None)
+        }
+        EnvelopeRef::Hello(_) | EnvelopeRef::Proof(_) | EnvelopeRef::Reject(_) => Err(
+            ConnError::Protocol("handshake message after the handshake".into()),
+        ),
+    }
+}
