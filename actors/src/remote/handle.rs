@@ -198,6 +198,7 @@ impl RemoteRef {
     }
 
     /// The live connection to the node: the cached one while it lives, else the node's current.
+    #[inline]
     fn link(&self) -> Option<LinkRef<'_>> {
         if self.transport.is_cut(&self.node) {
             return None;
@@ -214,26 +215,6 @@ impl RemoteRef {
         Some(LinkRef::Fresh(link))
     }
 
-    /// Where a tell goes: the connection to the actor's node, with the message; or, as `Err`,
-    /// the tell's outcome when the actor is local (handed over here) or its node unreachable.
-    #[inline]
-    #[allow(clippy::type_complexity)]
-    fn tell_route<M: RemoteMessage>(
-        &self,
-        msg: M,
-    ) -> Result<(LinkRef<'_>, M), Result<(), RemoteTellError<M>>>
-    where
-        M::Result: Serialize + DeserializeOwned + Send + 'static,
-    {
-        if self.is_local() {
-            return Err(self.tell_local(msg));
-        }
-        match self.link() {
-            Some(link) => Ok((link, msg)),
-            None => Err(Err(RemoteTellError::NodeUnreachable(msg))),
-        }
-    }
-
     /// Sends without waiting: queued on the connection, or handed to the local actor.
     ///
     /// # Errors
@@ -242,9 +223,11 @@ impl RemoteRef {
     where
         M::Result: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (link, msg) = match self.tell_route(msg) {
-            Ok(route) => route,
-            Err(done) => return done,
+        if self.is_local() {
+            return self.tell_local(msg);
+        }
+        let Some(link) = self.link() else {
+            return Err(RemoteTellError::NodeUnreachable(msg));
         };
         let sent = link.tell(&self.name, M::TAG, &msg);
         sent.map_err(|e| tell_error(e, msg))
@@ -270,9 +253,11 @@ impl RemoteRef {
     where
         M::Result: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (link, msg) = match self.tell_route(msg) {
-            Ok(route) => route,
-            Err(done) => return done,
+        if self.is_local() {
+            return self.tell_local(msg);
+        }
+        let Some(link) = self.link() else {
+            return Err(RemoteTellError::NodeUnreachable(msg));
         };
         let sent = link.tell_wait(&self.name, M::TAG, &msg).await;
         sent.map_err(|e| tell_error(e, msg))

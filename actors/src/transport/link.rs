@@ -171,12 +171,20 @@ impl Outbound {
 
     /// The chunk senders append to, replaced by a spare (or new) one.
     fn swap_chunk(&mut self) -> BytesMut {
+        self.close_tell();
         let fresh = self
             .spare
             .pop()
             .unwrap_or_else(|| BytesMut::with_capacity(CHUNK_CAPACITY));
-        self.open = None;
         std::mem::replace(&mut self.buf, fresh)
+    }
+
+    /// Finishes the open tell frame, if any: it takes no more messages, and its headers are
+    /// written (before anything else is appended, or the chunk is written).
+    fn close_tell(&mut self) {
+        if let Some(o) = self.open.take() {
+            o.tell.finish(&mut self.buf);
+        }
     }
 
     /// Keeps a written chunk for reuse (unless enough are kept, or it grew for a large frame).
@@ -259,7 +267,7 @@ impl Link {
         encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
     ) -> Result<(), QueueError> {
         self.queue(urgent, |out| {
-            out.open = None;
+            out.close_tell();
             encode(&mut out.buf)
         })
     }
@@ -276,22 +284,23 @@ impl Link {
     ) -> Result<(), QueueError> {
         let max = self.max_frame;
         self.queue(false, |out| {
-            let Outbound { buf, open, .. } = out;
-            if let Some(o) = open {
+            if let Some(o) = &mut out.open {
                 if (std::ptr::eq(o.tag, tag) || o.tag == tag)
                     && (Arc::ptr_eq(&o.to, to) || *o.to == **to)
-                    && o.tell.frame_len(buf) < TELL_FRAME_TARGET
-                    && o.tell.push(buf, msg, max).is_ok()
+                    && o.tell.frame_len(&out.buf) < TELL_FRAME_TARGET
+                    && o.tell.push(&mut out.buf, msg, max).is_ok()
                 {
                     return Ok(());
                 }
                 // Another actor or type, a full frame, or a message too large to join it
                 // (which a frame of its own tells apart).
             }
-            let tell = OpenTell::begin(buf, to, tag);
+            out.close_tell();
+            let buf = &mut out.buf;
+            let mut tell = OpenTell::begin(buf, to, tag);
             match tell.push(buf, msg, max) {
                 Ok(()) => {
-                    *open = Some(Open {
+                    out.open = Some(Open {
                         tell,
                         to: to.clone(),
                         tag,
@@ -300,7 +309,6 @@ impl Link {
                 }
                 Err(e) => {
                     tell.abandon(buf);
-                    *open = None;
                     Err(e)
                 }
             }
@@ -360,7 +368,7 @@ impl Link {
             return Ok(()); // the writer will take it
         }
         if urgent && was_empty && !out.buf.is_empty() {
-            out.open = None; // the buffer's start moves
+            out.close_tell(); // whole frames only; and the buffer's start moves
             let Outbound { buf, socket, .. } = &mut *out;
             let Some(socket) = socket.as_ref() else {
                 return Err(QueueError::Closed);

@@ -2,15 +2,15 @@
 //!
 //! A sender that tells one actor many messages of one type in a row should not pay a frame
 //! header, an actor name and a tag for each: while a tell frame is the last one in an outbound
-//! buffer, the next message to the same actor and type is appended to it. The frame's length
-//! prefix and its bodies' length are patched after each message, so the buffer always holds
-//! whole, valid frames and can be written out at any moment.
+//! buffer, the next message to the same actor and type is appended to it. Each message is
+//! written after a length placeholder that is filled in once the message is encoded; the
+//! frame's length prefix, its count and its bodies' length are written when the frame is
+//! finished ([`OpenTell::finish`]), which must happen before the buffer's bytes are used.
 //!
 //! The bytes are those of [`Envelope::Tell`](super::Envelope::Tell) as `rmp-serde` writes
 //! it (a one-entry map from the variant name to a four-element array), except that the count
 //! is always a `uint 32` and the bodies always use the `bin 32` header, so that both can be
-//! patched in place. Each message is written after a length placeholder that is filled in
-//! once the message is encoded.
+//! patched in place.
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
@@ -25,7 +25,7 @@ const BIN32: u8 = 0xc6;
 const UINT32: u8 = 0xce;
 
 /// An open tell frame at the end of a buffer: where its length prefix and its bodies' length
-/// are, so that messages can be appended to it.
+/// are, so that messages can be appended to it, and how many it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenTell {
     /// Offset of the frame's `u32` length prefix.
@@ -34,12 +34,15 @@ pub struct OpenTell {
     count_at: usize,
     /// Offset of the bodies' `bin 32` length.
     bodies_len_at: usize,
+    /// Messages in the frame.
+    count: u32,
 }
 
 impl OpenTell {
     /// Appends a tell frame to `to` for messages tagged `tag` to `dst`, holding no message yet.
-    /// Push at least one message before the buffer is sent ([`OpenTell::push`]); an empty
-    /// frame is harmless (the receiver delivers nothing) but wasted.
+    /// Push at least one message ([`OpenTell::push`]) and [finish](OpenTell::finish) it before
+    /// the buffer is sent; an empty frame is harmless (the receiver delivers nothing) but
+    /// wasted.
     pub fn begin(dst: &mut BytesMut, to: &str, tag: &str) -> OpenTell {
         let frame_at = dst.len();
         dst.put_u32(0);
@@ -60,8 +63,9 @@ impl OpenTell {
             frame_at,
             count_at,
             bodies_len_at,
+            count: 0,
         };
-        open.patch(dst);
+        open.finish(dst);
         open
     }
 
@@ -71,23 +75,23 @@ impl OpenTell {
     }
 
     /// Whether the frame holds no message yet.
-    pub fn is_empty(&self, dst: &BytesMut) -> bool {
-        self.count(dst) == 0
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 
     /// How many messages the frame holds.
-    pub fn count(&self, dst: &BytesMut) -> u32 {
-        let at = self.count_at;
-        u32::from_be_bytes([dst[at], dst[at + 1], dst[at + 2], dst[at + 3]])
+    pub fn count(&self) -> u32 {
+        self.count
     }
 
-    /// Appends `msg` to the frame, which must still be the last thing in `dst`.
+    /// Appends `msg` to the frame, which must still be the last thing in `dst`; the frame's
+    /// headers are out of date until it is [finished](OpenTell::finish).
     ///
     /// # Errors
     /// [`EncodeError::Serialize`] if `msg` does not serialize, [`EncodeError::TooLarge`] if the
     /// frame would exceed `max` bytes; `dst` is then left as it was.
     pub fn push<T: Serialize + ?Sized>(
-        &self,
+        &mut self,
         dst: &mut BytesMut,
         msg: &T,
         max: u32,
@@ -106,9 +110,7 @@ impl OpenTell {
             dst.truncate(before);
             return Err(EncodeError::TooLarge { len: body, max });
         }
-        let count = self.count(dst) + 1;
-        dst[self.count_at..self.count_at + 4].copy_from_slice(&count.to_be_bytes());
-        self.patch(dst);
+        self.count += 1;
         Ok(())
     }
 
@@ -117,10 +119,13 @@ impl OpenTell {
         dst.truncate(self.frame_at);
     }
 
-    fn patch(&self, dst: &mut BytesMut) {
+    /// Writes the frame's headers (its length, count and bodies' length) for what it holds:
+    /// `dst` then ends with a whole, valid frame. It may be pushed to and finished again.
+    pub fn finish(&self, dst: &mut BytesMut) {
         let body = (dst.len() - self.frame_at - 4) as u32;
         let bodies = (dst.len() - self.bodies_len_at - 4) as u32;
         dst[self.frame_at..self.frame_at + 4].copy_from_slice(&body.to_be_bytes());
+        dst[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_be_bytes());
         dst[self.bodies_len_at..self.bodies_len_at + 4].copy_from_slice(&bodies.to_be_bytes());
     }
 }
@@ -144,11 +149,12 @@ mod tests {
     #[test]
     fn a_grown_frame_decodes_as_one_tell_with_every_message_in_order() {
         let mut wire = BytesMut::new();
-        let open = OpenTell::begin(&mut wire, "counter", "counter.add");
-        assert!(open.is_empty(&wire));
+        let mut open = OpenTell::begin(&mut wire, "counter", "counter.add");
+        assert!(open.is_empty());
         for n in [1u64, 300, 70_000] {
             open.push(&mut wire, &n, 1 << 20).unwrap();
         }
+        open.finish(&mut wire);
         let f = frames(wire);
         assert_eq!(f.len(), 1);
         let bodies: Vec<_> = [1u64, 300, 70_000]
@@ -172,25 +178,26 @@ mod tests {
     }
 
     #[test]
-    fn the_buffer_holds_whole_frames_after_every_push() {
+    fn a_finished_frame_is_whole_and_takes_more_messages_after() {
         let mut wire = BytesMut::new();
-        let open = OpenTell::begin(&mut wire, "a", "t");
+        let mut open = OpenTell::begin(&mut wire, "a", "t");
         for i in 0..5u32 {
             open.push(&mut wire, &i, 1 << 20).unwrap();
+            open.finish(&mut wire);
             let f = frames(wire.clone());
             let EnvelopeRef::Tell(t) = EnvelopeRef::decode(&f[0]).unwrap() else {
                 panic!("not a tell")
             };
             assert_eq!(t.messages().count(), i as usize + 1);
             assert_eq!(t.count, i + 1);
-            assert_eq!(open.count(&wire), i + 1);
+            assert_eq!(open.count(), i + 1);
         }
     }
 
     #[test]
     fn a_message_over_the_limit_leaves_the_frame_as_it_was() {
         let mut wire = BytesMut::from(&b"xy"[..]);
-        let open = OpenTell::begin(&mut wire, "a", "t");
+        let mut open = OpenTell::begin(&mut wire, "a", "t");
         open.push(&mut wire, &1u8, 64).unwrap();
         let before = wire.clone();
         let err = open
@@ -201,7 +208,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(wire, before);
-        assert_eq!(open.count(&wire), 1);
+        assert_eq!(open.count(), 1);
         open.abandon(&mut wire);
         assert_eq!(&wire[..], b"xy");
     }
@@ -215,7 +222,7 @@ mod tests {
             }
         }
         let mut wire = BytesMut::new();
-        let open = OpenTell::begin(&mut wire, "a", "t");
+        let mut open = OpenTell::begin(&mut wire, "a", "t");
         let before = wire.clone();
         assert!(matches!(
             open.push(&mut wire, &Bad, 1 << 20),
