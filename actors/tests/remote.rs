@@ -558,6 +558,27 @@ fn an_asker_that_gives_up_hands_the_connection_back() {
 }
 
 #[test]
+fn an_ask_left_unpolled_does_not_stall_its_connection() {
+    run(async {
+        let (a, b, rec) = connected().await;
+        a_knows_b(&b).await;
+        // Polled once (it takes the socket to read its reply), then never again while alive.
+        let mut idle = Box::pin(rec.ask(Slow(100), T));
+        std::future::poll_fn(|cx| {
+            assert!(std::future::Future::poll(idle.as_mut(), cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        // Everything else on b's connection goes on: tells and asks from a to b, asks from b.
+        a.actor("b", "rec").tell(Push(1)).unwrap();
+        assert_eq!(seen_at_b(&a).await, [1]);
+        assert_eq!(&rec.ask(Echo(vec![3]), T).await.unwrap()[..], [3]);
+        // Its own reply came meanwhile and waits for it.
+        assert_eq!(idle.await.unwrap(), 100);
+    });
+}
+
+#[test]
 fn many_askers_on_several_threads_share_one_connection_and_each_gets_its_own_answer() {
     run(async {
         let (a, b, rec) = connected().await;

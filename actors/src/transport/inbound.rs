@@ -3,19 +3,21 @@
 //!
 //! One party reads at a time (the state is behind a lock) and handles every frame it reads,
 //! whoever it is for, in the order they came: FIFO holds whoever reads. Normally the
-//! connection's task reads. An asker waiting for its reply reads too while no one else does: it
-//! makes the socket wake *it* when data arrives (the socket wakes one reader, the last
-//! registered), so that its reply is read and handled in its own poll, without waking the
-//! connection's task first and the asker after it. When it has its answer (or gives up), it
-//! hands the socket back to the task, waking the task if data already waits. While an asker
-//! holds the socket, the task leaves reading to it; a frame the asker cannot deliver at once
-//! (a full lane) and the end of the connection are handed to the task, which alone waits on
-//! them.
+//! connection's task reads. An asker waiting for its reply reads too while no one else does:
+//! the socket (which wakes one registered reader) then wakes the asker first and the task after
+//! it ([`Relay`]), so that the asker reads and handles its reply in its own poll instead of
+//! waiting for the task to read it and wake it. The task, woken second, finds that the asker
+//! has read since and leaves the socket to it; if the asker has not (a future left unpolled,
+//! an asker on another thread not yet run), the task reads: no asker can stall the connection.
+//! When it has its answer (or gives up), the asker hands the socket back to the task, waking
+//! the task if data already waits. A frame an asker cannot deliver at once (a full lane) and
+//! the end of the connection are handed to the task, which alone waits on them.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +39,43 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The reading side of one connection; its state goes when the connection closes.
 pub(crate) struct Inbound {
     state: Mutex<Option<ReadState>>,
+    relay: Arc<Relay>,
+    /// `relay` as a waker, made once.
+    relay_waker: Waker,
+}
+
+/// What the socket wakes while an asker reads it: the asker, then the connection's task.
+struct Relay {
+    asker: Mutex<Option<Waker>>,
+    task: Mutex<Option<Waker>>,
+    /// The socket woke the relay since an asker last read: if the task finds this, the asker
+    /// has not read what came, and the task reads it.
+    fired: AtomicBool,
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        if let Some(w) = self.asker.lock().as_ref() {
+            w.wake_by_ref();
+        }
+        if let Some(w) = self.task.lock().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Keeps `waker` in `slot` (cloning only when it changed).
+fn keep(slot: &Mutex<Option<Waker>>, waker: &Waker) {
+    let mut slot = slot.lock();
+    match slot.as_ref() {
+        Some(w) if w.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
 }
 
 struct ReadState {
@@ -67,6 +106,9 @@ pub(crate) struct Conn<'a> {
 enum Pumped {
     /// The socket has nothing more; the reader's waker is registered with it.
     Drained,
+    /// The asker reading has its answer, and the buffer holds no whole frame: it reads no
+    /// further (handing the socket back registers the task with it).
+    Answered,
     /// A delivery waits for room ([`ReadState::stalled`]).
     Stalled,
     /// The connection ended.
@@ -75,7 +117,14 @@ enum Pumped {
 
 impl Inbound {
     pub(crate) fn new(rd: OwnedReadHalf, max: u32) -> Self {
+        let relay = Arc::new(Relay {
+            asker: Mutex::new(None),
+            task: Mutex::new(None),
+            fired: AtomicBool::new(false),
+        });
         Inbound {
+            relay_waker: Waker::from(relay.clone()),
+            relay,
             state: Mutex::new(Some(ReadState {
                 rd,
                 // Twice what is read at a time, so that the space of frames already handled is
@@ -99,7 +148,7 @@ impl Inbound {
     }
 
     /// The connection task's reading: handles frames until the socket has nothing more (or an
-    /// asker reads instead), waits out a full lane, and ends with the connection.
+    /// asker that keeps reading holds it), waits out a full lane, and ends with the connection.
     pub(crate) fn poll_task(
         &self,
         conn: &Conn<'_>,
@@ -114,7 +163,10 @@ impl Inbound {
         }
         match &st.task {
             Some(w) if w.will_wake(cx.waker()) => {}
-            _ => st.task = Some(cx.waker().clone()),
+            _ => {
+                st.task = Some(cx.waker().clone());
+                *self.relay.task.lock() = Some(cx.waker().clone());
+            }
         }
         loop {
             if let Some(wait) = st.stalled.as_mut() {
@@ -126,12 +178,14 @@ impl Inbound {
                     drop_messages(conn.inner, conn.node, lost);
                 }
             }
-            if st.lent {
-                // An asker reads; it hands the socket back when it is done.
+            if st.lent && !self.relay.fired.load(Ordering::Acquire) {
+                // An asker holds the socket and has read all it was woken for.
                 return Poll::Pending;
             }
-            match st.pump(conn, cx, false) {
-                Pumped::Drained => return Poll::Pending,
+            // No asker holds the socket, or one does but has not read what came: read it.
+            st.lent = false;
+            match st.pump(conn, cx, None) {
+                Pumped::Drained | Pumped::Answered => return Poll::Pending,
                 Pumped::Stalled => continue,
                 Pumped::Ended(end) => return Poll::Ready(end),
             }
@@ -139,9 +193,16 @@ impl Inbound {
     }
 
     /// An asker's turn at reading, if no one else reads and nothing waits on the task: handles
-    /// what the socket has and leaves the asker's waker with it. Sets `lent` when the asker
-    /// took the socket (and must [hand it back](Inbound::hand_back)). False if it did not read.
-    fn read_for_asker(&self, conn: &Conn<'_>, cx: &mut Context<'_>, lent: &mut bool) -> bool {
+    /// what the socket has and leaves the [`Relay`] with it, for the asker's waker. Sets `lent`
+    /// when the asker took the socket (and must [hand it back](Inbound::hand_back)). False if
+    /// it did not read.
+    fn read_for_asker(
+        &self,
+        conn: &Conn<'_>,
+        cx: &mut Context<'_>,
+        id: u64,
+        lent: &mut bool,
+    ) -> bool {
         let Some(mut guard) = self.state.try_lock() else {
             return false; // someone reads; they will hand over the reply
         };
@@ -151,10 +212,13 @@ impl Inbound {
         if st.stalled.is_some() || st.ended.is_some() {
             return false; // the task's to handle
         }
+        keep(&self.relay.asker, cx.waker());
+        self.relay.fired.store(false, Ordering::Release);
         st.lent = true;
         *lent = true;
-        match st.pump(conn, cx, true) {
-            Pumped::Drained => {}
+        let mut relayed = Context::from_waker(&self.relay_waker);
+        match st.pump(conn, &mut relayed, Some((id, cx.waker()))) {
+            Pumped::Drained | Pumped::Answered => {}
             Pumped::Stalled => st.give_to_task(),
             Pumped::Ended(end) => {
                 st.ended = Some(end);
@@ -194,8 +258,15 @@ impl ReadState {
 
     /// Handles every whole frame in the buffer and reads more, until the socket has nothing
     /// more (its readiness then wakes `cx`), a delivery must wait for room, or the connection
-    /// ends. With `asker`, `cx` is an asker's: its own reply wakes no one.
-    fn pump(&mut self, conn: &Conn<'_>, cx: &mut Context<'_>, asker: bool) -> Pumped {
+    /// ends. With `asker` (the ask id and waker of the asker reading), its own reply wakes no
+    /// one, and once it is in, the whole frames already read are handled and no more is read.
+    fn pump(
+        &mut self,
+        conn: &Conn<'_>,
+        cx: &mut Context<'_>,
+        asker: Option<(u64, &Waker)>,
+    ) -> Pumped {
+        let mut answered = false;
         loop {
             // Each whole frame is split off (no copy): a tell's messages are decoded later, by
             // the actor, from the frame's bytes.
@@ -218,19 +289,20 @@ impl ReadState {
                 let frame = self.buf.split_to(end).freeze();
                 let handled = EnvelopeRef::decode(&frame[4..])
                     .map_err(ConnError::from)
-                    .and_then(|env| {
-                        let current = asker.then(|| cx.waker());
-                        handle(conn, &mut self.cache, env, &frame, current)
-                    });
+                    .and_then(|env| handle(conn, &mut self.cache, env, &frame, asker));
                 match handled {
-                    Ok(None) => {}
-                    Ok(Some(wait)) => {
+                    Ok(Handled::Done) => {}
+                    Ok(Handled::Mine) => answered = true,
+                    Ok(Handled::Wait(wait)) => {
                         // A full lane: stop reading until it takes the messages.
                         self.stalled = Some(wait);
                         return Pumped::Stalled;
                     }
                     Err(e) => return Pumped::Ended(Err(e)),
                 }
+            }
+            if answered {
+                return Pumped::Answered;
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
@@ -301,7 +373,10 @@ impl Future for AwaitAnswer<'_> {
         if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
             return this.finish(answer);
         }
-        if link.inbound.read_for_asker(&this.conn, cx, &mut this.lent) {
+        if link
+            .inbound
+            .read_for_asker(&this.conn, cx, this.id, &mut this.lent)
+        {
             if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
                 return this.finish(answer);
             }
@@ -363,17 +438,26 @@ pub(crate) fn drop_messages(inner: &TransportInner, node: &str, lost: Undelivere
     tracing::warn!(node = %node, reason = %lost.reason, count = lost.count, "dropped messages from a peer");
 }
 
-/// Handles one envelope; a tell to a full mailbox comes back as a future to await.
+/// What became of one envelope.
+enum Handled {
+    Done,
+    /// A tell or an ask to a full mailbox: this future delivers it.
+    Wait(WaitDelivery),
+    /// The reply of the asker reading.
+    Mine,
+}
+
+/// Handles one envelope. `asker` is the ask id and waker of the asker reading, if one is.
 fn handle(
     conn: &Conn<'_>,
     cache: &mut Option<LastDispatch>,
     env: EnvelopeRef<'_>,
     frame: &Bytes,
-    asker: Option<&Waker>,
-) -> Result<Option<WaitDelivery>, ConnError> {
+    asker: Option<(u64, &Waker)>,
+) -> Result<Handled, ConnError> {
     let Conn { inner, node, link } = *conn;
     if inner.is_cut(node) {
-        return Ok(None); // the fault injector's partition: as if never received
+        return Ok(Handled::Done); // the fault injector's partition: as if never received
     }
     match env {
         EnvelopeRef::Tell(t) => {
@@ -385,7 +469,7 @@ fn handle(
                     match d.tell_bytes(t.tag, bodies, t.count, lost) {
                         Delivery::Done(None) => {}
                         Delivery::Done(Some(lost)) => drop_messages(inner, node, lost),
-                        Delivery::Wait(wait) => return Ok(Some(wait)),
+                        Delivery::Wait(wait) => return Ok(Handled::Wait(wait)),
                     }
                 }
                 Err(e) => {
@@ -393,7 +477,7 @@ fn handle(
                     drop_messages(inner, node, Undelivered { count, reason: e });
                 }
             }
-            Ok(None)
+            Ok(Handled::Done)
         }
         EnvelopeRef::Ask(a) => {
             let timeout = Duration::from_millis(a.timeout_ms.into());
@@ -401,19 +485,24 @@ fn handle(
                 Ok((d, actor)) => {
                     let replier = Replier::new(link.clone(), a.id, actor);
                     if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier) {
-                        return Ok(Some(wait));
+                        return Ok(Handled::Wait(wait));
                     }
                 }
                 Err(e) => Replier::new(link.clone(), a.id, a.to.into()).fail(e),
             }
-            Ok(None)
+            Ok(Handled::Done)
         }
         EnvelopeRef::Reply(r) => {
             let result = r.result.map(|b| frame.slice_ref(b));
-            if !link.resolve(r.id, result, asker) {
+            let current = asker.map(|(_, waker)| waker);
+            if !link.resolve(r.id, result, current) {
                 tracing::debug!(node = %node, id = r.id, "reply to an ask that is no longer waiting");
+                return Ok(Handled::Done);
             }
-            Ok(None)
+            match asker {
+                Some((id, _)) if id == r.id => Ok(Handled::Mine),
+                _ => Ok(Handled::Done),
+            }
         }
         EnvelopeRef::Hello(_) | EnvelopeRef::Proof(_) | EnvelopeRef::Reject(_) => Err(
             ConnError::Protocol("handshake message after the handshake".into()),

@@ -26,10 +26,12 @@
 //! connection actor: traffic wakes that task alone, and the actor fails (for its supervisor to
 //! restart) when the task does. The reader splits each frame off its read buffer without
 //! copying; a reply reaches its asker as a slice of its frame. An asker waiting for its reply
-//! reads the connection itself while no one else does: the socket then wakes the asker, which
-//! handles every frame that came (in order, whatever it is for) and finds its reply in its own
-//! poll, then hands reading back to the connection's task; a frame it cannot deliver at once
-//! (a full lane) and the end of the connection go to the task. A tell frame
+//! reads the connection itself while no one else does: the socket then wakes the asker first
+//! (and the connection's task after it), the asker handles every frame that came (in order,
+//! whatever it is for) and finds its reply in its own poll, then hands reading back to the
+//! task. The task reads whatever an asker left unread (an ask future left unpolled cannot
+//! stall the connection); a frame an asker cannot deliver at once (a full lane) and the end of
+//! the connection go to the task. A tell frame
 //! goes whole to the exposed actor as one item of its batch lane
 //! ([`ActorRef::tell_iter`](cadre_runtime::ActorRef::tell_iter)): the actor decodes and handles
 //! its messages one after the other, in its own context, with no per-message mailbox operation.
