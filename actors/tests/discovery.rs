@@ -2,6 +2,7 @@
 //! others, a cluster-wide actor name reaches its actor from any node, and the services of a
 //! crashed node vanish everywhere.
 
+mod common;
 mod counter;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use cadre_cluster::membership::Profile;
 use cadre_cluster::wire::Secret;
 use cadre_runtime::testkit::run;
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
+use common::eventually_within;
 use counter::{Counter, Incr};
 use serde::{Deserialize, Serialize};
 
@@ -35,19 +37,6 @@ async fn start(name: &str, seeds: Vec<SocketAddr>) -> ClusterNode {
         .unwrap()
 }
 
-/// Waits (at most `T`) until `check` holds, re-checking every 20 ms.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + T;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[test]
 fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
     run(async {
@@ -55,7 +44,7 @@ fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
         let n1 = start("n1", vec![n0.addr()]).await;
         let n2 = start("n2", vec![n0.addr()]).await;
         let nodes = [n0.clone(), n1.clone(), n2.clone()];
-        eventually("all three see three members up", || async {
+        eventually_within("all three see three members up", T, || async {
             for n in &nodes {
                 let rows = n.members().await;
                 if rows.len() != 3 || rows.iter().any(|r| r.state != MemberState::Up) {
@@ -76,7 +65,7 @@ fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
         };
         n2.register_service(orders.clone()).await;
         for n in [&n0, &n1] {
-            eventually("orders found", || async {
+            eventually_within("orders found", T, || async {
                 n.lookup("orders").await.len() == 1
             })
             .await;
@@ -107,7 +96,7 @@ fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
             .await
             .unwrap();
         n1.register_actor("counter", counter).await.accept::<Incr>();
-        eventually("n0 finds counter", || async {
+        eventually_within("n0 finds counter", T, || async {
             n0.lookup_actor("counter").await.is_some()
         })
         .await;
@@ -118,7 +107,7 @@ fn services_and_actor_names_reach_every_node_and_vanish_with_theirs() {
         // n2 crashes: its services vanish from every directory.
         n2.crash().await;
         for n in [&n0, &n1] {
-            eventually("orders gone", || async {
+            eventually_within("orders gone", T, || async {
                 n.lookup("orders").await.is_empty()
             })
             .await;
@@ -148,7 +137,7 @@ fn topic_events_reach_every_subscriber_on_every_node_once_in_order() {
         let mut s1 = n1.subscribe::<Alert>("alerts").await.unwrap();
         let mut s2 = n2.subscribe::<Alert>("alerts").await.unwrap();
         let mut s2b = n2.subscribe::<Alert>("alerts").await.unwrap();
-        eventually("n0 knows both subscribing nodes", || async {
+        eventually_within("n0 knows both subscribing nodes", T, || async {
             n0.topic_subscribers("alerts").await == ["n1", "n2"]
         })
         .await;
