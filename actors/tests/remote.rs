@@ -579,6 +579,44 @@ fn an_ask_left_unpolled_does_not_stall_its_connection() {
 }
 
 #[test]
+fn an_actor_that_reads_its_connection_while_idle_holds_no_one_up_when_busy() {
+    run(async {
+        let (a, b, rec) = connected().await;
+        let other = b.actor("a", expose_other(&a));
+        // Served over this connection, the recorder reads it itself while idle.
+        for i in 0..20u8 {
+            assert_eq!(&rec.ask(Echo(vec![i]), T).await.unwrap()[..], [i]);
+        }
+        // Now it waits for a second, its lane untouched (its answer comes before it waits): what
+        // comes for others is read anyway.
+        rec.ask(Hold(1_000), T).await.unwrap();
+        let t0 = std::time::Instant::now();
+        for i in 0..5u8 {
+            assert_eq!(&other.ask(Echo(vec![i]), T).await.unwrap()[..], [i]);
+        }
+        other.tell(Push(9)).unwrap();
+        assert_eq!(other.ask(Seen, T).await.unwrap(), [9]);
+        let waited = t0.elapsed();
+        assert!(
+            waited < Duration::from_millis(700),
+            "messages to another actor waited for the busy one ({waited:?})"
+        );
+        // And the busy one is served again once it is done.
+        assert_eq!(&rec.ask(Echo(vec![1]), T).await.unwrap()[..], [1]);
+    });
+}
+
+/// A second recorder on `node`, exposed as "other".
+fn expose_other(node: &Node) -> &'static str {
+    let actor = cadre_runtime::spawn("other", 1024, Recorder::default());
+    node.expose("other", actor)
+        .accept::<Push>()
+        .accept::<Seen>()
+        .accept::<Echo>();
+    "other"
+}
+
+#[test]
 fn many_askers_on_several_threads_share_one_connection_and_each_gets_its_own_answer() {
     run(async {
         let (a, b, rec) = connected().await;

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use crate::error::{AskError, TellError};
 use crate::exit::ExitReason;
-use crate::lane::{AskJob, AskOutcome, Batch, Lane, LaneHook, Refused};
+use crate::lane::{AskJob, AskOutcome, Batch, Feed, Lane, LaneHook, Refused};
 
 /// Where an actor stands, as its handle sees it.
 pub(crate) enum SlotState<A: Actor> {
@@ -541,10 +541,33 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         M::Result: Send,
         F: FnOnce(AskOutcome<M::Result>) + Send + 'static,
     {
+        self.ask_then_fed(msg, timeout, reply, None)
+    }
+
+    /// As [`ask_then`](ActorRef::ask_then), naming where the request came from: while its lane
+    /// is empty, the actor reads `feed` itself ([`Feed`]), so that the next request that comes
+    /// over it is read and handled in one poll of the actor's task.
+    ///
+    /// # Errors
+    /// As [`ask_then`](ActorRef::ask_then).
+    #[allow(clippy::type_complexity)]
+    pub fn ask_then_fed<M, F>(
+        &self,
+        msg: M,
+        timeout: Duration,
+        reply: F,
+        feed: Option<&Arc<dyn Feed>>,
+    ) -> Result<(), TellError<(M, F)>>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+        F: FnOnce(AskOutcome<M::Result>) + Send + 'static,
+    {
         let (lane, job) = self
             .lane(AskJob::new(msg, timeout, reply))
             .map_err(|e| e.map(AskJob::into_parts))?;
-        lane.push(job)
+        lane.push_fed(job, feed)
             .map_err(|r| self.refused(r).map(AskJob::into_parts))
     }
 }

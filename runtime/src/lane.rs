@@ -31,6 +31,26 @@ use crate::error::AskError;
 /// How many messages a lane handles in one poll before it lets the arbiter's other tasks run.
 const BUDGET: usize = 1024;
 
+/// How many times one poll of a lane reads its [`Feed`].
+const FEEDS_PER_POLL: usize = 2;
+
+/// A source of work that an idle actor reads itself: the network connection its requests come
+/// over ([`ActorRef::ask_then_fed`](crate::ActorRef::ask_then_fed)).
+///
+/// While its lane has nothing to run, the actor's lane future calls [`Feed::poll_feed`] with
+/// the actor's own task context: the feed delivers what is ready (into this lane and others)
+/// and has the task woken when more comes. A request and its handling then take one poll of
+/// the actor's task instead of a poll of the reader's task and then one of the actor's. The
+/// actor may be busy, waiting or gone when the feed has more: a feed must never depend on
+/// being polled again (someone else must read it then).
+pub trait Feed: Send + Sync {
+    /// Delivers what is ready, and arranges for `cx` to be woken when more comes.
+    fn poll_feed(&self, cx: &mut TaskContext<'_>);
+    /// The lane no longer reads it: another feed took its place, or the instance ended. Must
+    /// not block.
+    fn release(&self);
+}
+
 /// Work queued in a lane: one message, or a batch of them.
 pub(crate) trait LaneJob<A: Actor>: Send {
     /// How many messages it counts for against the lane's bound.
@@ -62,6 +82,8 @@ struct LaneState<A: Actor> {
     closed: bool,
     /// Whether a sender waits in [`Lane::room`].
     wanted_room: bool,
+    /// What the lane future reads while the lane is empty.
+    feed: Option<Arc<dyn Feed>>,
 }
 
 /// Why a push was refused; the job comes back.
@@ -81,6 +103,7 @@ impl<A: Actor> Lane<A> {
                 waker: None,
                 closed: false,
                 wanted_room: false,
+                feed: None,
             }),
             room: Notify::new(),
             capacity: capacity.max(1),
@@ -89,6 +112,16 @@ impl<A: Actor> Lane<A> {
 
     /// Queues `job` behind what the lane holds, and wakes the instance.
     pub(crate) fn push<J: LaneJob<A> + 'static>(&self, job: J) -> Result<(), Refused<J>> {
+        self.push_fed(job, None)
+    }
+
+    /// As [`Lane::push`]; with `feed`, the lane reads that feed from now on while it is empty
+    /// (the one it read before, if another, is released).
+    pub(crate) fn push_fed<J: LaneJob<A> + 'static>(
+        &self,
+        job: J,
+        feed: Option<&Arc<dyn Feed>>,
+    ) -> Result<(), Refused<J>> {
         let mut st = self.state.lock();
         if st.closed {
             return Err(Refused::Closed(job));
@@ -99,8 +132,16 @@ impl<A: Actor> Lane<A> {
         }
         st.queued += weight;
         st.jobs.push_back(Box::new(job));
+        let replaced = match (feed, &st.feed) {
+            (Some(new), Some(old)) if Arc::ptr_eq(new, old) => None,
+            (Some(new), _) => st.feed.replace(new.clone()),
+            (None, _) => None,
+        };
         let waker = st.waker.take();
         drop(st);
+        if let Some(old) = replaced {
+            old.release();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -128,7 +169,7 @@ impl<A: Actor> Lane<A> {
     /// otherwise lets the lane future run it first (every handle is gone). Wakes the lane
     /// future and the senders waiting for room.
     pub(crate) fn close(&self, drop_jobs: bool) {
-        let (jobs, waker) = {
+        let (jobs, waker, feed) = {
             let mut st = self.state.lock();
             st.closed = true;
             let jobs = if drop_jobs {
@@ -137,8 +178,11 @@ impl<A: Actor> Lane<A> {
             } else {
                 VecDeque::new()
             };
-            (jobs, st.waker.take())
+            (jobs, st.waker.take(), st.feed.take())
         };
+        if let Some(feed) = feed {
+            feed.release();
+        }
         // Dropped outside the lock: an ask's reply runs from its job's drop.
         drop(jobs);
         if let Some(w) = waker {
@@ -175,12 +219,23 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for LaneFuture<A> {
     ) -> Poll<()> {
         let this = self.get_mut();
         let mut budget = BUDGET;
+        let mut feeds = FEEDS_PER_POLL;
         loop {
             if this.taken.is_empty() {
                 let mut st = this.lane.state.lock();
                 if st.jobs.is_empty() {
                     if st.closed {
                         return Poll::Ready(());
+                    }
+                    if let (Some(feed), true) = (&st.feed, feeds > 0) {
+                        // Idle: read the feed from here, then look at the lane again. What it
+                        // delivers here needs no wake-up (the waker is dropped meanwhile).
+                        feeds -= 1;
+                        let feed = feed.clone();
+                        st.waker = None;
+                        drop(st);
+                        feed.poll_feed(task);
+                        continue;
                     }
                     match &st.waker {
                         Some(w) if w.will_wake(task.waker()) => {}

@@ -106,7 +106,10 @@
 //! reply goes to a callback instead of a waiting task ([`ActorRef::ask_then`]). Batches are
 //! handled in order, message by message, by the actor's own handlers, between mailbox
 //! messages; the lane is bounded like the mailbox and dropped with the instance like it. There
-//! is no order between the lane and the mailbox. The network transport delivers through it.
+//! is no order between the lane and the mailbox. The network transport delivers through it. A
+//! request can name where it came from ([`ActorRef::ask_then_fed`], a [`Feed`]): while its
+//! lane is empty, the actor reads that source from its own task, so that the next request is
+//! read and handled in one poll.
 
 #![deny(missing_docs)]
 
@@ -127,7 +130,7 @@ pub use error::{AskError, TellError};
 pub use events::{EventKind, SupervisionEvent};
 pub use exit::ExitReason;
 pub use instance::{defer_start, ContextExt, StartGate};
-pub use lane::AskOutcome;
+pub use lane::{AskOutcome, Feed};
 pub use registry::{NameTaken, Registry};
 pub use runtime::{Runtime, EVENT_BUFFER};
 pub use supervisor::spec::{DEFAULT_MAILBOX, DEFAULT_SHUTDOWN_TIMEOUT};

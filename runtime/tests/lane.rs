@@ -288,3 +288,93 @@ fn an_unsupervised_actor_with_a_lane_stops_once_its_handles_are_gone_after_drain
         assert_eq!(*seen.lock(), (0..60).collect::<Vec<_>>());
     });
 }
+
+/// A feed for the tests: numbers queued by the test are delivered as pushes when the lane
+/// reads it; it counts reads and releases and keeps the waker of the last read.
+#[derive(Default)]
+struct Numbers {
+    queued: Mutex<Vec<u32>>,
+    to: Mutex<Option<cadre_runtime::ActorRef<Recorder>>>,
+    waker: Mutex<Option<std::task::Waker>>,
+    reads: std::sync::atomic::AtomicUsize,
+    released: std::sync::atomic::AtomicUsize,
+    /// Notified once a read delivered something.
+    delivered: tokio::sync::Notify,
+}
+
+impl cadre_runtime::Feed for Numbers {
+    fn poll_feed(&self, cx: &mut std::task::Context<'_>) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let batch: Vec<Push> = self.queued.lock().drain(..).map(Push).collect();
+        if !batch.is_empty() {
+            let n = batch.len();
+            let to = self.to.lock().clone().expect("the actor is set");
+            assert!(to.tell_iter(batch.into_iter(), n).is_ok());
+            self.delivered.notify_one();
+        }
+        *self.waker.lock() = Some(cx.waker().clone());
+    }
+
+    fn release(&self) {
+        self.released
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Numbers {
+    /// Queues numbers and wakes the last reader, as a socket with new data would.
+    fn arrive(&self, numbers: &[u32]) {
+        self.queued.lock().extend_from_slice(numbers);
+        if let Some(w) = self.waker.lock().take() {
+            w.wake();
+        }
+    }
+
+    fn count(n: &std::sync::atomic::AtomicUsize) -> usize {
+        n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn an_idle_lane_reads_its_feed_handles_what_it_brings_and_releases_it_when_replaced_or_ended() {
+    run(async {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let actor = spawn("fed", 64, Recorder::new(&seen));
+        let first = Arc::new(Numbers::default());
+        *first.to.lock() = Some(actor.clone());
+        let feed: Arc<dyn cadre_runtime::Feed> = first.clone();
+        // An ask that names the feed: once the lane is empty again, the actor reads it.
+        let (reply, rx) = catch();
+        assert!(actor.ask_then_fed(Len, T, reply, Some(&feed)).is_ok());
+        assert_eq!(outcome(rx).await.unwrap(), 0);
+        assert!(
+            Numbers::count(&first.reads) >= 1,
+            "the idle lane read its feed"
+        );
+        // What comes on the feed is read by the actor's own task and handled, in order.
+        first.arrive(&[1, 2, 3]);
+        first.delivered.notified().await;
+        first.arrive(&[4]);
+        first.delivered.notified().await;
+        let (reply, rx) = catch();
+        assert!(actor.ask_then(Len, T, reply).is_ok());
+        assert_eq!(outcome(rx).await.unwrap(), 4);
+        assert_eq!(*seen.lock(), [1, 2, 3, 4]);
+        assert_eq!(Numbers::count(&first.released), 0);
+        // A request naming another feed: the first one is released, the second read.
+        let second = Arc::new(Numbers::default());
+        *second.to.lock() = Some(actor.clone());
+        let other: Arc<dyn cadre_runtime::Feed> = second.clone();
+        let (reply, rx) = catch();
+        assert!(actor.ask_then_fed(Len, T, reply, Some(&other)).is_ok());
+        assert_eq!(outcome(rx).await.unwrap(), 4);
+        assert_eq!(Numbers::count(&first.released), 1);
+        assert!(Numbers::count(&second.reads) >= 1);
+        // The instance ends (a crash): its feed is released with its lane.
+        second.arrive(&[666]);
+        let reason = expect_terminated(&actor, T).await;
+        assert!(matches!(reason, ExitReason::Panic(_)), "{reason:?}");
+        assert_eq!(Numbers::count(&second.released), 1);
+        assert_eq!(Numbers::count(&first.released), 1);
+    });
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::{Actor, Context, Handler};
 use bytes::Bytes;
 use cadre_cluster::wire::{decode_body, RemoteError, TellCursor, TellItem};
-use cadre_runtime::{ActorRef, AskError, AskOutcome, TellError};
+use cadre_runtime::{ActorRef, AskError, AskOutcome, Feed, TellError};
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -59,7 +59,15 @@ pub(crate) trait Dispatch: Send + Sync {
     fn tell_bytes(&self, tag: &str, bodies: Bytes, count: u32, lost: LostMessages) -> Delivery;
     /// Hands one ask to the actor; its reply (or error) goes back through `replier`. Waits,
     /// like a tell, when the actor's lane is full.
-    fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery;
+    /// `feed` is the connection it came over: the actor reads it while idle.
+    fn ask_bytes(
+        &self,
+        tag: &str,
+        body: &[u8],
+        timeout: Duration,
+        replier: Replier,
+        feed: Option<&Arc<dyn Feed>>,
+    ) -> Delivery;
     fn tell_any(&self, msg: Box<dyn Any + Send>) -> Result<(), RemoteError>;
     fn ask_any(
         &self,
@@ -118,7 +126,14 @@ where
         )
     }
 
-    fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery {
+    fn ask_bytes(
+        &self,
+        tag: &str,
+        body: &[u8],
+        timeout: Duration,
+        replier: Replier,
+        feed: Option<&Arc<dyn Feed>>,
+    ) -> Delivery {
         let msg: M = match decode_body(body) {
             Ok(msg) => msg,
             Err(detail) => {
@@ -141,7 +156,10 @@ where
             &self.actor,
             1,
             (msg, reply),
-            move |actor, (msg, reply)| actor.ask_then(msg, timeout, reply),
+            {
+                let feed = feed.cloned();
+                move |actor, (msg, reply)| actor.ask_then_fed(msg, timeout, reply, feed.as_ref())
+            },
             |why, (_, reply)| {
                 reply(Err(why.into()));
                 None

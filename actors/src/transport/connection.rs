@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::dial::Dial;
-use super::inbound::Conn;
+use super::inbound::{Conn, ConnFeed};
 use super::link::Link;
 use super::TransportInner;
 
@@ -298,6 +298,8 @@ async fn serve(
         inner.config.queue_bytes,
         inner.config.max_frame,
     ));
+    let node: Arc<str> = peer.node.as_str().into();
+    link.set_feed(Arc::new(ConnFeed::new(inner.clone(), node, &link)));
     inner.add_link(&peer.node, link.clone());
     // Closes the link however this ends, also when the connection actor is killed and this
     // future dropped: pending asks fail and the socket closes.

@@ -16,12 +16,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cadre_cluster::wire::{EnvelopeRef, FrameError};
+use cadre_runtime::Feed;
 use parking_lot::Mutex;
 use tokio::net::tcp::OwnedReadHalf;
 
@@ -203,6 +204,18 @@ impl Inbound {
         id: u64,
         lent: &mut bool,
     ) -> bool {
+        self.read_for(conn, cx, Some(id), lent)
+    }
+
+    /// A turn at reading for `cx`'s task (an asker waiting for ask `id`, or an idle actor), as
+    /// [`Inbound::read_for_asker`] describes.
+    fn read_for(
+        &self,
+        conn: &Conn<'_>,
+        cx: &mut Context<'_>,
+        id: Option<u64>,
+        lent: &mut bool,
+    ) -> bool {
         let Some(mut guard) = self.state.try_lock() else {
             return false; // someone reads; they will hand over the reply
         };
@@ -217,7 +230,7 @@ impl Inbound {
         st.lent = true;
         *lent = true;
         let mut relayed = Context::from_waker(&self.relay_waker);
-        match st.pump(conn, &mut relayed, Some((id, cx.waker()))) {
+        match st.pump(conn, &mut relayed, id.map(|id| (id, cx.waker()))) {
             Pumped::Drained | Pumped::Answered => {}
             Pumped::Stalled => st.give_to_task(),
             Pumped::Ended(end) => {
@@ -231,7 +244,11 @@ impl Inbound {
     /// An asker is done reading: the socket wakes the task again (at once, if data waits).
     fn hand_back(&self) {
         let mut guard = self.state.lock();
-        let Some(st) = guard.as_mut() else {
+        Self::hand_back_in(guard.as_mut());
+    }
+
+    fn hand_back_in(st: Option<&mut ReadState>) {
+        let Some(st) = st else {
             return;
         };
         if !st.lent {
@@ -396,6 +413,52 @@ impl Drop for AwaitAnswer<'_> {
     }
 }
 
+/// A connection as the feed of the actors it brings asks to: an idle actor reads it from its
+/// own task (see [`cadre_runtime::Feed`]), as an asker does.
+///
+/// It holds the connection and the transport weakly: an actor that keeps it does not keep them.
+pub(crate) struct ConnFeed {
+    inner: Weak<TransportInner>,
+    node: Arc<str>,
+    link: Weak<Link>,
+}
+
+impl ConnFeed {
+    pub(crate) fn new(inner: Arc<TransportInner>, node: Arc<str>, link: &Arc<Link>) -> Self {
+        ConnFeed {
+            inner: Arc::downgrade(&inner),
+            node,
+            link: Arc::downgrade(link),
+        }
+    }
+}
+
+impl Feed for ConnFeed {
+    fn poll_feed(&self, cx: &mut Context<'_>) {
+        let (Some(link), Some(inner)) = (self.link.upgrade(), self.inner.upgrade()) else {
+            return; // the connection is gone
+        };
+        let conn = Conn {
+            inner: &inner,
+            node: &self.node,
+            link: &link,
+        };
+        let mut lent = false;
+        link.inbound.read_for(&conn, cx, None, &mut lent);
+    }
+
+    fn release(&self) {
+        // Never blocks (it may be called while another connection is being read): when the
+        // state is busy, its reader hands the socket over anyway, and the relay wakes the task
+        // whatever happens.
+        if let Some(link) = self.link.upgrade() {
+            if let Some(mut guard) = link.inbound.state.try_lock() {
+                Inbound::hand_back_in(guard.as_mut());
+            }
+        }
+    }
+}
+
 /// The dispatcher of the last (actor, tag) a connection delivered to, so that a stream of one
 /// message type skips the table's lock and hashing.
 struct LastDispatch {
@@ -484,7 +547,9 @@ fn handle(
             match dispatcher(inner, cache, a.to, a.tag) {
                 Ok((d, actor)) => {
                     let replier = Replier::new(link.clone(), a.id, actor);
-                    if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier) {
+                    let feed = link.feed();
+                    if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier, feed)
+                    {
                         return Ok(Handled::Wait(wait));
                     }
                 }

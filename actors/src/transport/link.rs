@@ -216,6 +216,9 @@ pub(crate) struct Link {
     expiry: Notify,
     /// The reading side.
     pub(crate) inbound: Inbound,
+    /// The connection as the feed of the actors it brings asks to (set once the link is
+    /// shared).
+    feed: std::sync::OnceLock<Arc<dyn cadre_runtime::Feed>>,
 }
 
 impl Link {
@@ -246,7 +249,18 @@ impl Link {
             pending: Mutex::new(Pending::default()),
             expiry: Notify::new(),
             inbound: Inbound::new(rd, max_frame),
+            feed: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes `feed` the connection's feed for the actors it brings asks to.
+    pub(crate) fn set_feed(&self, feed: Arc<dyn cadre_runtime::Feed>) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// The connection's feed, if set.
+    pub(crate) fn feed(&self) -> Option<&Arc<dyn cadre_runtime::Feed>> {
+        self.feed.get()
     }
 
     /// The largest frame body this link sends.

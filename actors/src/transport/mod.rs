@@ -37,7 +37,11 @@
 //! its messages one after the other, in its own context, with no per-message mailbox operation.
 //! An ask goes through the same lane, behind the tells that came before it, and its reply is
 //! encoded into the connection by the actor right after its handler answers
-//! ([`ActorRef::ask_then`](cadre_runtime::ActorRef::ask_then)): no task waits for it. When the
+//! ([`ActorRef::ask_then_fed`](cadre_runtime::ActorRef::ask_then_fed)): no task waits for it.
+//! The ask names its connection as the actor's [`Feed`](cadre_runtime::Feed): while idle, the
+//! actor reads the connection as an asker does (the socket wakes it first, then the
+//! connection's task, which reads what the actor leaves unread: a busy or waiting actor holds
+//! no one up), so a request is read, handled and answered in one poll of the actor's task. When the
 //! actor's lane is full, the reader stops reading until it has room, so the pressure goes back
 //! through TCP to the sender's bounded queue. An ask's deadline is kept beside it on the
 //! asking side; one task per connection expires the asks whose deadline passed, so an ask
