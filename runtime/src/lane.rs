@@ -31,8 +31,9 @@ use crate::error::AskError;
 /// How many messages a lane handles in one poll before it lets the arbiter's other tasks run.
 const BUDGET: usize = 1024;
 
-/// How many times one poll of a lane reads its [`Feed`].
-const FEEDS_PER_POLL: usize = 2;
+/// How many times one poll of a lane reads its [`Feed`]: once is enough, a read leaves the feed
+/// set to wake the task when more comes.
+const FEEDS_PER_POLL: usize = 1;
 
 /// A source of work that an idle actor reads itself: the network connection its requests come
 /// over ([`ActorRef::ask_then_fed`](crate::ActorRef::ask_then_fed)).

@@ -39,10 +39,10 @@ pub(crate) struct Options {
     #[arg(long, default_value_t = 100)]
     payload: usize,
     /// Asks per side for the round trip (one in flight), in alternating blocks of 250.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 40_000)]
     asks: usize,
     /// Throughput rounds (alternating cadre and raw); medians are reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// Profiling aid: run only one side's round trips (`cadre`, `raw`) or throughput
     /// (`cadre-tell`, `raw-tell`) and exit.
