@@ -241,12 +241,14 @@ impl RemoteRef {
     where
         M::Result: Serialize + DeserializeOwned + Send + 'static,
     {
-        match self.tell(msg) {
-            // Waiting is the rare case: its state (a wait for room) lives in a box of its own,
-            // so that the future of every tell stays as small as the message.
-            Err(RemoteTellError::QueueFull(msg)) => Box::pin(self.tell_when_room(msg)).await,
-            done => done,
-        }
+        // Waiting is the rare case: its state (a wait for room) lives in a box of its own, and
+        // nothing else is held across the wait (not even the first attempt's result), so that
+        // the future of every tell stays as small as the message.
+        let msg = match self.tell(msg) {
+            Err(RemoteTellError::QueueFull(msg)) => msg,
+            done => return done,
+        };
+        Box::pin(self.tell_when_room(msg)).await
     }
 
     async fn tell_when_room<M: RemoteMessage>(&self, msg: M) -> Result<(), RemoteTellError<M>>

@@ -392,9 +392,10 @@ async fn cadre_round_trips(
     actix::spawn(async move {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
+            // The message is built before the clock starts, as the raw side's frame is.
+            let ping = Ping(payload.clone());
             let t0 = Instant::now();
-            sink.ask(Ping(payload.clone()), Duration::from_secs(10))
-                .await?;
+            sink.ask(ping, Duration::from_secs(10)).await?;
             v.push(t0.elapsed());
         }
         Ok(v)
