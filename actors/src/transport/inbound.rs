@@ -1,17 +1,21 @@
 //! A connection's reading side: frames read from the socket and handled in order, by the
-//! connection's task or by an asker waiting for its reply.
+//! connection's task, by an asker waiting for its reply, or by an actor idle between the
+//! requests this connection brings it.
 //!
 //! One party reads at a time (the state is behind a lock) and handles every frame it reads,
 //! whoever it is for, in the order they came: FIFO holds whoever reads. Normally the
-//! connection's task reads. An asker waiting for its reply reads too while no one else does:
-//! the socket (which wakes one registered reader) then wakes the asker first and the task after
-//! it ([`Relay`]), so that the asker reads and handles its reply in its own poll instead of
-//! waiting for the task to read it and wake it. The task, woken second, finds that the asker
-//! has read since and leaves the socket to it; if the asker has not (a future left unpolled,
-//! an asker on another thread not yet run), the task reads: no asker can stall the connection.
-//! When it has its answer (or gives up), the asker hands the socket back to the task, waking
-//! the task if data already waits. A frame an asker cannot deliver at once (a full lane) and
-//! the end of the connection are handed to the task, which alone waits on them.
+//! connection's task reads. An asker waiting for its reply reads too while no one else does,
+//! and so does an actor whose lane is empty, for which this connection is the [`Feed`] of its
+//! last request: the socket (which wakes one registered reader) then wakes that reader first
+//! and the task after it ([`Relay`]), so that an asker reads and handles its reply in its own
+//! poll, and an actor reads, handles and answers a request in its own, instead of waiting for
+//! the task to read and wake them. The task, woken second, finds that the reader has read
+//! since and leaves the socket to it; if it has not (a future left unpolled, an actor busy or
+//! waiting, a reader on another thread not yet run), the task reads: no reader can stall the
+//! connection. An asker that has its answer (or gives up) hands the socket back to the task,
+//! waking the task if data already waits; so does an actor's feed when it is released. A frame
+//! a reader cannot deliver at once (a full lane) and the end of the connection are handed to
+//! the task, which alone waits on them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +49,8 @@ pub(crate) struct Inbound {
     relay_waker: Waker,
 }
 
-/// What the socket wakes while an asker reads it: the asker, then the connection's task.
+/// What the socket wakes while an asker or an idle actor reads it: that reader, then the
+/// connection's task.
 struct Relay {
     asker: Mutex<Option<Waker>>,
     task: Mutex<Option<Waker>>,
