@@ -617,6 +617,47 @@ fn expose_other(node: &Node) -> &'static str {
 }
 
 #[test]
+fn an_actor_on_another_thread_reads_its_connection_and_loses_nothing() {
+    run(async {
+        let (a, b, _) = connected().await;
+        a_knows_b(&b).await;
+        // A recorder running on an arbiter of its own, exposed on a.
+        let arbiter = actix::Arbiter::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(arbiter.spawn(async move {
+            let _ = tx.send(cadre_runtime::spawn("far", 1024, Recorder::default()));
+        }));
+        let far = rx.await.unwrap();
+        a.expose("far", far)
+            .accept::<Push>()
+            .accept::<Seen>()
+            .accept::<Echo>();
+        let far = b.actor("a", "far");
+        // Asks make the connection its feed; tells between them, and asks to the recorder on
+        // a's own thread, are read by whichever side holds the socket, in order.
+        let near = b.actor("a", "rec");
+        let mut expected = Vec::new();
+        for i in 0..300u64 {
+            far.tell(Push(i)).unwrap();
+            expected.push(i);
+            if i % 3 == 0 {
+                let mine = i.to_be_bytes().to_vec();
+                assert_eq!(
+                    far.ask(Echo(mine.clone()), T).await.unwrap().into_vec(),
+                    mine
+                );
+                near.tell(Push(i)).unwrap();
+            }
+        }
+        assert_eq!(far.ask(Seen, T).await.unwrap(), expected);
+        let near_seen: Vec<u64> = (0..300).filter(|i| i % 3 == 0).collect();
+        assert_eq!(near.ask(Seen, T).await.unwrap(), near_seen);
+        assert_eq!(a.dropped_messages(), 0);
+        arbiter.stop();
+    });
+}
+
+#[test]
 fn many_askers_on_several_threads_share_one_connection_and_each_gets_its_own_answer() {
     run(async {
         let (a, b, rec) = connected().await;
