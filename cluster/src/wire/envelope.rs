@@ -415,10 +415,18 @@ impl<'a> EnvelopeRef<'a> {
             EnvelopeRef::Reply(ReplyRef { result: Ok(b), .. }) => Some(&b[..]),
             _ => None,
         };
+        let measure = || {
+            super::msgpack::value_len(body)
+                .ok_or_else(|| DecodeError("not a complete MessagePack value".into()))
+        };
         let used = match last {
-            Some(tail) => tail.as_ptr() as usize + tail.len() - body.as_ptr() as usize,
-            None => super::msgpack::value_len(body)
-                .ok_or_else(|| DecodeError("not a complete MessagePack value".into()))?,
+            Some(tail) => match tail.as_ptr() as usize + tail.len() - body.as_ptr() as usize {
+                end if end == body.len() => end,
+                // The borrowed field is not last (a shape serde reads but does not write,
+                // such as an array with more elements than the fields): measure the value.
+                _ => measure()?,
+            },
+            None => measure()?,
         };
         if used != body.len() {
             return Err(DecodeError(format!(
@@ -660,6 +668,23 @@ mod tests {
                 assert_eq!(&r.result.unwrap()[..], &[1, 2]);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_decoders_agree_on_a_reply_whose_body_is_not_its_last_element() {
+        // Found by the frame_decoder fuzz target: a `Reply` in a shape serde reads but never
+        // writes (its array holds more elements than the struct has fields), so that its body
+        // is not the last thing in the envelope: the borrowed decoder took the end of the body
+        // for the end of the envelope and reported trailing garbage where serde decoded it.
+        let body: &[u8] = &[
+            0x81, 0x05, 0x83, 0x01, 0x81, 0x00, 0xa1, 0x1d, 0xa1, 0x1d, 0x00, 0x00, 0x00,
+        ];
+        let owned = Envelope::decode(body);
+        let borrowed = EnvelopeRef::decode(body);
+        assert_eq!(owned.is_ok(), borrowed.is_ok(), "{owned:?} vs {borrowed:?}");
+        if let (Ok(o), Ok(b)) = (owned, borrowed) {
+            assert_eq!(o, b.into_owned());
         }
     }
 
