@@ -115,17 +115,31 @@ fn config(node: &str) -> TransportConfig {
     TransportConfig::new("test", node, "127.0.0.1:0".parse().unwrap(), secret())
 }
 
+/// Starts `make`'s actor as the one child of a supervisor named `group` on `rt`.
+async fn supervised<A>(
+    rt: &Runtime,
+    group: &str,
+    name: &str,
+    make: impl Fn() -> A + Send + Sync + 'static,
+) -> cadre_runtime::ActorRef<A>
+where
+    A: Actor<Context = Context<A>>,
+{
+    let spec = ChildSpec::new(name, make);
+    let actor = spec.actor_ref();
+    SupervisorSpec::new(group)
+        .child(spec)
+        .start(rt)
+        .await
+        .unwrap();
+    actor
+}
+
 /// A node with a supervised `Recorder` exposed as "rec".
 async fn node_with(config: TransportConfig) -> (Node, Runtime) {
     let rt = Runtime::new(config.node.clone());
     let node = Node::start(config, &rt).await.expect("transport starts");
-    let spec = ChildSpec::new("rec", Recorder::default);
-    let rec = spec.actor_ref();
-    SupervisorSpec::new("app")
-        .child(spec)
-        .start(&rt)
-        .await
-        .unwrap();
+    let rec = supervised(&rt, "app", "rec", Recorder::default).await;
     node.expose("rec", rec)
         .accept::<Push>()
         .accept::<Seen>()
@@ -474,13 +488,7 @@ async fn with_relay() -> (Node, Node) {
     let b = node("b").await;
     b.connect(a.local_addr(), T).await.unwrap();
     let to = a.actor("b", "rec");
-    let spec = ChildSpec::new("relay", move || Relay { to: to.clone() });
-    let relay = spec.actor_ref();
-    SupervisorSpec::new("relays")
-        .child(spec)
-        .start(&rt)
-        .await
-        .unwrap();
+    let relay = supervised(&rt, "relays", "relay", move || Relay { to: to.clone() }).await;
     a.expose("relay", relay).accept::<Fan>();
     a_knows_b(&b).await;
     (a, b)

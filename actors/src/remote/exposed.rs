@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::{Actor, Context, Handler};
 use bytes::Bytes;
 use cadre_cluster::wire::{decode_body, RemoteError, TellCursor, TellItem};
-use cadre_runtime::{ActorRef, AskError, AskOutcome, Feed, TellError};
+use cadre_runtime::{ActorRef, AskError, AskOutcome, TellError};
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -57,17 +57,10 @@ pub(crate) trait Dispatch: Send + Sync {
     /// they are decoded one by one by the actor as it handles them; those that do not decode,
     /// or that the frame counts but does not hold, are reported to `lost`.
     fn tell_bytes(&self, tag: &str, bodies: Bytes, count: u32, lost: LostMessages) -> Delivery;
-    /// Hands one ask to the actor; its reply (or error) goes back through `replier`. Waits,
-    /// like a tell, when the actor's lane is full.
-    /// `feed` is the connection it came over: the actor reads it while idle.
-    fn ask_bytes(
-        &self,
-        tag: &str,
-        body: &[u8],
-        timeout: Duration,
-        replier: Replier,
-        feed: Option<&Arc<dyn Feed>>,
-    ) -> Delivery;
+    /// Hands one ask to the actor; its reply (or error) goes back through `replier`, over the
+    /// connection the ask came over, which the actor reads while idle (its feed). Waits, like
+    /// a tell, when the actor's lane is full.
+    fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery;
     fn tell_any(&self, msg: Box<dyn Any + Send>) -> Result<(), RemoteError>;
     fn ask_any(
         &self,
@@ -126,14 +119,7 @@ where
         )
     }
 
-    fn ask_bytes(
-        &self,
-        tag: &str,
-        body: &[u8],
-        timeout: Duration,
-        replier: Replier,
-        feed: Option<&Arc<dyn Feed>>,
-    ) -> Delivery {
+    fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery {
         let msg: M = match decode_body(body) {
             Ok(msg) => msg,
             Err(detail) => {
@@ -144,6 +130,7 @@ where
                 return Delivery::Done(None);
             }
         };
+        let feed = replier.feed();
         let reply = move |outcome: AskOutcome<M::Result>| match outcome {
             Ok(reply) => replier.send(&reply),
             Err(e) => {
@@ -156,10 +143,7 @@ where
             &self.actor,
             1,
             (msg, reply),
-            {
-                let feed = feed.cloned();
-                move |actor, (msg, reply)| actor.ask_then_fed(msg, timeout, reply, feed.as_ref())
-            },
+            move |actor, (msg, reply)| actor.ask_then_fed(msg, timeout, reply, feed.as_ref()),
             |why, (_, reply)| {
                 reply(Err(why.into()));
                 None

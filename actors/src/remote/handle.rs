@@ -138,10 +138,7 @@ impl std::ops::Deref for LinkRef<'_> {
     type Target = Link;
 
     fn deref(&self) -> &Link {
-        match self {
-            LinkRef::Cached(link) => link,
-            LinkRef::Fresh(link) => link,
-        }
+        self.arc()
     }
 }
 

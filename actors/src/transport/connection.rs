@@ -299,7 +299,7 @@ async fn serve(
         inner.config.max_frame,
     ));
     let node: Arc<str> = peer.node.as_str().into();
-    link.set_feed(Arc::new(ConnFeed::new(inner.clone(), node, &link)));
+    link.set_feed(Arc::new(ConnFeed::new(inner.clone(), node.clone(), &link)));
     inner.add_link(&peer.node, link.clone());
     // Closes the link however this ends, also when the connection actor is killed and this
     // future dropped: pending asks fail and the socket closes.
@@ -316,7 +316,7 @@ async fn serve(
     let _expiry = AbortOnDrop(expiry.abort_handle());
     tokio::select! {
         biased; // traffic first; no random draw per wake-up
-        r = read_loop(inner, peer, &link) => r,
+        r = read_loop(inner, &node, &link) => r,
         w = link.write_loop() => w.map_err(ConnError::from),
     }
 }
@@ -338,14 +338,9 @@ impl Drop for CloseOnDrop {
 /// [`super::inbound`]).
 async fn read_loop(
     inner: &Arc<TransportInner>,
-    peer: &Peer,
+    node: &Arc<str>,
     link: &Arc<Link>,
 ) -> Result<(), ConnError> {
-    let node: Arc<str> = peer.node.as_str().into();
-    let conn = Conn {
-        inner,
-        node: &node,
-        link,
-    };
+    let conn = Conn { inner, node, link };
     std::future::poll_fn(|cx| link.inbound.poll_task(&conn, cx)).await
 }

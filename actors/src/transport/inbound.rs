@@ -25,10 +25,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use cadre_cluster::wire::{EnvelopeRef, FrameError};
+use cadre_cluster::wire::{EnvelopeRef, FrameCodec};
 use cadre_runtime::Feed;
 use parking_lot::Mutex;
 use tokio::net::tcp::OwnedReadHalf;
+use tokio_util::codec::Decoder;
 
 use super::connection::ConnError;
 use super::link::{Answer, Link};
@@ -88,15 +89,14 @@ struct ReadState {
     rd: OwnedReadHalf,
     /// Bytes read and not yet handled: at most the start of one frame after a pump.
     buf: BytesMut,
-    max: u32,
+    /// Splits the buffer into frames (and says how a connection that ended inside one ended).
+    codec: FrameCodec,
     cache: Option<LastDispatch>,
     /// A delivery waiting for room in a full lane: nothing more is read until it is done. Only
     /// the connection's task waits on it.
     stalled: Option<WaitDelivery>,
     /// How the connection ended, as an asker found it: for the task to end with.
     ended: Option<Result<(), ConnError>>,
-    /// The connection task's waker, as of its last poll.
-    task: Option<Waker>,
     /// An asker, not the task, is the one the socket wakes when data arrives.
     lent: bool,
 }
@@ -137,11 +137,10 @@ impl Inbound {
                 // taken back (a short copy of the partial frame to the front) rather than the
                 // buffer grown (a copy of all of it).
                 buf: BytesMut::with_capacity(2 * READ_CHUNK),
-                max,
+                codec: FrameCodec::new(max),
                 cache: None,
                 stalled: None,
                 ended: None,
-                task: None,
                 lent: false,
             })),
         }
@@ -167,13 +166,7 @@ impl Inbound {
         if let Some(end) = st.ended.take() {
             return Poll::Ready(end);
         }
-        match &st.task {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => {
-                st.task = Some(cx.waker().clone());
-                *self.relay.task.lock() = Some(cx.waker().clone());
-            }
-        }
+        keep(&self.relay.task, cx.waker());
         loop {
             if let Some(wait) = st.stalled.as_mut() {
                 let Poll::Ready(lost) = wait.as_mut().poll(cx) else {
@@ -198,22 +191,10 @@ impl Inbound {
         }
     }
 
-    /// An asker's turn at reading, if no one else reads and nothing waits on the task: handles
-    /// what the socket has and leaves the [`Relay`] with it, for the asker's waker. Sets `lent`
-    /// when the asker took the socket (and must [hand it back](Inbound::hand_back)). False if
-    /// it did not read.
-    fn read_for_asker(
-        &self,
-        conn: &Conn<'_>,
-        cx: &mut Context<'_>,
-        id: u64,
-        lent: &mut bool,
-    ) -> bool {
-        self.read_for(conn, cx, Some(id), lent)
-    }
-
-    /// A turn at reading for `cx`'s task (an asker waiting for ask `id`, or an idle actor), as
-    /// [`Inbound::read_for_asker`] describes.
+    /// A turn at reading for `cx`'s task (an asker waiting for ask `id`, or an idle actor), if
+    /// no one else reads and nothing waits on the task: handles what the socket has and leaves
+    /// the [`Relay`] with it, for this reader's waker. Sets `lent` when the reader took the
+    /// socket (and must [hand it back](Inbound::hand_back)). False if it did not read.
     fn read_for(
         &self,
         conn: &Conn<'_>,
@@ -237,10 +218,10 @@ impl Inbound {
         let mut relayed = Context::from_waker(&self.relay_waker);
         match st.pump(conn, &mut relayed, id.map(|id| (id, cx.waker()))) {
             Pumped::Drained | Pumped::Answered => {}
-            Pumped::Stalled => st.give_to_task(),
+            Pumped::Stalled => self.give_to_task(st),
             Pumped::Ended(end) => {
                 st.ended = Some(end);
-                st.give_to_task();
+                self.give_to_task(st);
             }
         }
         true
@@ -249,10 +230,10 @@ impl Inbound {
     /// An asker is done reading: the socket wakes the task again (at once, if data waits).
     fn hand_back(&self) {
         let mut guard = self.state.lock();
-        Self::hand_back_in(guard.as_mut());
+        self.hand_back_in(guard.as_mut());
     }
 
-    fn hand_back_in(st: Option<&mut ReadState>) {
+    fn hand_back_in(&self, st: Option<&mut ReadState>) {
         let Some(st) = st else {
             return;
         };
@@ -260,24 +241,24 @@ impl Inbound {
             return;
         }
         st.lent = false;
-        if let Some(task) = &st.task {
+        if let Some(task) = self.relay.task.lock().as_ref() {
             let mut tcx = Context::from_waker(task);
             if st.rd.as_ref().poll_read_ready(&mut tcx).is_ready() {
                 task.wake_by_ref();
             }
         }
     }
-}
 
-impl ReadState {
     /// The task takes over: it reads again (after what it must wait on).
-    fn give_to_task(&mut self) {
-        self.lent = false;
-        if let Some(task) = &self.task {
+    fn give_to_task(&self, st: &mut ReadState) {
+        st.lent = false;
+        if let Some(task) = self.relay.task.lock().as_ref() {
             task.wake_by_ref();
         }
     }
+}
 
+impl ReadState {
     /// Handles every whole frame in the buffer and reads more, until the socket has nothing
     /// more (its readiness then wakes `cx`), a delivery must wait for room, or the connection
     /// ends. With `asker` (the ask id and waker of the asker reading), its own reply wakes no
@@ -292,24 +273,13 @@ impl ReadState {
         loop {
             // Each whole frame is split off (no copy): a tell's messages are decoded later, by
             // the actor, from the frame's bytes.
-            while self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                if len > self.max {
-                    let max = self.max;
-                    return Pumped::Ended(Err(FrameError::TooLarge {
-                        len: len.into(),
-                        max,
-                    }
-                    .into()));
-                }
-                let end = 4 + len as usize;
-                if self.buf.len() < end {
-                    // Make room for the whole of a large frame (its length was checked above).
-                    self.buf.reserve(end - self.buf.len());
-                    break;
-                }
-                let frame = self.buf.split_to(end).freeze();
-                let handled = EnvelopeRef::decode(&frame[4..])
+            loop {
+                let frame = match self.codec.decode(&mut self.buf) {
+                    Ok(Some(frame)) => frame.freeze(),
+                    Ok(None) => break,
+                    Err(e) => return Pumped::Ended(Err(e.into())),
+                };
+                let handled = EnvelopeRef::decode(&frame)
                     .map_err(ConnError::from)
                     .and_then(|env| handle(conn, &mut self.cache, env, &frame, asker));
                 match handled {
@@ -332,27 +302,14 @@ impl ReadState {
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.buf) {
                 Poll::Pending => return Pumped::Drained,
                 Poll::Ready(Err(e)) => return Pumped::Ended(Err(e.into())),
-                Poll::Ready(Ok(0)) => return Pumped::Ended(self.eof()),
+                Poll::Ready(Ok(0)) => {
+                    // The peer closed: cleanly between frames, or inside one.
+                    let end = self.codec.decode_eof(&mut self.buf).map(|_| ());
+                    return Pumped::Ended(end.map_err(ConnError::from));
+                }
                 Poll::Ready(Ok(_)) => {}
             }
         }
-    }
-
-    /// The peer closed: cleanly between frames, or in the middle of one.
-    fn eof(&self) -> Result<(), ConnError> {
-        let buf = &self.buf;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        Err(FrameError::Truncated {
-            have: buf.len(),
-            need: if buf.len() >= 4 {
-                4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
-            } else {
-                4
-            },
-        }
-        .into())
     }
 }
 
@@ -397,7 +354,7 @@ impl Future for AwaitAnswer<'_> {
         }
         if link
             .inbound
-            .read_for_asker(&this.conn, cx, this.id, &mut this.lent)
+            .read_for(&this.conn, cx, Some(this.id), &mut this.lent)
         {
             if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
                 return this.finish(answer);
@@ -458,7 +415,7 @@ impl Feed for ConnFeed {
         // whatever happens.
         if let Some(link) = self.link.upgrade() {
             if let Some(mut guard) = link.inbound.state.try_lock() {
-                Inbound::hand_back_in(guard.as_mut());
+                link.inbound.hand_back_in(guard.as_mut());
             }
         }
     }
@@ -552,9 +509,7 @@ fn handle(
             match dispatcher(inner, cache, a.to, a.tag) {
                 Ok((d, actor)) => {
                     let replier = Replier::new(link.clone(), a.id, actor);
-                    let feed = link.feed();
-                    if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier, feed)
-                    {
+                    if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier) {
                         return Ok(Handled::Wait(wait));
                     }
                 }

@@ -36,6 +36,11 @@ impl Replier {
         &self.actor
     }
 
+    /// The connection the ask came over, as a feed for the actor that serves it.
+    pub(crate) fn feed(&self) -> Option<Arc<dyn cadre_runtime::Feed>> {
+        self.link.feed().cloned()
+    }
+
     /// Sends the reply; one that cannot be encoded (or exceeds the frame limit) becomes an error
     /// reply saying so.
     pub(crate) fn send<R: Serialize + ?Sized>(mut self, reply: &R) {
