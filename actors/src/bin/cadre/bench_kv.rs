@@ -2,7 +2,9 @@
 //! commit), and this process as a client node: put throughput and latency with 1 and with 64
 //! concurrent clients, 256-byte values, and watch notification latency. The baseline, measured
 //! in the same run on the same disk: single-entry redb commits with the same durability, one
-//! after the other, which is what one put costs at least on each replica.
+//! after the other, which is what one put costs at least on each replica; and the same from three
+//! writers at once, each into its own file, which is how the three store processes share the
+//! disk (its commits per second in total bound the commits of all three stores together).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -108,10 +110,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Sequential single-entry redb commits of 256-byte values with immediate durability.
-fn raw_commits(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> {
+/// Single-entry redb commits of 256-byte values with immediate durability, one after the
+/// other, into a file of its own: what one put costs at least on each replica.
+fn raw_commits(path: &std::path::Path, n: usize) -> anyhow::Result<f64> {
     const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("bench");
-    let db = redb::Database::create(dir.join("baseline.redb"))?;
+    let db = redb::Database::create(path)?;
     let value = [7u8; 256];
     let start = Instant::now();
     for i in 0..n as u64 {
@@ -123,6 +126,23 @@ fn raw_commits(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> {
         txn.commit()?;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// [`raw_commits`] from three threads at once, each into its own file, as the three store
+/// processes commit on this one disk: the disk's commits per second in total.
+fn raw_commits_shared(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let writers: Vec<_> = (0..3)
+        .map(|i| {
+            let path = dir.join(format!("baseline-shared-{i}.redb"));
+            std::thread::spawn(move || raw_commits(&path, n))
+        })
+        .collect();
+    for w in writers {
+        w.join()
+            .map_err(|_| anyhow!("a baseline writer panicked"))??;
+    }
+    Ok(3.0 * n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Runs `cadre bench kv`.
@@ -141,7 +161,8 @@ fn bench(opts: &Options, dir: &std::path::Path) -> anyhow::Result<()> {
     let (s2, _, _rx2) = store_node("s2", Some(&seed), dir, &secret)?;
     wait_line(&rx0, "store groups formed")?;
     let _procs = [s0, s1, s2];
-    let baseline = raw_commits(dir, 500)?;
+    let baseline = raw_commits(&dir.join("baseline.redb"), 500)?;
+    let shared = raw_commits_shared(dir, 300)?;
     System::new().block_on(async move {
         let config = NodeConfig {
             name: Some("bench".into()),
@@ -179,6 +200,9 @@ fn bench(opts: &Options, dir: &std::path::Path) -> anyhow::Result<()> {
         println!(
             "| puts/s, 64 clients | {many_rate:.0} | {baseline:.0} (raw redb fsync'd commits/s) | {:.2}x |",
             many_rate / baseline
+        );
+        println!(
+            "| the disk, 3 writers at once (as the 3 stores) | | {shared:.0} raw commits/s in total | |"
         );
         println!(
             "| put latency, 1 client, p50 / p99 | {:.2} / {:.2} ms | {:.2} ms (one raw commit) | |",
