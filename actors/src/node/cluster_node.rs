@@ -274,6 +274,7 @@ impl ClusterNode {
                 &shards,
                 timings,
                 Some(placement),
+                config.store_keep_revisions,
             )
             .map_err(ClusterNodeError::Store)?;
             store_view = Some(view_tx);

@@ -31,6 +31,7 @@ pub const DEFAULT_PORT: u16 = 7370;
 /// | [`store_shards`](Self::store_shards) | `store_shards` | `CADRE_STORE_SHARDS` | — | 4 |
 /// | [`bootstrap_expect`](Self::bootstrap_expect) | `bootstrap_expect` | `CADRE_BOOTSTRAP_EXPECT` | `--bootstrap-expect` | 3 |
 /// | [`store_dead_after_ms`](Self::store_dead_after_ms) | `store_dead_after_ms` | `CADRE_STORE_DEAD_AFTER_MS` | — | 60 000 |
+/// | [`store_keep_revisions`](Self::store_keep_revisions) | `store_keep_revisions` | `CADRE_STORE_KEEP_REVISIONS` | — | 10 000 |
 ///
 /// The secret itself is never a flag (`ps` would show it): see [`crate::node::secret`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -69,6 +70,10 @@ pub struct NodeConfig {
     /// store node, in milliseconds (0 to 86 400 000). Long enough to ride out a restart; a node
     /// that leaves gracefully is down from the moment it leaves.
     pub store_dead_after_ms: u64,
+    /// How many revisions of change history each shard keeps for watches (0: keep all until
+    /// compacted by hand). Each shard's leader compacts the rest away through the log about
+    /// once a second; a watch from an older revision gets `Compacted`.
+    pub store_keep_revisions: u64,
 }
 
 impl Default for NodeConfig {
@@ -88,6 +93,7 @@ impl Default for NodeConfig {
             store_shards: 4,
             bootstrap_expect: 3,
             store_dead_after_ms: 60_000,
+            store_keep_revisions: crate::store::DEFAULT_KEEP_REVISIONS,
         }
     }
 }
@@ -245,6 +251,10 @@ impl NodeConfig {
         if let Some(v) = get("CADRE_STORE_DEAD_AFTER_MS") {
             self.store_dead_after_ms =
                 parse("CADRE_STORE_DEAD_AFTER_MS", "store_dead_after_ms", &v)?;
+        }
+        if let Some(v) = get("CADRE_STORE_KEEP_REVISIONS") {
+            self.store_keep_revisions =
+                parse("CADRE_STORE_KEEP_REVISIONS", "store_keep_revisions", &v)?;
         }
         if let Some(v) = get("CADRE_HANDSHAKE_TIMEOUT_MS") {
             self.handshake_timeout_ms =
@@ -420,6 +430,14 @@ mod tests {
         assert_eq!(c.roles, ["store"]);
         assert_eq!(c.max_frame, 65536);
         assert_eq!(c.handshake_timeout_ms, 5_000); // default
+        assert_eq!(c.store_keep_revisions, crate::store::DEFAULT_KEEP_REVISIONS);
+
+        let f = file("store_keep_revisions = 500\n");
+        let c = NodeConfig::load(Some(&f.0), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.store_keep_revisions, 500);
+        let e = env(&[("CADRE_STORE_KEEP_REVISIONS", "0")]);
+        let c = NodeConfig::load(Some(&f.0), e, &Overrides::default()).unwrap();
+        assert_eq!(c.store_keep_revisions, 0); // env beats file; 0 keeps all
     }
 
     #[test]
@@ -446,6 +464,14 @@ mod tests {
             ("CADRE_LISTEN", "listen")
         );
         assert!(err.to_string().contains("`nowhere`"), "{err}");
+
+        let err = NodeConfig::load(
+            None,
+            env(&[("CADRE_STORE_KEEP_REVISIONS", "-5")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "store_keep_revisions");
 
         let f = file("max_frame = 10\n");
         let err = NodeConfig::load(Some(&f.0), env(&[]), &Overrides::default()).unwrap_err();

@@ -23,6 +23,12 @@
 //! - **Watches** see each shard's changes in revision order, every change of a revision at
 //!   once, none lost or repeated across replica failures and leader changes; from a revision
 //!   before the shard's compaction point they fail with `Compacted`.
+//! - **History.** Each shard keeps the changes of its last `store_keep_revisions` revisions
+//!   ([`DEFAULT_KEEP_REVISIONS`] by default; 0 keeps all): its leader compacts older ones away
+//!   through the log about once a second, so every replica drops the same history and memory
+//!   and snapshots stay bounded. A watcher that falls further behind than that, or resumes
+//!   from a revision that old, gets `Compacted` (read the current state, then watch from its
+//!   revision). Compaction by hand (`compact`) works beside it.
 //! - **Leases**: a TTL is a minimum; keys go all at once, through the log, when the leader
 //!   finds the lease expired (every replica emits the same deletes).
 //! - **Limits**: keys up to 4 KiB, values up to 1 MiB, requests up to 1.5 MiB
@@ -43,8 +49,9 @@
 //! store nodes in the shard's rendezvous order and follow not-leader hints.
 //!
 //! # Limits of this version
-//! Nodes are told apart by name. `compact` is per shard (revisions are); nothing compacts by
-//! itself. Store nodes keep an idle replica (no data) of the shards they are not in.
+//! Nodes are told apart by name. `compact` is per shard (revisions are); the history kept is
+//! counted in revisions, not bytes. Store nodes keep an idle replica (no data) of the shards
+//! they are not in.
 
 mod client;
 pub mod gateway;
@@ -58,3 +65,7 @@ pub use client::{StoreClient, StoreClientError};
 pub use kv::{Kv, KvError, KvWatchStream};
 pub use node::{StoreNode, StoreStartError};
 pub use watch::StoreWatch;
+
+/// How many revisions of change history a shard keeps by default (see the module's
+/// guarantees).
+pub const DEFAULT_KEEP_REVISIONS: u64 = 10_000;

@@ -43,7 +43,8 @@ impl StoreNode {
     /// `data_dir/store.redb`, under a `store` supervisor; each is exposed as
     /// [`replica_name`](super::replica::replica_name)`(shard)`. Their groups are whatever they
     /// are initialized with and never move by themselves (a node of a cluster moves them as
-    /// store nodes come and go: see [`Placement`]).
+    /// store nodes come and go: see [`Placement`]). Each shard keeps
+    /// [`DEFAULT_KEEP_REVISIONS`](super::DEFAULT_KEEP_REVISIONS) revisions of history.
     ///
     /// # Errors
     /// [`StoreStartError`].
@@ -54,7 +55,14 @@ impl StoreNode {
         timings: RaftTimings,
         runtime: &Runtime,
     ) -> Result<StoreNode, StoreStartError> {
-        let (store, spec) = StoreNode::prepare(transport, data_dir, shards, timings, None)?;
+        let (store, spec) = StoreNode::prepare(
+            transport,
+            data_dir,
+            shards,
+            timings,
+            None,
+            super::DEFAULT_KEEP_REVISIONS,
+        )?;
         spec.start(runtime).await.map_err(StoreStartError::Start)?;
         store.expose(transport);
         Ok(store)
@@ -68,6 +76,7 @@ impl StoreNode {
         shards: &[u16],
         timings: RaftTimings,
         placement: Option<Placement>,
+        keep_revisions: u64,
     ) -> Result<(StoreNode, SupervisorSpec), StoreStartError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreStartError::Disk {
             path: data_dir.display().to_string(),
@@ -84,6 +93,7 @@ impl StoreNode {
             let (t, d, p) = (transport.clone(), disk.clone(), placement.clone());
             let spec = ChildSpec::new(format!("shard-{shard}"), move || {
                 ShardReplica::new(shard, t.clone(), d.clone(), timings, p.clone())
+                    .keep_revisions(keep_revisions)
             })
             .mailbox(16 * 1024);
             replicas.insert(shard, spec.actor_ref());

@@ -317,6 +317,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// How often the leader compares its group with where the shard should be.
 const PLACEMENT_TICK: Duration = Duration::from_secs(1);
 
+/// How often a shard's leader looks whether its history is longer than it keeps.
+const COMPACTION_TICK: Duration = Duration::from_secs(1);
+
 /// How long a new member may take to catch up before the change is abandoned (and tried again).
 const CATCH_UP: Duration = Duration::from_secs(60);
 
@@ -438,6 +441,10 @@ pub struct ShardReplica {
     placement: Option<Placement>,
     /// A membership change is under way.
     changing: bool,
+    /// Revisions of history kept (0: all); see [`ShardReplica::compaction_tick`].
+    keep_revisions: u64,
+    /// A compaction is in the log and not yet applied.
+    compacting: bool,
 }
 
 impl ShardReplica {
@@ -465,7 +472,47 @@ impl ShardReplica {
             in_flight: 0,
             placement,
             changing: false,
+            keep_revisions: super::DEFAULT_KEEP_REVISIONS,
+            compacting: false,
         }
+    }
+
+    /// Keeps `n` revisions of history (0: all, until compacted by hand).
+    pub(crate) fn keep_revisions(mut self, n: u64) -> Self {
+        self.keep_revisions = n;
+        self
+    }
+
+    /// The leader's compaction duty: once the shard's history holds more than
+    /// `keep_revisions` revisions, the older ones are compacted away through the log (so every
+    /// replica drops the same history). One compaction in the log at a time.
+    fn compaction_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.keep_revisions == 0 || self.compacting || !self.leading {
+            return;
+        }
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let (revision, compacted) = state.read(|sm| (sm.revision(), sm.compacted()));
+        let to = revision.saturating_sub(self.keep_revisions);
+        if to <= compacted {
+            return;
+        }
+        self.compacting = true;
+        let raft = self.raft();
+        ctx.spawn(
+            async move {
+                raft.client_write(vec![Request::Compact { revision: to }])
+                    .await
+            }
+            .into_actor(self)
+            .map(move |outcome, act, _| {
+                act.compacting = false;
+                if let Err(e) = outcome {
+                    tracing::debug!(shard = act.shard, to, error = %e, "compaction not committed");
+                }
+            }),
+        );
     }
 
     /// Proposes the queued writes as one log entry (one Raft round, one fsync per replica for
@@ -728,6 +775,7 @@ impl Actor for ShardReplica {
         ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         ctx.run_interval(LEASE_TICK, |act, _| act.lease_tick());
         ctx.run_interval(PLACEMENT_TICK, |act, ctx| act.placement_tick(ctx));
+        ctx.run_interval(COMPACTION_TICK, |act, ctx| act.compaction_tick(ctx));
         ctx.run_interval(PROGRESS_EVERY, |act, _| {
             let Some(state) = act.state.clone() else {
                 return;
