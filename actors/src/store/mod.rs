@@ -49,7 +49,12 @@
 //! store nodes in the shard's rendezvous order and follow not-leader hints.
 //!
 //! # Limits of this version
-//! Nodes are told apart by name. `compact` is per shard (revisions are); the history kept is
+//! Nodes are told apart by name, and a replica's Raft identity is its node's name: a store node
+//! whose data directory was lost or emptied must come back under a **new name** (it then joins
+//! as a new store node, and the old one is replaced once `store_dead_after_ms` has passed).
+//! Under its old name it would vote and acknowledge as the member it was without the log it
+//! had acknowledged, which Raft does not survive (an acknowledged write could be lost).
+//! `compact` is per shard (revisions are); the history kept is
 //! counted in revisions, not bytes. Store nodes keep an idle replica (no data) of the shards
 //! they are not in.
 
