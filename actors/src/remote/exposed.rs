@@ -143,7 +143,7 @@ where
             &self.actor,
             1,
             (msg, reply),
-            move |actor, (msg, reply)| actor.ask_then_fed(msg, timeout, reply, feed.as_ref()),
+            move |actor, (msg, reply)| actor.ask_then_fed(msg, timeout, reply, Some(&feed)),
             |why, (_, reply)| {
                 reply(Err(why.into()));
                 None

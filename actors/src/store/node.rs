@@ -92,8 +92,14 @@ impl StoreNode {
         for &shard in shards {
             let (t, d, p) = (transport.clone(), disk.clone(), placement.clone());
             let spec = ChildSpec::new(format!("shard-{shard}"), move || {
-                ShardReplica::new(shard, t.clone(), d.clone(), timings, p.clone())
-                    .keep_revisions(keep_revisions)
+                ShardReplica::new(
+                    shard,
+                    t.clone(),
+                    d.clone(),
+                    timings,
+                    p.clone(),
+                    keep_revisions,
+                )
             })
             .mailbox(16 * 1024);
             replicas.insert(shard, spec.actor_ref());

@@ -445,7 +445,8 @@ pub struct ShardReplica {
     placement: Option<Placement>,
     /// A membership change is under way.
     changing: bool,
-    /// Revisions of history kept (0: all); see [`ShardReplica::compaction_tick`].
+    /// Revisions of history kept (0: all, until compacted by hand); see
+    /// [`ShardReplica::compaction_tick`].
     keep_revisions: u64,
     /// A compaction is in the log and not yet applied.
     compacting: bool,
@@ -458,6 +459,7 @@ impl ShardReplica {
         disk: Disk,
         timings: RaftTimings,
         placement: Option<Placement>,
+        keep_revisions: u64,
     ) -> Self {
         ShardReplica {
             shard,
@@ -476,46 +478,35 @@ impl ShardReplica {
             in_flight: 0,
             placement,
             changing: false,
-            keep_revisions: super::DEFAULT_KEEP_REVISIONS,
+            keep_revisions,
             compacting: false,
         }
-    }
-
-    /// Keeps `n` revisions of history (0: all, until compacted by hand).
-    pub(crate) fn keep_revisions(mut self, n: u64) -> Self {
-        self.keep_revisions = n;
-        self
     }
 
     /// The leader's compaction duty: once the shard's history holds more than
     /// `keep_revisions` revisions, the older ones are compacted away through the log (so every
     /// replica drops the same history). One compaction in the log at a time.
     fn compaction_tick(&mut self, ctx: &mut Context<Self>) {
-        if self.keep_revisions == 0 || self.compacting || !self.leading {
+        if self.compacting || !self.leading {
             return;
         }
         let Some(state) = self.state.as_ref() else {
             return;
         };
-        let (revision, compacted) = state.read(|sm| (sm.revision(), sm.compacted()));
-        let to = revision.saturating_sub(self.keep_revisions);
-        if to <= compacted {
+        let Some(compact) = state.read(|sm| sm.compaction_due(self.keep_revisions)) else {
             return;
-        }
+        };
         self.compacting = true;
         let raft = self.raft();
         ctx.spawn(
-            async move {
-                raft.client_write(vec![Request::Compact { revision: to }])
-                    .await
-            }
-            .into_actor(self)
-            .map(move |outcome, act, _| {
-                act.compacting = false;
-                if let Err(e) = outcome {
-                    tracing::debug!(shard = act.shard, to, error = %e, "compaction not committed");
-                }
-            }),
+            async move { raft.client_write(vec![compact]).await }
+                .into_actor(self)
+                .map(move |outcome, act, _| {
+                    act.compacting = false;
+                    if let Err(e) = outcome {
+                        tracing::debug!(shard = act.shard, error = %e, "compaction not committed");
+                    }
+                }),
         );
     }
 

@@ -292,14 +292,17 @@ async fn serve(
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
     let (rd, wr) = stream.into_split();
-    let link = Arc::new(Link::new(
-        rd,
-        wr,
-        inner.config.queue_bytes,
-        inner.config.max_frame,
-    ));
     let node: Arc<str> = peer.node.as_str().into();
-    link.set_feed(Arc::new(ConnFeed::new(inner.clone(), node.clone(), &link)));
+    let link = Arc::new_cyclic(|link| {
+        let feed = Arc::new(ConnFeed::new(inner, node.clone(), link.clone()));
+        Link::new(
+            rd,
+            wr,
+            inner.config.queue_bytes,
+            inner.config.max_frame,
+            feed,
+        )
+    });
     inner.add_link(&peer.node, link.clone());
     // Closes the link however this ends, also when the connection actor is killed and this
     // future dropped: pending asks fail and the socket closes.

@@ -193,15 +193,9 @@ impl Inbound {
 
     /// A turn at reading for `cx`'s task (an asker waiting for ask `id`, or an idle actor), if
     /// no one else reads and nothing waits on the task: handles what the socket has and leaves
-    /// the [`Relay`] with it, for this reader's waker. Sets `lent` when the reader took the
-    /// socket (and must [hand it back](Inbound::hand_back)). False if it did not read.
-    fn read_for(
-        &self,
-        conn: &Conn<'_>,
-        cx: &mut Context<'_>,
-        id: Option<u64>,
-        lent: &mut bool,
-    ) -> bool {
+    /// the [`Relay`] with it, for this reader's waker. True when the reader took the socket
+    /// (and must [hand it back](Inbound::hand_back)); false if it did not read.
+    fn read_for(&self, conn: &Conn<'_>, cx: &mut Context<'_>, id: Option<u64>) -> bool {
         let Some(mut guard) = self.state.try_lock() else {
             return false; // someone reads; they will hand over the reply
         };
@@ -214,7 +208,6 @@ impl Inbound {
         keep(&self.relay.asker, cx.waker());
         self.relay.fired.store(false, Ordering::Release);
         st.lent = true;
-        *lent = true;
         let mut relayed = Context::from_waker(&self.relay_waker);
         match st.pump(conn, &mut relayed, id.map(|id| (id, cx.waker()))) {
             Pumped::Drained | Pumped::Answered => {}
@@ -352,10 +345,8 @@ impl Future for AwaitAnswer<'_> {
         if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
             return this.finish(answer);
         }
-        if link
-            .inbound
-            .read_for(&this.conn, cx, Some(this.id), &mut this.lent)
-        {
+        if link.inbound.read_for(&this.conn, cx, Some(this.id)) {
+            this.lent = true;
             if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
                 return this.finish(answer);
             }
@@ -386,11 +377,11 @@ pub(crate) struct ConnFeed {
 }
 
 impl ConnFeed {
-    pub(crate) fn new(inner: Arc<TransportInner>, node: Arc<str>, link: &Arc<Link>) -> Self {
+    pub(crate) fn new(inner: &Arc<TransportInner>, node: Arc<str>, link: Weak<Link>) -> Self {
         ConnFeed {
-            inner: Arc::downgrade(&inner),
+            inner: Arc::downgrade(inner),
             node,
-            link: Arc::downgrade(link),
+            link,
         }
     }
 }
@@ -405,8 +396,8 @@ impl Feed for ConnFeed {
             node: &self.node,
             link: &link,
         };
-        let mut lent = false;
-        link.inbound.read_for(&conn, cx, None, &mut lent);
+        // Its release hands the socket back.
+        link.inbound.read_for(&conn, cx, None);
     }
 
     fn release(&self) {

@@ -216,19 +216,20 @@ pub(crate) struct Link {
     expiry: Notify,
     /// The reading side.
     pub(crate) inbound: Inbound,
-    /// The connection as the feed of the actors it brings asks to (set once the link is
-    /// shared).
-    feed: std::sync::OnceLock<Arc<dyn cadre_runtime::Feed>>,
+    /// The connection as the feed of the actors it brings asks to.
+    feed: Arc<dyn cadre_runtime::Feed>,
 }
 
 impl Link {
     /// A link reading from `rd` and writing to `socket`, holding at most `limit` unwritten
-    /// bytes, with frames of at most `max_frame` bytes either way.
+    /// bytes, with frames of at most `max_frame` bytes either way; `feed` is the connection as
+    /// the feed of the actors it brings asks to.
     pub(crate) fn new(
         rd: OwnedReadHalf,
         socket: OwnedWriteHalf,
         limit: usize,
         max_frame: u32,
+        feed: Arc<dyn cadre_runtime::Feed>,
     ) -> Self {
         Link {
             out: Mutex::new(Outbound {
@@ -249,18 +250,13 @@ impl Link {
             pending: Mutex::new(Pending::default()),
             expiry: Notify::new(),
             inbound: Inbound::new(rd, max_frame),
-            feed: std::sync::OnceLock::new(),
+            feed,
         }
     }
 
-    /// Makes `feed` the connection's feed for the actors it brings asks to.
-    pub(crate) fn set_feed(&self, feed: Arc<dyn cadre_runtime::Feed>) {
-        let _ = self.feed.set(feed);
-    }
-
-    /// The connection's feed, if set.
-    pub(crate) fn feed(&self) -> Option<&Arc<dyn cadre_runtime::Feed>> {
-        self.feed.get()
+    /// The connection as the feed of the actors it brings asks to.
+    pub(crate) fn feed(&self) -> &Arc<dyn cadre_runtime::Feed> {
+        &self.feed
     }
 
     /// The largest frame body this link sends.

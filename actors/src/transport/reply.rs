@@ -37,8 +37,8 @@ impl Replier {
     }
 
     /// The connection the ask came over, as a feed for the actor that serves it.
-    pub(crate) fn feed(&self) -> Option<Arc<dyn cadre_runtime::Feed>> {
-        self.link.feed().cloned()
+    pub(crate) fn feed(&self) -> Arc<dyn cadre_runtime::Feed> {
+        self.link.feed().clone()
     }
 
     /// Sends the reply; one that cannot be encoded (or exceeds the frame limit) becomes an error

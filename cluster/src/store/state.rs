@@ -416,6 +416,13 @@ impl StateMachine {
         self.compacted
     }
 
+    /// The compaction that keeps the changes of the last `keep` revisions only, if the history
+    /// holds more than that (`keep` 0: keep all, none is due).
+    pub fn compaction_due(&self, keep: u64) -> Option<Request> {
+        let to = self.revision.saturating_sub(keep);
+        (keep > 0 && to > self.compacted).then_some(Request::Compact { revision: to })
+    }
+
     /// The leases, by id.
     pub fn leases(&self) -> &BTreeMap<LeaseId, LeaseInfo> {
         &self.leases

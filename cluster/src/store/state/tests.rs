@@ -599,3 +599,22 @@ fn requests_over_a_limit_are_named() {
         matches!(limits.check(&txn), Err(StoreError::TooLarge { what, size: 28, .. }) if what == "the request")
     );
 }
+
+#[test]
+fn a_compaction_is_due_once_the_history_is_longer_than_it_keeps() {
+    let mut sm = StateMachine::new();
+    for i in 0..10 {
+        sm.apply(put(&format!("k{i}"), "v"));
+    }
+    assert_eq!(sm.revision(), 10);
+    assert_eq!(sm.compaction_due(0), None, "0 keeps all");
+    assert_eq!(sm.compaction_due(10), None);
+    assert_eq!(sm.compaction_due(20), None);
+    let due = sm.compaction_due(4).expect("10 revisions held, 4 kept");
+    assert_eq!(due, Request::Compact { revision: 6 });
+    sm.apply(due);
+    assert_eq!(sm.compacted(), 6);
+    assert_eq!(sm.compaction_due(4), None, "done until more come");
+    sm.apply(put("k10", "v"));
+    assert_eq!(sm.compaction_due(4), Some(Request::Compact { revision: 7 }));
+}
