@@ -203,3 +203,82 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
         s3.leave(Duration::from_secs(5)).await;
     });
 }
+
+/// The Raft id `name` has in each shard's group, as the shards' leaders report it.
+async fn member_ids(nodes: &[&ClusterNode], name: &str) -> BTreeMap<u16, u64> {
+    groups(nodes)
+        .await
+        .into_iter()
+        .filter_map(|(shard, info)| {
+            let at = info.voters.iter().position(|v| v == name)?;
+            Some((shard, info.voter_ids[at]))
+        })
+        .collect()
+}
+
+/// Every key of `shard` written so far is in `node`'s own replica of it.
+async fn replica_has_all(node: &ClusterNode, shard: u16, written: usize) -> bool {
+    let mine = (0..written)
+        .filter(|i| routing::shard_of(&key(*i), SHARDS) == shard)
+        .count();
+    let Some(replica) = node.store().and_then(|s| s.replica(shard)) else {
+        return false;
+    };
+    let read = Read {
+        range: RangeRequest {
+            key: b"nodes/".to_vec(),
+            prefix: true,
+            ..RangeRequest::default()
+        },
+        linearizable: false,
+    };
+    matches!(replica.ask(read, Duration::from_secs(5)).await, Ok(Ok(r)) if r.kvs.len() == mine)
+}
+
+#[test]
+fn a_store_node_that_lost_its_data_comes_back_as_a_new_member_losing_nothing() {
+    run(async {
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
+        let s0 = start("s0", vec![], &dirs[0]).await;
+        let s1 = start("s1", vec![s0.addr()], &dirs[1]).await;
+        let s2 = start("s2", vec![s0.addr()], &dirs[2]).await;
+        settles("the store takes writes", || async {
+            s0.kv().put(b"probe/x/y", b"1").await.is_ok()
+        })
+        .await;
+        let mut written = 0;
+        write(&s0, &mut written, 40).await;
+        let before = member_ids(&[&s0, &s1, &s2], "s1").await;
+        assert_eq!(before.len(), usize::from(SHARDS), "s1 is in every group");
+
+        // s1 dies and its data directory is lost; it comes back under the same name.
+        s1.crash().await;
+        std::fs::remove_dir_all(&dirs[1].0).unwrap();
+        std::fs::create_dir_all(&dirs[1].0).unwrap();
+        let s1 = start("s1", vec![s0.addr()], &dirs[1]).await;
+
+        // In every shard its old member (which acknowledged writes it no longer has) is
+        // replaced by its new one, which catches up: never the old member with an empty log.
+        settles("s1's new members replace its old ones", || async {
+            let now = member_ids(&[&s0, &s1, &s2], "s1").await;
+            let g = groups(&[&s0, &s1, &s2]).await;
+            now.len() == usize::from(SHARDS)
+                && now.iter().all(|(shard, id)| before[shard] != *id)
+                && g.values()
+                    .all(|info| info.learners.is_empty() && info.voters.len() == 3)
+        })
+        .await;
+        for shard in 0..SHARDS {
+            settles("s1's new replica has every key again", || {
+                replica_has_all(&s1, shard, written)
+            })
+            .await;
+        }
+        all_there(&s2, written).await;
+        write(&s1, &mut written, 10).await;
+        all_there(&s1, written).await;
+        s0.leave(Duration::from_secs(5)).await;
+        s1.leave(Duration::from_secs(5)).await;
+        s2.leave(Duration::from_secs(5)).await;
+    });
+}

@@ -397,6 +397,9 @@ impl Handler<KvWatch> for StoreGateway {
     }
 }
 
+/// How many times the bootstrap tries to form a group before it gives up (half a second apart).
+const INITIALIZE_ATTEMPTS: u32 = 120;
+
 /// How often a store node looks at which store nodes are up, for the shards' placement.
 const TRACK_EVERY: Duration = Duration::from_millis(500);
 
@@ -439,21 +442,42 @@ pub(crate) async fn bootstrap(cluster: ClusterNode, store: StoreNode, shards: u1
             let mine: Vec<u16> = (0..shards)
                 .filter(|s| routing::place(*s, &names, 1).first() == Some(&cluster.name()))
                 .collect();
-            for &shard in &mine {
-                let Some(replica) = store.replica(shard) else {
-                    continue;
-                };
-                match replica
-                    .ask(
-                        Initialize(group_of(shard, &members)),
-                        Duration::from_secs(10),
-                    )
-                    .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(shard, error = %e, "shard not initialized"),
-                    Err(e) => tracing::warn!(shard, error = %e, "shard not initialized"),
+            // A member's replica that cannot say who it is yet (just starting, or briefly
+            // unreachable) holds its shard back: that shard is tried again.
+            let mut left = mine.clone();
+            for attempt in 0..INITIALIZE_ATTEMPTS {
+                let mut failed = Vec::new();
+                for &shard in &left {
+                    let Some(replica) = store.replica(shard) else {
+                        continue;
+                    };
+                    let outcome = replica
+                        .ask(
+                            Initialize(group_of(shard, &members)),
+                            Duration::from_secs(10),
+                        )
+                        .await;
+                    match outcome {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(shard, attempt, error = %e, "shard not initialized yet");
+                            failed.push(shard);
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard, attempt, error = %e, "shard not initialized yet");
+                            failed.push(shard);
+                        }
+                    }
                 }
+                left = failed;
+                if left.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if !left.is_empty() {
+                tracing::error!(shards = ?left, "store groups not formed: their members' replicas did not answer");
+                return;
             }
             tracing::info!(?members, shards = ?mine, "store groups formed");
             return;

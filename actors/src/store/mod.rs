@@ -48,12 +48,17 @@
 //! its shard's group serves no watch (its watchers resume on a member). Clients try the live
 //! store nodes in the shard's rendezvous order and follow not-leader hints.
 //!
+//! # Identity, and a node that lost its data
+//! A replica's Raft identity is its node's name together with its store file's id, drawn when
+//! the file is created ([`storage`]). A store node whose data directory was lost or emptied
+//! comes back as a **new member** under the same name: Raft RPCs meant for its old member are
+//! refused (so no one counts on it for entries it no longer has, and it votes for no one as
+//! that member), and each shard's leader replaces the old member with the new one (a learner
+//! until it has caught up, then a voter in the old one's place, in one membership change).
+//! Until then the group needs a majority of its other members, as after any crash.
+//!
 //! # Limits of this version
-//! Nodes are told apart by name, and a replica's Raft identity is its node's name: a store node
-//! whose data directory was lost or emptied must come back under a **new name** (it then joins
-//! as a new store node, and the old one is replaced once `store_dead_after_ms` has passed).
-//! Under its old name it would vote and acknowledge as the member it was without the log it
-//! had acknowledged, which Raft does not survive (an acknowledged write could be lost).
+//! Nodes are told apart by name in placement and routing.
 //! `compact` is per shard (revisions are); the history kept is
 //! counted in revisions, not bytes. Store nodes keep an idle replica (no data) of the shards
 //! they are not in.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use cadre_runtime::{ActorRef, ChildSpec, Runtime, SupervisorRef, SupervisorSpec};
 
 use super::replica::{
-    AppendRpc, Group, Initialize, KeepAlive, Leader, Placement, RaftTimings, Read, ShardReplica,
-    SnapshotRpc, TimeToLive, VoteRpc, WatchCancel, WatchStart, Write,
+    AppendRpc, Group, Identify, Initialize, KeepAlive, Leader, Placement, RaftTimings, Read,
+    ShardReplica, SnapshotRpc, TimeToLive, VoteRpc, WatchCancel, WatchStart, Write,
 };
 use super::storage::Disk;
 use crate::Node;
@@ -126,6 +126,7 @@ impl StoreNode {
                 .accept::<Initialize>()
                 .accept::<Leader>()
                 .accept::<Group>()
+                .accept::<Identify>()
                 .accept::<WatchStart>()
                 .accept::<WatchCancel>()
                 .accept::<KeepAlive>()

@@ -44,10 +44,19 @@ pub fn replica_name(shard: u16) -> String {
     format!("store.{shard}")
 }
 
-/// A store node's Raft id: a stable hash of its node name (the name travels as the node's
-/// address in Raft's membership).
-pub fn raft_id(node: &str) -> u64 {
-    routing::stable_hash(node.as_bytes())
+/// A replica's Raft id: a stable hash of its node's name and its store file's id (see
+/// [`Disk::store_id`]; the name travels as the member's address in Raft's membership). A node
+/// that comes back with a new store file (its data directory lost) is a new member under the
+/// same name: the member it was, which acknowledged what the lost file held, is replaced, never
+/// impersonated. A store file from before store ids (id 0) keeps the name's hash alone.
+pub fn raft_id(node: &str, store_id: u64) -> u64 {
+    if store_id == 0 {
+        return routing::stable_hash(node.as_bytes());
+    }
+    let mut key = node.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&store_id.to_le_bytes());
+    routing::stable_hash(&key)
 }
 
 /// Raft timings.
@@ -93,11 +102,20 @@ impl RaftTimings {
     }
 }
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RaftError<u64, E>>;
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<Result<T, RaftError<u64, E>>, NotMember>;
 
-/// Raft's append-entries (and heartbeat) RPC.
+/// A Raft RPC reached a replica that is not the member it was meant for: the node under that
+/// name is now the member with id `id` (it came back with a new store file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("this node's replica is Raft member {id}, not the one addressed")]
+pub(crate) struct NotMember {
+    id: u64,
+}
+
+/// Raft's append-entries (and heartbeat) RPC, to the member with the given id.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct AppendRpc(AppendEntriesRequest<ShardRaft>);
+pub(crate) struct AppendRpc(u64, AppendEntriesRequest<ShardRaft>);
 impl Message for AppendRpc {
     type Result = RpcResult<AppendEntriesResponse<u64>>;
 }
@@ -107,7 +125,7 @@ impl RemoteMessage for AppendRpc {
 
 /// Raft's vote RPC.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct VoteRpc(VoteRequest<u64>);
+pub(crate) struct VoteRpc(u64, VoteRequest<u64>);
 impl Message for VoteRpc {
     type Result = RpcResult<VoteResponse<u64>>;
 }
@@ -117,7 +135,7 @@ impl RemoteMessage for VoteRpc {
 
 /// Raft's install-snapshot RPC (one chunk).
 #[derive(Serialize, Deserialize)]
-pub(crate) struct SnapshotRpc(InstallSnapshotRequest<ShardRaft>);
+pub(crate) struct SnapshotRpc(u64, InstallSnapshotRequest<ShardRaft>);
 impl Message for SnapshotRpc {
     type Result = RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError>;
 }
@@ -168,8 +186,8 @@ impl RemoteMessage for Read {
     const TAG: &'static str = "store.read";
 }
 
-/// Initialize the shard's group with these members (node names); refused quietly when the
-/// group already exists.
+/// Initialize the shard's group with these members (node names; each member's Raft id is asked
+/// of its replica); refused quietly when the group already exists, here or at another member.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Initialize(pub Vec<String>);
 impl Message for Initialize {
@@ -177,6 +195,25 @@ impl Message for Initialize {
 }
 impl RemoteMessage for Initialize {
     const TAG: &'static str = "store.initialize";
+}
+
+/// Who this replica is: its Raft id, and whether it belongs to a formed group.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Identify;
+impl Message for Identify {
+    type Result = Identity;
+}
+impl RemoteMessage for Identify {
+    const TAG: &'static str = "store.identify";
+}
+
+/// A replica's answer to [`Identify`].
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Its Raft id ([`raft_id`]).
+    pub id: u64,
+    /// Whether it knows of a formed group (one with voters).
+    pub formed: bool,
 }
 
 /// The shard's group as this replica knows it.
@@ -198,6 +235,8 @@ pub struct GroupInfo {
     pub voters: Vec<String>,
     /// The learners (catching up before they become voters).
     pub learners: Vec<String>,
+    /// The voters' Raft ids ([`raft_id`]), in the order of `voters`.
+    pub voter_ids: Vec<u64>,
 }
 
 /// The shard's leader as this replica knows it (a node name).
@@ -327,6 +366,9 @@ const COMPACTION_TICK: Duration = Duration::from_secs(1);
 /// How long a new member may take to catch up before the change is abandoned (and tried again).
 const CATCH_UP: Duration = Duration::from_secs(60);
 
+/// How long a replica waits for a peer's replica to say who it is.
+const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
 struct Watcher {
     target: RemoteRef,
     seq: u64,
@@ -336,16 +378,23 @@ fn not_leader(f: &openraft::error::ForwardToLeader<u64, BasicNode>) -> ReplicaEr
     ReplicaError::NotLeader(f.leader_node.as_ref().map(|n| n.addr.clone()))
 }
 
+/// The Raft ids that replicas reported being when an RPC reached them meant for another
+/// member under the same node name: by name.
+pub(crate) type Incarnations = Arc<parking_lot::Mutex<HashMap<String, u64>>>;
+
 /// Raft's client side of the network: RPCs to a peer's replica of the same shard.
 #[derive(Clone)]
 pub(crate) struct Network {
     transport: Node,
     shard: u16,
+    incarnations: Incarnations,
 }
 
 pub(crate) struct Peer {
     target: u64,
+    name: String,
     remote: RemoteRef,
+    incarnations: Incarnations,
 }
 
 impl RaftNetworkFactory<ShardRaft> for Network {
@@ -353,7 +402,9 @@ impl RaftNetworkFactory<ShardRaft> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
             target,
+            name: node.addr.clone(),
             remote: self.transport.actor(&node.addr, &replica_name(self.shard)),
+            incarnations: self.incarnations.clone(),
         }
     }
 }
@@ -365,13 +416,21 @@ impl Peer {
         option: &RPCOption,
     ) -> Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>
     where
-        M: RemoteMessage<Result = Result<T, RaftError<u64, E>>>,
+        M: RemoteMessage<Result = RpcResult<T, E>>,
         T: Serialize + serde::de::DeserializeOwned + Send + 'static,
         E: std::error::Error + Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
         match self.remote.ask(msg, option.hard_ttl()).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(Err(not_member)) => {
+                // The node came back as another member: the one addressed is gone for good
+                // (the leader's placement replaces it). It is unreachable, never answered for.
+                self.incarnations
+                    .lock()
+                    .insert(self.name.clone(), not_member.id);
+                Err(RPCError::Unreachable(Unreachable::new(&not_member)))
+            }
             Err(e @ (RemoteAskError::NodeUnreachable(_) | RemoteAskError::NoSuchActor(_))) => {
                 Err(RPCError::Unreachable(Unreachable::new(&e)))
             }
@@ -386,7 +445,7 @@ impl RaftNetwork<ShardRaft> for Peer {
         rpc: AppendEntriesRequest<ShardRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(AppendRpc(rpc), &option).await
+        self.call(AppendRpc(self.target, rpc), &option).await
     }
 
     async fn install_snapshot(
@@ -397,7 +456,7 @@ impl RaftNetwork<ShardRaft> for Peer {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call(SnapshotRpc(rpc), &option).await
+        self.call(SnapshotRpc(self.target, rpc), &option).await
     }
 
     async fn vote(
@@ -405,7 +464,7 @@ impl RaftNetwork<ShardRaft> for Peer {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(VoteRpc(rpc), &option).await
+        self.call(VoteRpc(self.target, rpc), &option).await
     }
 }
 
@@ -425,6 +484,10 @@ impl Drop for RaftGuard {
 pub struct ShardReplica {
     shard: u16,
     me: String,
+    /// This replica's Raft id ([`raft_id`] of its node's name and store file).
+    id: u64,
+    /// What replicas said they are when reached as someone else ([`NotMember`]).
+    incarnations: Incarnations,
     transport: Node,
     disk: Disk,
     timings: RaftTimings,
@@ -461,9 +524,12 @@ impl ShardReplica {
         placement: Option<Placement>,
         keep_revisions: u64,
     ) -> Self {
+        let me = transport.id().to_string();
         ShardReplica {
             shard,
-            me: transport.id().to_string(),
+            id: raft_id(&me, disk.store_id()),
+            me,
+            incarnations: Incarnations::default(),
             transport,
             disk,
             timings,
@@ -583,8 +649,7 @@ impl ShardReplica {
             return;
         };
         let raft = raft.0.clone();
-        let me = raft_id(&self.me);
-        let leading = raft.metrics().borrow().current_leader == Some(me);
+        let leading = raft.metrics().borrow().current_leader == Some(self.id);
         let now = std::time::Instant::now();
         if !leading {
             self.leading = false;
@@ -613,9 +678,14 @@ impl ShardReplica {
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
         let name = |id: u64| membership.get_node(&id).map(|n| n.addr.clone());
+        let voters: Vec<(u64, String)> = membership
+            .voter_ids()
+            .filter_map(|id| name(id).map(|n| (id, n)))
+            .collect();
         GroupInfo {
             leader: metrics.current_leader.and_then(name),
-            voters: membership.voter_ids().filter_map(name).collect(),
+            voter_ids: voters.iter().map(|(id, _)| *id).collect(),
+            voters: voters.into_iter().map(|(_, n)| n).collect(),
             learners: membership.learner_ids().filter_map(name).collect(),
         }
     }
@@ -633,36 +703,58 @@ impl ShardReplica {
             return;
         };
         let raft = raft.0.clone();
+        // The members by node name (a name is a member's address in the group).
         let (voters, learners, joint) = {
             let metrics = raft.metrics();
             let metrics = metrics.borrow();
             let m = metrics.membership_config.membership();
-            let names = |ids: Vec<u64>| -> BTreeSet<String> {
+            let by_name = |ids: Vec<u64>| -> BTreeMap<String, u64> {
                 ids.iter()
-                    .filter_map(|id| m.get_node(id).map(|n| n.addr.clone()))
+                    .filter_map(|id| m.get_node(id).map(|n| (n.addr.clone(), *id)))
                     .collect()
             };
             (
-                names(m.voter_ids().collect()),
-                names(m.learner_ids().collect()),
+                by_name(m.voter_ids().collect()),
+                by_name(m.learner_ids().collect()),
                 m.get_joint_config().len() > 1,
             )
         };
         if voters.is_empty() {
             return; // not formed yet
         }
+        let voter_ids: BTreeSet<u64> = voters.values().copied().collect();
+        let shard = self.shard;
+        if !joint {
+            if let Some(renewed) = self.renewed(&voters, &learners) {
+                self.changing = true;
+                ctx.spawn(
+                    replace_member(raft, voter_ids, renewed.clone())
+                        .into_actor(self)
+                        .map(move |outcome, act, _| {
+                            act.changing = false;
+                            match outcome {
+                                Ok(()) => tracing::info!(shard, node = %renewed.name, old = renewed.old, new = renewed.new, "a store node came back with a new store file: its old member was replaced by the new one"),
+                                Err(e) => tracing::warn!(shard, node = %renewed.name, error = %e, "replacing a renewed member failed; retrying"),
+                            }
+                        }),
+                );
+                return;
+            }
+        }
+        let names = |m: &BTreeMap<String, u64>| -> BTreeSet<String> { m.keys().cloned().collect() };
         let nodes = p.nodes.borrow().at(std::time::Instant::now());
-        let change = placement::next_change(self.shard, &voters, &learners, &nodes, p.dead_after);
+        let change = placement::next_change(
+            self.shard,
+            &names(&voters),
+            &names(&learners),
+            &nodes,
+            p.dead_after,
+        );
         if change.is_none() && !joint {
             return;
         }
         self.changing = true;
-        let shard = self.shard;
-        // A node's Raft id is derived from its name (the name is its address in the group).
-        let ids = |names: &BTreeSet<String>| -> BTreeSet<u64> {
-            names.iter().map(|n| raft_id(n)).collect()
-        };
-        let voter_ids = ids(&voters);
+        let transport = self.transport.clone();
         ctx.spawn(
             async move {
                 let Some(change) = change else {
@@ -673,23 +765,28 @@ impl ShardReplica {
                     return Ok(None);
                 };
                 if !change.drop_learners.is_empty() {
-                    let stale = ids(&change.drop_learners);
+                    let stale: BTreeSet<u64> = change
+                        .drop_learners
+                        .iter()
+                        .filter_map(|n| learners.get(n).copied())
+                        .collect();
                     raft.change_membership(openraft::ChangeMembers::RemoveNodes(stale), false)
                         .await
                         .map_err(|e| format!("removing learners: {e}"))?;
                 }
                 let mut next = voter_ids;
                 if let Some(add) = &change.add {
-                    let learner = raft.add_learner(raft_id(add), BasicNode::new(add), true);
+                    let id = identify(&transport, add, shard).await?.id;
+                    let learner = raft.add_learner(id, BasicNode::new(add), true);
                     match tokio::time::timeout(CATCH_UP, learner).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Err(format!("adding {add}: {e}")),
                         Err(_) => return Err(format!("{add} did not catch up within {CATCH_UP:?}")),
                     }
-                    next.insert(raft_id(add));
+                    next.insert(id);
                 }
-                if let Some(remove) = &change.remove {
-                    next.remove(&raft_id(remove));
+                if let Some(remove) = change.remove.as_ref().and_then(|n| voters.get(n)) {
+                    next.remove(remove);
                 }
                 if change.add.is_some() || change.remove.is_some() {
                     raft.change_membership(next, false)
@@ -710,6 +807,29 @@ impl ShardReplica {
         );
     }
 
+    /// A member whose node answered RPCs as another member (it came back with a new store
+    /// file), if any: the first, voters before learners.
+    fn renewed(
+        &self,
+        voters: &BTreeMap<String, u64>,
+        learners: &BTreeMap<String, u64>,
+    ) -> Option<Renewed> {
+        let seen = self.incarnations.lock();
+        voters
+            .iter()
+            .map(|m| (m, true))
+            .chain(learners.iter().map(|m| (m, false)))
+            .find_map(|((name, old), voter)| {
+                let new = *seen.get(name)?;
+                (new != *old).then(|| Renewed {
+                    name: name.clone(),
+                    old: *old,
+                    new,
+                    voter,
+                })
+            })
+    }
+
     /// Whether this node is in its shard's group (a voter or a learner). A replica that was
     /// never part of it, or was removed, stops serving watches: what it has applied no longer
     /// moves, and its watchers must resume elsewhere.
@@ -720,7 +840,23 @@ impl ShardReplica {
         let metrics = raft.0.metrics();
         let metrics = metrics.borrow();
         let m = metrics.membership_config.membership();
-        m.get_node(&raft_id(&self.me)).is_some()
+        m.get_node(&self.id).is_some()
+    }
+
+    /// Whether a Raft RPC meant for member `target` is for this replica: one meant for the
+    /// member this node was before it lost its store file is refused, so that no one counts
+    /// on this replica for what that member had acknowledged.
+    fn addressed(&self, target: u64) -> Result<(), NotMember> {
+        if target == self.id {
+            return Ok(());
+        }
+        tracing::debug!(
+            shard = self.shard,
+            target,
+            me = self.id,
+            "refused a Raft RPC meant for another member"
+        );
+        Err(NotMember { id: self.id })
     }
 
     fn leader_only(&self) -> Result<(), ReplicaError> {
@@ -752,6 +888,60 @@ impl ShardReplica {
     }
 }
 
+/// A member to replace with the same node's new member ([`ShardReplica::renewed`]).
+#[derive(Clone, Debug)]
+struct Renewed {
+    name: String,
+    old: u64,
+    new: u64,
+    voter: bool,
+}
+
+/// Replaces a renewed member: a learner is dropped (placement adds the node again, as what it
+/// is now); a voter's new member joins as a learner, catches up, and takes the old one's place
+/// in one membership change (the old one's acknowledgements are not needed for it: the rest
+/// of the group is a majority of both configurations, or the change waits).
+async fn replace_member(
+    raft: Raft<ShardRaft>,
+    voters: BTreeSet<u64>,
+    renewed: Renewed,
+) -> Result<(), String> {
+    if !renewed.voter {
+        let old = BTreeSet::from([renewed.old]);
+        return raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(old), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("removing the old learner: {e}"));
+    }
+    let learner = raft.add_learner(renewed.new, BasicNode::new(&renewed.name), true);
+    match tokio::time::timeout(CATCH_UP, learner).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("adding the new member: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "the new member did not catch up within {CATCH_UP:?}"
+            ))
+        }
+    }
+    let mut next = voters;
+    next.remove(&renewed.old);
+    next.insert(renewed.new);
+    raft.change_membership(next, false)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("changing voters: {e}"))
+}
+
+/// Asks the replica of `shard` on node `name` who it is.
+async fn identify(transport: &Node, name: &str, shard: u16) -> Result<Identity, String> {
+    transport
+        .actor(name, &replica_name(shard))
+        .ask(Identify, IDENTIFY_TIMEOUT)
+        .await
+        .map_err(|e| format!("asking {name}'s replica who it is: {e}"))
+}
+
 impl Actor for ShardReplica {
     type Context = Context<Self>;
 
@@ -763,6 +953,7 @@ impl Actor for ShardReplica {
         let network = Network {
             transport: self.transport.clone(),
             shard: self.shard,
+            incarnations: self.incarnations.clone(),
         };
         self.state = Some(state.clone());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -787,7 +978,7 @@ impl Actor for ShardReplica {
                 act.send(id, vec![update]);
             }
         });
-        let id = raft_id(&self.me);
+        let id = self.id;
         let config = self.timings.config(self.shard);
         // Nothing else is handled until the Raft member is up.
         ctx.wait(
@@ -869,24 +1060,52 @@ impl Handler<WatchCancel> for ShardReplica {
 impl Handler<AppendRpc> for ShardReplica {
     type Result = ResponseFuture<RpcResult<AppendEntriesResponse<u64>>>;
     fn handle(&mut self, m: AppendRpc, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.addressed(m.0) {
+            return Box::pin(async move { Err(e) });
+        }
         let raft = self.raft();
-        Box::pin(async move { raft.append_entries(m.0).await })
+        Box::pin(async move { Ok(raft.append_entries(m.1).await) })
     }
 }
 
 impl Handler<VoteRpc> for ShardReplica {
     type Result = ResponseFuture<RpcResult<VoteResponse<u64>>>;
     fn handle(&mut self, m: VoteRpc, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.addressed(m.0) {
+            return Box::pin(async move { Err(e) });
+        }
         let raft = self.raft();
-        Box::pin(async move { raft.vote(m.0).await })
+        Box::pin(async move { Ok(raft.vote(m.1).await) })
     }
 }
 
 impl Handler<SnapshotRpc> for ShardReplica {
     type Result = ResponseFuture<RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError>>;
     fn handle(&mut self, m: SnapshotRpc, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.addressed(m.0) {
+            return Box::pin(async move { Err(e) });
+        }
         let raft = self.raft();
-        Box::pin(async move { raft.install_snapshot(m.0).await })
+        Box::pin(async move { Ok(raft.install_snapshot(m.1).await) })
+    }
+}
+
+impl Handler<Identify> for ShardReplica {
+    type Result = MessageResult<Identify>;
+    fn handle(&mut self, _: Identify, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.raft();
+        let metrics = raft.metrics();
+        let formed = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some();
+        MessageResult(Identity {
+            id: self.id,
+            formed,
+        })
     }
 }
 
@@ -932,11 +1151,25 @@ impl Handler<Initialize> for ShardReplica {
     type Result = ResponseFuture<Result<(), ReplicaError>>;
     fn handle(&mut self, m: Initialize, _: &mut Context<Self>) -> Self::Result {
         let raft = self.raft();
-        let members: BTreeMap<u64, BasicNode> =
-            m.0.iter()
-                .map(|n| (raft_id(n), BasicNode::new(n)))
-                .collect();
+        let (me, id, shard, transport) =
+            (self.me.clone(), self.id, self.shard, self.transport.clone());
         Box::pin(async move {
+            // Each member's Raft id comes from its own replica (its store file's id).
+            let mut members = BTreeMap::new();
+            for name in &m.0 {
+                let member = if *name == me {
+                    id
+                } else {
+                    let who = identify(&transport, name, shard)
+                        .await
+                        .map_err(ReplicaError::Raft)?;
+                    if who.formed {
+                        return Ok(()); // the group exists
+                    }
+                    who.id
+                };
+                members.insert(member, BasicNode::new(name));
+            }
             match raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
                 Err(e) => Err(ReplicaError::Raft(e.to_string())),
@@ -956,5 +1189,27 @@ impl Handler<Leader> for ShardReplica {
     type Result = Option<String>;
     fn handle(&mut self, _: Leader, _: &mut Context<Self>) -> Option<String> {
         self.leader_node()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raft_id_is_the_names_and_the_store_files() {
+        assert_eq!(
+            raft_id("s1", 0),
+            routing::stable_hash(b"s1"),
+            "a file from before store ids"
+        );
+        assert_eq!(raft_id("s1", 7), raft_id("s1", 7));
+        assert_ne!(
+            raft_id("s1", 7),
+            raft_id("s1", 8),
+            "a new store file: a new member"
+        );
+        assert_ne!(raft_id("s1", 7), raft_id("s2", 7));
+        assert_ne!(raft_id("s1", 7), raft_id("s1", 0));
     }
 }

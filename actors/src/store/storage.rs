@@ -9,6 +9,12 @@
 //! | `log` | (shard, index) | a log entry, MessagePack |
 //! | `meta` | (shard, `vote` \| `committed` \| `purged`) | MessagePack |
 //! | `snapshot` | shard | the last snapshot: its metadata and the state machine, MessagePack |
+//! | `identity` | `store_id` | this file's store id: random, drawn when the file was created |
+//!
+//! The store id tells this file apart from any other a node of the same name ever had: a node
+//! whose data directory was lost comes back with a new one, so its replicas are new Raft
+//! members, not the ones that acknowledged what the lost file held (see
+//! [`raft_id`](super::replica::raft_id)). A file written before store ids existed has id 0.
 //!
 //! Every write of the log, the vote and the snapshots commits with redb's immediate durability
 //! (an fsync) before openraft is told it is done; the committed id costs no commit of its own:
@@ -34,7 +40,7 @@ use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -66,6 +72,7 @@ type StoreResult<T> = Result<T, StorageError<NodeId>>;
 const LOG: TableDefinition<(u16, u64), &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("meta");
 const SNAPSHOT: TableDefinition<u16, &[u8]> = TableDefinition::new("snapshot");
+const IDENTITY: TableDefinition<&str, u64> = TableDefinition::new("identity");
 
 fn read(e: AnyError) -> StorageIOError<NodeId> {
     StorageIOError::read(e)
@@ -156,10 +163,24 @@ fn writer(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<Job>, committed: Co
     }
 }
 
+/// A random non-zero store id.
+fn new_store_id() -> Result<u64, redb::Error> {
+    loop {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| redb::Error::Io(std::io::Error::other(format!("no randomness: {e}"))))?;
+        let id = u64::from_le_bytes(bytes);
+        if id != 0 {
+            return Ok(id);
+        }
+    }
+}
+
 /// The node's store file, and its writer thread.
 #[derive(Clone)]
 pub struct Disk {
     db: Arc<Database>,
+    store_id: u64,
     jobs: std::sync::mpsc::Sender<Job>,
     pending: Pending,
     committed: Committed,
@@ -181,9 +202,27 @@ impl Disk {
     pub fn open(path: &Path) -> Result<Disk, redb::Error> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
-        txn.open_table(LOG)?;
-        txn.open_table(META)?;
-        txn.open_table(SNAPSHOT)?;
+        let store_id = {
+            let log = txn.open_table(LOG)?;
+            let meta = txn.open_table(META)?;
+            txn.open_table(SNAPSHOT)?;
+            let mut identity = txn.open_table(IDENTITY)?;
+            let known = identity.get("store_id")?.map(|v| v.value());
+            match known {
+                Some(id) => id,
+                None => {
+                    // A file with data and no id predates store ids: it keeps id 0 (and the
+                    // Raft ids its replicas always had).
+                    let id = if log.is_empty()? && meta.is_empty()? {
+                        new_store_id()?
+                    } else {
+                        0
+                    };
+                    identity.insert("store_id", id)?;
+                    id
+                }
+            }
+        };
         txn.commit()?;
         let db = Arc::new(db);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -196,12 +235,18 @@ impl Disk {
             .map_err(redb::Error::Io)?;
         Ok(Disk {
             db,
+            store_id,
             jobs: tx,
             pending: Pending::default(),
             committed,
             versions: Arc::default(),
             thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
         })
+    }
+
+    /// This file's store id (see the module's docs).
+    pub fn store_id(&self) -> u64 {
+        self.store_id
     }
 
     /// How many handles share the file: this one, its other clones, and the writer thread.
@@ -656,5 +701,56 @@ impl RaftStateMachine<ShardRaft> for ShardState {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("cadre-storage-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("store.redb")
+    }
+
+    #[test]
+    fn a_new_store_file_draws_a_store_id_and_keeps_it() {
+        let path = temp_file("fresh");
+        let disk = Disk::open(&path).unwrap();
+        let id = disk.store_id();
+        assert_ne!(id, 0);
+        disk.close();
+        let disk = Disk::open(&path).unwrap();
+        assert_eq!(disk.store_id(), id, "reopened, the file keeps its id");
+        disk.close();
+        // A new file in its place (the data directory lost) has another id.
+        std::fs::remove_file(&path).unwrap();
+        let disk = Disk::open(&path).unwrap();
+        assert_ne!(disk.store_id(), id);
+        disk.close();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_store_file_with_data_from_before_store_ids_has_id_0() {
+        let path = temp_file("legacy");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LOG)
+                .unwrap()
+                .insert((0, 1), b"entry".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let disk = Disk::open(&path).unwrap();
+        assert_eq!(disk.store_id(), 0);
+        disk.close();
+        let disk = Disk::open(&path).unwrap();
+        assert_eq!(disk.store_id(), 0, "and keeps it");
+        disk.close();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
