@@ -1,6 +1,7 @@
 //! Store placement in a cluster of store nodes: a store node joining later takes over the shards
-//! it ranks highest for, a dead one is replaced once its grace is over, and no acknowledged
-//! write is lost on the way.
+//! it ranks highest for, a dead one is replaced once its grace is over, one that lost its data
+//! directory comes back as a new member in its old one's place, and no acknowledged write is
+//! lost on the way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
