@@ -55,7 +55,10 @@
 //! refused (so no one counts on it for entries it no longer has, and it votes for no one as
 //! that member), and each shard's leader replaces the old member with the new one (a learner
 //! until it has caught up, then a voter in the old one's place, in one membership change).
-//! Until then the group needs a majority of its other members, as after any crash.
+//! Until then the group needs a majority of its other members, as after any crash. A store
+//! file copied back from a backup is still the member it was, holding less than it
+//! acknowledged, and cannot be told apart: restore a node by starting it with an empty data
+//! directory instead (it then comes back as a new member and catches up).
 //!
 //! # Limits of this version
 //! Nodes are told apart by name in placement and routing.
