@@ -239,30 +239,47 @@ async fn replica_has_all(node: &ClusterNode, shard: u16, written: usize) -> bool
 #[test]
 fn a_store_node_that_lost_its_data_comes_back_as_a_new_member_losing_nothing() {
     run(async {
+        let names = ["s0", "s1", "s2"];
         let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
         let s0 = start("s0", vec![], &dirs[0]).await;
-        let s1 = start("s1", vec![s0.addr()], &dirs[1]).await;
-        let s2 = start("s2", vec![s0.addr()], &dirs[2]).await;
+        let seed = s0.addr();
+        let mut nodes = vec![s0];
+        for (name, dir) in names.iter().zip(&dirs).skip(1) {
+            nodes.push(start(name, vec![seed], dir).await);
+        }
         settles("the store takes writes", || async {
-            s0.kv().put(b"probe/x/y", b"1").await.is_ok()
+            nodes[0].kv().put(b"probe/x/y", b"1").await.is_ok()
         })
         .await;
         let mut written = 0;
-        write(&s0, &mut written, 40).await;
-        let before = member_ids(&[&s0, &s1, &s2], "s1").await;
-        assert_eq!(before.len(), usize::from(SHARDS), "s1 is in every group");
+        write(&nodes[0], &mut written, 40).await;
+        // The victim: shard 0's leader, so that a leader is lost with its data.
+        let all: Vec<&ClusterNode> = nodes.iter().collect();
+        let leader = groups(&all).await[&0]
+            .leader
+            .clone()
+            .expect("shard 0 has a leader");
+        let v = names.iter().position(|n| *n == leader).unwrap();
+        let before = member_ids(&all, &leader).await;
+        assert_eq!(
+            before.len(),
+            usize::from(SHARDS),
+            "{leader} is in every group"
+        );
 
-        // s1 dies and its data directory is lost; it comes back under the same name.
-        s1.crash().await;
-        std::fs::remove_dir_all(&dirs[1].0).unwrap();
-        std::fs::create_dir_all(&dirs[1].0).unwrap();
-        let s1 = start("s1", vec![s0.addr()], &dirs[1]).await;
+        // It dies and its data directory is lost; it comes back under the same name.
+        nodes[v].crash().await;
+        std::fs::remove_dir_all(&dirs[v].0).unwrap();
+        std::fs::create_dir_all(&dirs[v].0).unwrap();
+        let seed = nodes[(v + 1) % 3].addr();
+        nodes[v] = start(&leader, vec![seed], &dirs[v]).await;
+        let all: Vec<&ClusterNode> = nodes.iter().collect();
 
         // In every shard its old member (which acknowledged writes it no longer has) is
         // replaced by its new one, which catches up: never the old member with an empty log.
-        settles("s1's new members replace its old ones", || async {
-            let now = member_ids(&[&s0, &s1, &s2], "s1").await;
-            let g = groups(&[&s0, &s1, &s2]).await;
+        settles("the new members replace the old ones", || async {
+            let now = member_ids(&all, &leader).await;
+            let g = groups(&all).await;
             now.len() == usize::from(SHARDS)
                 && now.iter().all(|(shard, id)| before[shard] != *id)
                 && g.values()
@@ -270,16 +287,16 @@ fn a_store_node_that_lost_its_data_comes_back_as_a_new_member_losing_nothing() {
         })
         .await;
         for shard in 0..SHARDS {
-            settles("s1's new replica has every key again", || {
-                replica_has_all(&s1, shard, written)
+            settles("the new replica has every key again", || {
+                replica_has_all(&nodes[v], shard, written)
             })
             .await;
         }
-        all_there(&s2, written).await;
-        write(&s1, &mut written, 10).await;
-        all_there(&s1, written).await;
-        s0.leave(Duration::from_secs(5)).await;
-        s1.leave(Duration::from_secs(5)).await;
-        s2.leave(Duration::from_secs(5)).await;
+        all_there(&nodes[(v + 1) % 3], written).await;
+        write(&nodes[v], &mut written, 10).await;
+        all_there(&nodes[v], written).await;
+        for n in &nodes {
+            n.leave(Duration::from_secs(5)).await;
+        }
     });
 }
