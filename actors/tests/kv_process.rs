@@ -1,6 +1,7 @@
 //! The status store as processes: three `cadre node --roles store` processes on 127.0.0.1 and
 //! `cadre kv` / `cadre lease` round trips through different nodes, with a watch that sees a
-//! put made by another client.
+//! put made by another client; and a store process that lost its data directory rejoining as a
+//! new member.
 
 mod common;
 
@@ -253,4 +254,69 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
     );
     drop(procs);
     let _ = std::fs::remove_dir_all(&home);
+}
+
+fn store_args<'a>(name: &'a str, dir: &'a str, seed: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        name,
+        "--roles",
+        "store",
+        "--profile",
+        "local_test",
+        "--data-dir",
+        dir,
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--seed", seed]);
+    }
+    args
+}
+
+#[test]
+fn a_store_process_that_lost_its_data_directory_rejoins_as_a_new_member() {
+    let home = temp_home();
+    let data = home.join("data");
+    let dirs: Vec<String> = ["s0", "s1", "s2"]
+        .iter()
+        .map(|n| data.join(n).to_str().unwrap().to_string())
+        .collect();
+    let mut s0 = NodeProc::start(&store_args("s0", &dirs[0], None), &home);
+    let seed = s0.listening_addr();
+    let mut s1 = NodeProc::start(&store_args("s1", &dirs[1], Some(&seed)), &home);
+    let a1 = s1.listening_addr();
+    let mut s2 = NodeProc::start(&store_args("s2", &dirs[2], Some(&seed)), &home);
+    s2.listening_addr();
+    s0.expect_line(&["store groups formed"]);
+    for i in 0..8 {
+        let key = format!("nodes/n{i}/status");
+        ok(&["kv", "--node", &a1, "put", &key, &format!("v{i}")], &home);
+    }
+
+    // s2 is killed, its data directory is lost, and it starts again under its name.
+    drop(s2);
+    std::fs::remove_dir_all(&dirs[2]).unwrap();
+    let mut s2 = NodeProc::start(&store_args("s2", &dirs[2], Some(&seed)), &home);
+    let a2 = s2.listening_addr();
+
+    // The shards' leaders (on s0 and s1 now) replace its old members with its new ones.
+    let deadline = Instant::now() + T;
+    let words = ["came back with a new store file", "node=s2"];
+    while !(s0.saw_line(&words, Duration::from_millis(100))
+        || s1.saw_line(&words, Duration::from_millis(100)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no leader replaced s2's old member"
+        );
+    }
+    for i in 0..8 {
+        let key = format!("nodes/n{i}/status");
+        assert_eq!(
+            ok(&["kv", "--node", &a2, "get", &key], &home),
+            format!("v{i}\n")
+        );
+    }
 }

@@ -66,6 +66,31 @@ impl NodeProc {
         }
     }
 
+    /// Whether a log line containing all of `words` has come (waiting at most `wait`).
+    pub fn saw_line(&mut self, words: &[&str], wait: Duration) -> bool {
+        if self
+            .seen
+            .iter()
+            .any(|l| words.iter().all(|w| l.contains(w)))
+        {
+            return true;
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = words.iter().all(|w| line.contains(w));
+                    self.seen.push(line);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// The address from the "node listening" line.
     pub fn listening_addr(&mut self) -> String {
         let line = self.expect_line(&["node listening"]);
