@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cadre_actors::node::{ClusterNode, NodeConfig};
-use cadre_actors::store::replica::{Group, GroupInfo, Read};
+use cadre_actors::store::replica::{Group, GroupInfo, Read, ReplicaError};
 use cadre_cluster::membership::Profile;
 use cadre_cluster::store::routing;
 use cadre_cluster::store::RangeRequest;
@@ -186,6 +186,40 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
             })
             .await;
         }
+
+        // A replica outside its shard's group serves no read, even a serializable one (its
+        // state never followed the shard); the client reads from the group instead.
+        let outside = (0..SHARDS)
+            .find(|s| !placed(*s, &four).contains("s3"))
+            .expect("the test needs a shard s3 is not in");
+        let serializable = |key: Vec<u8>| Read {
+            range: RangeRequest {
+                key,
+                ..RangeRequest::default()
+            },
+            linearizable: false,
+        };
+        let idle = s3.store().unwrap().replica(outside).unwrap().clone();
+        match idle
+            .ask(serializable(b"nodes/".to_vec()), Duration::from_secs(5))
+            .await
+        {
+            Ok(Err(ReplicaError::NotVoter(_))) => {}
+            other => panic!("a replica outside the group answered a read: {other:?}"),
+        }
+        let i = (0..written)
+            .find(|i| routing::shard_of(&key(*i), SHARDS) == outside)
+            .expect("a key of that shard");
+        let got = s3
+            .kv()
+            .range(serializable(key(i)).range, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.kvs.len(),
+            1,
+            "the serializable read is served by the group"
+        );
 
         // s0 dies. After the grace, every shard it held moves to the live node outside it.
         assert!(

@@ -142,6 +142,14 @@ impl StoreClient {
                 Ok(Err(ReplicaError::NotLeader(leader))) => {
                     last = self.follow(shard, &node, leader).await;
                 }
+                // Refused before the log (only reads are, today): the leader if it knows one,
+                // else the next replica, at once.
+                Ok(Err(ReplicaError::NotVoter(leader))) => {
+                    if leader.is_some() {
+                        self.learn(shard, leader);
+                    }
+                    last = format!("{node} is not a voter of shard {shard}");
+                }
                 Ok(Err(e @ (ReplicaError::LeaseNotFound(_) | ReplicaError::Refused(_)))) => {
                     return Err(StoreClientError::Refused {
                         shard,
@@ -274,6 +282,12 @@ impl StoreClient {
                 Ok(Err(ReplicaError::NotLeader(leader))) => {
                     last = self.follow(shard, &node, leader).await;
                 }
+                Ok(Err(ReplicaError::NotVoter(leader))) => {
+                    if leader.is_some() {
+                        self.learn(shard, leader);
+                    }
+                    last = format!("{node} is not a voter of shard {shard}");
+                }
                 Ok(Err(ReplicaError::Raft(e))) => last = e,
                 Ok(Err(e)) => {
                     return Err(StoreClientError::Refused {
@@ -291,7 +305,8 @@ impl StoreClient {
         Err(self.no_leader(shard, last))
     }
 
-    /// Reads keys of `shard`: linearizable (through the leader) or serializable (any replica).
+    /// Reads keys of `shard`: linearizable (through the leader) or serializable (any voter of
+    /// its group).
     ///
     /// # Errors
     /// [`StoreClientError::NoLeader`] when no replica served it.

@@ -5,7 +5,7 @@
 //! - Writes go through the shard's Raft log: acknowledged means committed by a majority of the
 //!   shard's replicas and on their disks.
 //! - Reads are linearizable (the leader confirms it still leads before answering) unless asked
-//!   serializable (any replica's state, possibly behind).
+//!   serializable (the state of a voter of the shard's group, possibly behind).
 //! - Watches deliver each shard's changes in revision order, a revision's changes together,
 //!   none lost or repeated, resumed on another replica when the serving one fails.
 //! - A lease's TTL is a minimum: its keys go no sooner than a TTL after the last keep-alive

@@ -17,7 +17,9 @@
 //!   its replicas have it on disk (fsync), and is never lost while a majority survives. A
 //!   minority (after a partition or crashes) commits nothing and serves no linearizable read.
 //!   Reads are linearizable by default (the leader confirms its leadership with a quorum, then
-//!   answers once it has applied everything committed before), serializable on request.
+//!   answers once it has applied everything committed before), serializable on request
+//!   (a voter's state, possibly behind; a replica outside the group or still catching up as a
+//!   learner serves none).
 //! - **Revisions** are per shard; operations in different shards are not ordered with each
 //!   other, and a transaction (or a prefix delete) stays within one shard.
 //! - **Watches** see each shard's changes in revision order, every change of a revision at

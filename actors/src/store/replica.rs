@@ -149,6 +149,10 @@ pub enum ReplicaError {
     /// This replica is not the shard's leader; the leader, if known (a node name).
     #[error("not the leader (the leader is {0:?})")]
     NotLeader(Option<String>),
+    /// This replica is not a voter of the shard's group (outside it, or a learner still
+    /// catching up), so it serves no read; the leader, if known (a node name).
+    #[error("not a voter of the shard's group (the leader is {0:?})")]
+    NotVoter(Option<String>),
     /// Raft refused or failed.
     #[error("raft: {0}")]
     Raft(String),
@@ -171,7 +175,7 @@ impl RemoteMessage for Write {
 }
 
 /// A read: linearizable (confirmed with a quorum by the leader) or serializable (this
-/// replica's state, maybe stale).
+/// replica's state, maybe stale; only a voter of the shard's group serves it).
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Read {
     /// What to read.
@@ -859,6 +863,21 @@ impl ShardReplica {
         Err(NotMember { id: self.id })
     }
 
+    /// Whether this replica is a voter of its shard's group.
+    fn is_voter(&self) -> bool {
+        let Some(raft) = self.raft.as_ref() else {
+            return false;
+        };
+        let metrics = raft.0.metrics();
+        let metrics = metrics.borrow();
+        let voter = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == self.id);
+        voter
+    }
+
     fn leader_only(&self) -> Result<(), ReplicaError> {
         if self.leading {
             return Ok(());
@@ -1130,6 +1149,12 @@ impl Handler<Write> for ShardReplica {
 impl Handler<Read> for ShardReplica {
     type Result = ResponseFuture<Result<RangeResponse, ReplicaError>>;
     fn handle(&mut self, m: Read, _: &mut Context<Self>) -> Self::Result {
+        if !m.linearizable && !self.is_voter() {
+            // Its state may never have held the shard's data (a node that joined, or came
+            // back with a new store file) or has stopped following it (removed).
+            let leader = self.leader_node();
+            return Box::pin(async move { Err(ReplicaError::NotVoter(leader)) });
+        }
         let raft = self.raft();
         let state = self.state.clone().expect("set with Raft");
         Box::pin(async move {
