@@ -142,13 +142,9 @@ impl StoreClient {
                 Ok(Err(ReplicaError::NotLeader(leader))) => {
                     last = self.follow(shard, &node, leader).await;
                 }
-                // Refused before the log (only reads are, today): the leader if it knows one,
-                // else the next replica, at once.
+                // Refused before the log (only reads are, today).
                 Ok(Err(ReplicaError::NotVoter(leader))) => {
-                    if leader.is_some() {
-                        self.learn(shard, leader);
-                    }
-                    last = format!("{node} is not a voter of shard {shard}");
+                    last = self.elsewhere(shard, &node, leader);
                 }
                 Ok(Err(e @ (ReplicaError::LeaseNotFound(_) | ReplicaError::Refused(_)))) => {
                     return Err(StoreClientError::Refused {
@@ -246,6 +242,15 @@ impl StoreClient {
         format!("{node} is not the leader")
     }
 
+    /// `node`'s replica is not a voter of the shard's group: the leader next if it knows one,
+    /// else the next replica, at once (no election to wait for).
+    fn elsewhere(&self, shard: u16, node: &str, leader: Option<String>) -> String {
+        if leader.is_some() {
+            self.learn(shard, leader);
+        }
+        format!("{node} is not a voter of shard {shard}")
+    }
+
     fn no_leader(&self, shard: u16, last: String) -> StoreClientError {
         StoreClientError::NoLeader {
             shard,
@@ -283,10 +288,7 @@ impl StoreClient {
                     last = self.follow(shard, &node, leader).await;
                 }
                 Ok(Err(ReplicaError::NotVoter(leader))) => {
-                    if leader.is_some() {
-                        self.learn(shard, leader);
-                    }
-                    last = format!("{node} is not a voter of shard {shard}");
+                    last = self.elsewhere(shard, &node, leader);
                 }
                 Ok(Err(ReplicaError::Raft(e))) => last = e,
                 Ok(Err(e)) => {

@@ -457,17 +457,13 @@ pub(crate) async fn bootstrap(cluster: ClusterNode, store: StoreNode, shards: u1
                             Duration::from_secs(10),
                         )
                         .await;
-                    match outcome {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::warn!(shard, attempt, error = %e, "shard not initialized yet");
-                            failed.push(shard);
-                        }
-                        Err(e) => {
-                            tracing::warn!(shard, attempt, error = %e, "shard not initialized yet");
-                            failed.push(shard);
-                        }
-                    }
+                    let error = match outcome {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(shard, attempt, %error, "shard not initialized yet");
+                    failed.push(shard);
                 }
                 left = failed;
                 if left.is_empty() {
