@@ -35,42 +35,13 @@ fn ok(args: &[&str], home: &std::path::Path) -> String {
 fn three_store_processes_serve_kv_round_trips_and_watches() {
     let home = temp_home();
     let data = home.join("data");
-    let mut first = NodeProc::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "s0",
-            "--roles",
-            "store",
-            "--profile",
-            "local_test",
-            "--data-dir",
-            data.join("s0").to_str().unwrap(),
-        ],
-        &home,
-    );
+    let dirs = store_dirs(&data);
+    let mut first = NodeProc::start(&store_args("s0", &dirs[0], None), &home);
     let seed = first.listening_addr();
     let mut procs = vec![];
     let mut addrs = vec![seed.clone()];
-    for name in ["s1", "s2"] {
-        let mut p = NodeProc::start(
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--name",
-                name,
-                "--roles",
-                "store",
-                "--profile",
-                "local_test",
-                "--seed",
-                &seed,
-                "--data-dir",
-                data.join(name).to_str().unwrap(),
-            ],
-            &home,
-        );
+    for (name, dir) in ["s1", "s2"].iter().zip(&dirs[1..]) {
+        let mut p = NodeProc::start(&store_args(name, dir, Some(&seed)), &home);
         addrs.push(p.listening_addr());
         procs.push(p);
     }
@@ -256,6 +227,15 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// The data directories of s0, s1 and s2 under `data`.
+fn store_dirs(data: &std::path::Path) -> Vec<String> {
+    ["s0", "s1", "s2"]
+        .iter()
+        .map(|n| data.join(n).to_str().unwrap().to_string())
+        .collect()
+}
+
+/// `cadre node` arguments for store node `name` with data in `dir`, joining through `seed`.
 fn store_args<'a>(name: &'a str, dir: &'a str, seed: Option<&'a str>) -> Vec<&'a str> {
     let mut args = vec![
         "--listen",
@@ -279,10 +259,7 @@ fn store_args<'a>(name: &'a str, dir: &'a str, seed: Option<&'a str>) -> Vec<&'a
 fn a_store_process_that_lost_its_data_directory_rejoins_as_a_new_member() {
     let home = temp_home();
     let data = home.join("data");
-    let dirs: Vec<String> = ["s0", "s1", "s2"]
-        .iter()
-        .map(|n| data.join(n).to_str().unwrap().to_string())
-        .collect();
+    let dirs = store_dirs(&data);
     let mut s0 = NodeProc::start(&store_args("s0", &dirs[0], None), &home);
     let seed = s0.listening_addr();
     let mut s1 = NodeProc::start(&store_args("s1", &dirs[1], Some(&seed)), &home);

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use cadre_cluster::store::placement;
-use cadre_cluster::store::routing;
 use cadre_cluster::store::{
     Event, LeaseClock, LeaseId, Limits, RangeRequest, RangeResponse, Request, Revision, StoreError,
     WatchHub, WatchId, WatchUpdate,
@@ -42,21 +41,6 @@ pub struct Placement {
 /// The name a shard's replica is exposed under on its node.
 pub fn replica_name(shard: u16) -> String {
     format!("store.{shard}")
-}
-
-/// A replica's Raft id: a stable hash of its node's name and its store file's id (see
-/// [`Disk::store_id`]; the name travels as the member's address in Raft's membership). A node
-/// that comes back with a new store file (its data directory lost) is a new member under the
-/// same name: the member it was, which acknowledged what the lost file held, is replaced, never
-/// impersonated. A store file from before store ids (id 0) keeps the name's hash alone.
-pub fn raft_id(node: &str, store_id: u64) -> u64 {
-    if store_id == 0 {
-        return routing::stable_hash(node.as_bytes());
-    }
-    let mut key = node.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&store_id.to_le_bytes());
-    routing::stable_hash(&key)
 }
 
 /// Raft timings.
@@ -214,7 +198,7 @@ impl RemoteMessage for Identify {
 /// A replica's answer to [`Identify`].
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
-    /// Its Raft id ([`raft_id`]).
+    /// Its Raft id ([`placement::member_id`]).
     pub id: u64,
     /// Whether it knows of a formed group (one with voters).
     pub formed: bool,
@@ -239,7 +223,7 @@ pub struct GroupInfo {
     pub voters: Vec<String>,
     /// The learners (catching up before they become voters).
     pub learners: Vec<String>,
-    /// The voters' Raft ids ([`raft_id`]), in the order of `voters`.
+    /// The voters' Raft ids ([`placement::member_id`]), in the order of `voters`.
     pub voter_ids: Vec<u64>,
 }
 
@@ -488,7 +472,8 @@ impl Drop for RaftGuard {
 pub struct ShardReplica {
     shard: u16,
     me: String,
-    /// This replica's Raft id ([`raft_id`] of its node's name and store file).
+    /// This replica's Raft id ([`placement::member_id`] of its node's name and store file,
+    /// [`Disk::store_id`]; the name travels as the member's address in Raft's membership).
     id: u64,
     /// What replicas said they are when reached as someone else ([`NotMember`]).
     incarnations: Incarnations,
@@ -531,7 +516,7 @@ impl ShardReplica {
         let me = transport.id().to_string();
         ShardReplica {
             shard,
-            id: raft_id(&me, disk.store_id()),
+            id: placement::member_id(&me, disk.store_id()),
             me,
             incarnations: Incarnations::default(),
             transport,
@@ -729,7 +714,8 @@ impl ShardReplica {
         let voter_ids: BTreeSet<u64> = voters.values().copied().collect();
         let shard = self.shard;
         if !joint {
-            if let Some(renewed) = self.renewed(&voters, &learners) {
+            let renewal = placement::renewal(&voters, &learners, &self.incarnations.lock());
+            if let Some(renewed) = renewal {
                 self.changing = true;
                 ctx.spawn(
                     replace_member(raft, voter_ids, renewed.clone())
@@ -781,12 +767,7 @@ impl ShardReplica {
                 let mut next = voter_ids;
                 if let Some(add) = &change.add {
                     let id = identify(&transport, add, shard).await?.id;
-                    let learner = raft.add_learner(id, BasicNode::new(add), true);
-                    match tokio::time::timeout(CATCH_UP, learner).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(format!("adding {add}: {e}")),
-                        Err(_) => return Err(format!("{add} did not catch up within {CATCH_UP:?}")),
-                    }
+                    add_caught_up(&raft, id, add).await?;
                     next.insert(id);
                 }
                 if let Some(remove) = change.remove.as_ref().and_then(|n| voters.get(n)) {
@@ -811,40 +792,23 @@ impl ShardReplica {
         );
     }
 
-    /// A member whose node answered RPCs as another member (it came back with a new store
-    /// file), if any: the first, voters before learners.
-    fn renewed(
+    /// `f` of the group's membership as this replica knows it (`None` before Raft is up).
+    fn membership<T>(
         &self,
-        voters: &BTreeMap<String, u64>,
-        learners: &BTreeMap<String, u64>,
-    ) -> Option<Renewed> {
-        let seen = self.incarnations.lock();
-        voters
-            .iter()
-            .map(|m| (m, true))
-            .chain(learners.iter().map(|m| (m, false)))
-            .find_map(|((name, old), voter)| {
-                let new = *seen.get(name)?;
-                (new != *old).then(|| Renewed {
-                    name: name.clone(),
-                    old: *old,
-                    new,
-                    voter,
-                })
-            })
+        f: impl FnOnce(&openraft::Membership<u64, BasicNode>) -> T,
+    ) -> Option<T> {
+        let raft = self.raft.as_ref()?;
+        let metrics = raft.0.metrics();
+        let metrics = metrics.borrow();
+        Some(f(metrics.membership_config.membership()))
     }
 
     /// Whether this node is in its shard's group (a voter or a learner). A replica that was
     /// never part of it, or was removed, stops serving watches: what it has applied no longer
     /// moves, and its watchers must resume elsewhere.
     fn in_group(&self) -> bool {
-        let Some(raft) = self.raft.as_ref() else {
-            return false;
-        };
-        let metrics = raft.0.metrics();
-        let metrics = metrics.borrow();
-        let m = metrics.membership_config.membership();
-        m.get_node(&self.id).is_some()
+        self.membership(|m| m.get_node(&self.id).is_some())
+            .unwrap_or(false)
     }
 
     /// Whether a Raft RPC meant for member `target` is for this replica: one meant for the
@@ -865,17 +829,8 @@ impl ShardReplica {
 
     /// Whether this replica is a voter of its shard's group.
     fn is_voter(&self) -> bool {
-        let Some(raft) = self.raft.as_ref() else {
-            return false;
-        };
-        let metrics = raft.0.metrics();
-        let metrics = metrics.borrow();
-        let voter = metrics
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|id| id == self.id);
-        voter
+        self.membership(|m| m.voter_ids().any(|id| id == self.id))
+            .unwrap_or(false)
     }
 
     fn leader_only(&self) -> Result<(), ReplicaError> {
@@ -907,23 +862,12 @@ impl ShardReplica {
     }
 }
 
-/// A member to replace with the same node's new member ([`ShardReplica::renewed`]).
-#[derive(Clone, Debug)]
-struct Renewed {
-    name: String,
-    old: u64,
-    new: u64,
-    voter: bool,
-}
-
-/// Replaces a renewed member: a learner is dropped (placement adds the node again, as what it
-/// is now); a voter's new member joins as a learner, catches up, and takes the old one's place
-/// in one membership change (the old one's acknowledgements are not needed for it: the rest
-/// of the group is a majority of both configurations, or the change waits).
+/// Carries out a [`placement::Renewal`] (the old member's acknowledgements are not needed for
+/// it: the rest of the group is a majority of both configurations, or the change waits).
 async fn replace_member(
     raft: Raft<ShardRaft>,
     voters: BTreeSet<u64>,
-    renewed: Renewed,
+    renewed: placement::Renewal,
 ) -> Result<(), String> {
     if !renewed.voter {
         let old = BTreeSet::from([renewed.old]);
@@ -933,16 +877,7 @@ async fn replace_member(
             .map(|_| ())
             .map_err(|e| format!("removing the old learner: {e}"));
     }
-    let learner = raft.add_learner(renewed.new, BasicNode::new(&renewed.name), true);
-    match tokio::time::timeout(CATCH_UP, learner).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(format!("adding the new member: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "the new member did not catch up within {CATCH_UP:?}"
-            ))
-        }
-    }
+    add_caught_up(&raft, renewed.new, &renewed.name).await?;
     let mut next = voters;
     next.remove(&renewed.old);
     next.insert(renewed.new);
@@ -950,6 +885,17 @@ async fn replace_member(
         .await
         .map(|_| ())
         .map_err(|e| format!("changing voters: {e}"))
+}
+
+/// Adds member `id` (on node `name`) as a learner and waits until it has caught up (at most
+/// [`CATCH_UP`]).
+async fn add_caught_up(raft: &Raft<ShardRaft>, id: u64, name: &str) -> Result<(), String> {
+    let learner = raft.add_learner(id, BasicNode::new(name), true);
+    match tokio::time::timeout(CATCH_UP, learner).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("adding {name}: {e}")),
+        Err(_) => Err(format!("{name} did not catch up within {CATCH_UP:?}")),
+    }
 }
 
 /// Asks the replica of `shard` on node `name` who it is.
@@ -1112,15 +1058,9 @@ impl Handler<SnapshotRpc> for ShardReplica {
 impl Handler<Identify> for ShardReplica {
     type Result = MessageResult<Identify>;
     fn handle(&mut self, _: Identify, _: &mut Context<Self>) -> Self::Result {
-        let raft = self.raft();
-        let metrics = raft.metrics();
-        let formed = metrics
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .next()
-            .is_some();
+        let formed = self
+            .membership(|m| m.voter_ids().next().is_some())
+            .expect("the mailbox waits until Raft is up");
         MessageResult(Identity {
             id: self.id,
             formed,
@@ -1214,27 +1154,5 @@ impl Handler<Leader> for ShardReplica {
     type Result = Option<String>;
     fn handle(&mut self, _: Leader, _: &mut Context<Self>) -> Option<String> {
         self.leader_node()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_raft_id_is_the_names_and_the_store_files() {
-        assert_eq!(
-            raft_id("s1", 0),
-            routing::stable_hash(b"s1"),
-            "a file from before store ids"
-        );
-        assert_eq!(raft_id("s1", 7), raft_id("s1", 7));
-        assert_ne!(
-            raft_id("s1", 7),
-            raft_id("s1", 8),
-            "a new store file: a new member"
-        );
-        assert_ne!(raft_id("s1", 7), raft_id("s2", 7));
-        assert_ne!(raft_id("s1", 7), raft_id("s1", 0));
     }
 }

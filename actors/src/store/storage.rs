@@ -14,7 +14,8 @@
 //! The store id tells this file apart from any other a node of the same name ever had: a node
 //! whose data directory was lost comes back with a new one, so its replicas are new Raft
 //! members, not the ones that acknowledged what the lost file held (see
-//! [`raft_id`](super::replica::raft_id)). A file written before store ids existed has id 0.
+//! [`member_id`](cadre_cluster::store::placement::member_id)). A file written before store ids
+//! existed has id 0.
 //!
 //! Every write of the log, the vote and the snapshots commits with redb's immediate durability
 //! (an fsync) before openraft is told it is done; the committed id costs no commit of its own:

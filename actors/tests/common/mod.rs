@@ -47,48 +47,33 @@ impl NodeProc {
 
     /// Waits (at most `T`) for a log line containing all of `words`; returns it.
     pub fn expect_line(&mut self, words: &[&str]) -> String {
-        let deadline = Instant::now() + T;
+        self.next_line_with(words, T).unwrap_or_else(|| {
+            panic!(
+                "no line with {words:?} within {T:?}; saw:\n{}",
+                self.seen.join("\n")
+            )
+        })
+    }
+
+    /// The next log line containing all of `words`, if one comes within `wait`.
+    fn next_line_with(&mut self, words: &[&str], wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = words.iter().all(|w| line.contains(w));
-                    self.seen.push(line.clone());
-                    if hit {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with {words:?} within {T:?}; saw:\n{}",
-                    self.seen.join("\n")
-                ),
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if words.iter().all(|w| line.contains(w)) {
+                return Some(line);
             }
         }
     }
 
     /// Whether a log line containing all of `words` has come (waiting at most `wait`).
     pub fn saw_line(&mut self, words: &[&str], wait: Duration) -> bool {
-        if self
-            .seen
+        self.seen
             .iter()
             .any(|l| words.iter().all(|w| l.contains(w)))
-        {
-            return true;
-        }
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = words.iter().all(|w| line.contains(w));
-                    self.seen.push(line);
-                    if hit {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
+            || self.next_line_with(words, wait).is_some()
     }
 
     /// The address from the "node listening" line.

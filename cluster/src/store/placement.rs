@@ -18,10 +18,14 @@
 //! replaced once a live node is there to take its place, and with exactly [`REPLICAS`] store
 //! nodes nothing ever moves.
 //!
-//! The function is pure: the caller says who is up, who has been down and for how long, and
-//! carries out the change it returns.
+//! A member is a node's name *and* its store file: [`member_id`]. A node that comes back with a
+//! new store file (its data directory lost) is a new member under the same name, and
+//! [`renewal`] says which old member to replace with it.
+//!
+//! The functions are pure: the caller says who is up, who has been down and for how long (and
+//! which member each node answers as), and carries out the change they return.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::routing;
@@ -105,6 +109,55 @@ pub struct Change {
     /// Learners that no longer belong (left over from an addition that did not finish), to
     /// remove first.
     pub drop_learners: BTreeSet<String>,
+}
+
+/// A replica's Raft id: a stable hash of its node's name and its store file's id. A store file
+/// from before store ids (id 0) keeps the name's hash alone (its members keep their ids).
+pub fn member_id(node: &str, store_id: u64) -> u64 {
+    if store_id == 0 {
+        return routing::stable_hash(node.as_bytes());
+    }
+    let mut key = node.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&store_id.to_le_bytes());
+    routing::stable_hash(&key)
+}
+
+/// A member to replace with its node's new member (see [`renewal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// The node's name.
+    pub name: String,
+    /// The member it was (in the group).
+    pub old: u64,
+    /// The member it is now.
+    pub new: u64,
+    /// Whether the old member is a voter (else a learner). A voter is replaced: the new member
+    /// joins as a learner, catches up, and takes the old one's place in one membership change.
+    /// A learner is dropped (the placement adds the node again, as what it is now).
+    pub voter: bool,
+}
+
+/// The first member of the group (voters before learners, by name) whose node now answers as
+/// another member (`answered_as`: node name to the member id it answered as), if any.
+pub fn renewal(
+    voters: &BTreeMap<String, u64>,
+    learners: &BTreeMap<String, u64>,
+    answered_as: &HashMap<String, u64>,
+) -> Option<Renewal> {
+    voters
+        .iter()
+        .map(|m| (m, true))
+        .chain(learners.iter().map(|m| (m, false)))
+        .find_map(|((name, old), voter)| {
+            let new = *answered_as.get(name)?;
+            (new != *old).then(|| Renewal {
+                name: name.clone(),
+                old: *old,
+                new,
+                voter,
+            })
+        })
 }
 
 /// The nodes that should hold `shard` (best first), given its current `voters`.
@@ -426,5 +479,55 @@ mod tests {
                 assert_eq!(after, placed(shard, &alive_or_grace), "{start:?} {n:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_member_is_a_name_and_a_store_file() {
+        assert_eq!(
+            member_id("s1", 0),
+            routing::stable_hash(b"s1"),
+            "a file from before store ids"
+        );
+        let mut key = b"s1".to_vec();
+        key.push(0);
+        key.extend_from_slice(&7u64.to_le_bytes());
+        assert_eq!(member_id("s1", 7), routing::stable_hash(&key));
+        assert_ne!(
+            member_id("s1", 7),
+            member_id("s1", 8),
+            "a new store file: a new member"
+        );
+        assert_ne!(member_id("s1", 7), member_id("s2", 7));
+        assert_ne!(member_id("s1", 7), member_id("s1", 0));
+    }
+
+    #[test]
+    fn a_node_answering_as_another_member_is_renewed_voters_first() {
+        let members = |m: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            m.iter().map(|(n, id)| (n.to_string(), *id)).collect()
+        };
+        let voters = members(&[("s0", 10), ("s1", 11), ("s2", 12)]);
+        let learners = members(&[("s3", 13)]);
+        let mut answered = HashMap::new();
+        assert_eq!(renewal(&voters, &learners, &answered), None);
+        // Answering as the member it is: nothing to do.
+        answered.insert("s1".to_string(), 11);
+        assert_eq!(renewal(&voters, &learners, &answered), None);
+        answered.insert("s3".to_string(), 33);
+        let learner = Renewal {
+            name: "s3".into(),
+            old: 13,
+            new: 33,
+            voter: false,
+        };
+        assert_eq!(renewal(&voters, &learners, &answered), Some(learner));
+        answered.insert("s2".to_string(), 22);
+        let voter = Renewal {
+            name: "s2".into(),
+            old: 12,
+            new: 22,
+            voter: true,
+        };
+        assert_eq!(renewal(&voters, &learners, &answered), Some(voter));
     }
 }

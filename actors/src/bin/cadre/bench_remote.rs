@@ -41,7 +41,7 @@ pub(crate) struct Options {
     /// Payload bytes per message (at most 100 for the published target).
     #[arg(long, default_value_t = 100)]
     payload: usize,
-    /// Asks per side for the round trip (one in flight), in alternating blocks of 250.
+    /// Asks per side for the round trip (one in flight), alternating with raw in short blocks.
     #[arg(long, default_value_t = 40_000)]
     asks: usize,
     /// Throughput rounds (alternating cadre and raw); medians are reported.
