@@ -31,9 +31,10 @@ use crate::error::AskError;
 /// How many messages a lane handles in one poll before it lets the arbiter's other tasks run.
 const BUDGET: usize = 1024;
 
-/// How many times one poll of a lane reads its [`Feed`]: once is enough, a read leaves the feed
-/// set to wake the task when more comes.
-const FEEDS_PER_POLL: usize = 1;
+/// How many times one poll of a lane reads its [`Feed`] at most. A read that leaves the feed set
+/// to wake the task is the last of the poll; one that delivered work and asked to be read again
+/// (`Poll::Ready`) is followed by another once that work is handled.
+const FEEDS_PER_POLL: usize = 8;
 
 /// A source of work that an idle actor reads itself: the network connection its requests come
 /// over ([`ActorRef::ask_then_fed`](crate::ActorRef::ask_then_fed)).
@@ -45,8 +46,11 @@ const FEEDS_PER_POLL: usize = 1;
 /// actor may be busy, waiting or gone when the feed has more: a feed must never depend on
 /// being polled again (someone else must read it then).
 pub trait Feed: Send + Sync {
-    /// Delivers what is ready, and arranges for `cx` to be woken when more comes.
-    fn poll_feed(&self, cx: &mut TaskContext<'_>);
+    /// Delivers what is ready. `Poll::Pending`: it has arranged for `cx` to be woken when more
+    /// comes. `Poll::Ready`: it delivered work and stopped before arranging that, so that the
+    /// work is handled first; the lane reads it again once that work is done, within the same
+    /// poll (if the lane cannot, the feed must still not depend on it: see above).
+    fn poll_feed(&self, cx: &mut TaskContext<'_>) -> Poll<()>;
     /// The lane no longer reads it: another feed took its place, or the instance ended. Must
     /// not block.
     fn release(&self);
@@ -231,11 +235,13 @@ impl<A: Actor<Context = Context<A>>> ActorFuture<A> for LaneFuture<A> {
                     if let (Some(feed), true) = (&st.feed, feeds > 0) {
                         // Idle: read the feed from here, then look at the lane again. What it
                         // delivers here needs no wake-up (the waker is dropped meanwhile).
-                        feeds -= 1;
                         let feed = feed.clone();
                         st.waker = None;
                         drop(st);
-                        feed.poll_feed(task);
+                        feeds = match feed.poll_feed(task) {
+                            Poll::Ready(()) => feeds - 1,
+                            Poll::Pending => 0,
+                        };
                         continue;
                     }
                     match &st.waker {

@@ -290,9 +290,12 @@ fn an_unsupervised_actor_with_a_lane_stops_once_its_handles_are_gone_after_drain
 }
 
 /// A feed for the tests: numbers queued by the test are delivered as pushes when the lane
-/// reads it; it counts reads and releases and keeps the waker of the last read.
+/// reads it; it counts reads and releases and keeps the waker of the last read. With `pause`,
+/// a read that delivers keeps no waker and asks to be read again (`Poll::Ready`), as a
+/// connection does that stops once it handed over a request.
 #[derive(Default)]
 struct Numbers {
+    pause: bool,
     queued: Mutex<Vec<u32>>,
     to: Mutex<Option<cadre_runtime::ActorRef<Recorder>>>,
     waker: Mutex<Option<std::task::Waker>>,
@@ -303,7 +306,7 @@ struct Numbers {
 }
 
 impl cadre_runtime::Feed for Numbers {
-    fn poll_feed(&self, cx: &mut std::task::Context<'_>) {
+    fn poll_feed(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let batch: Vec<Push> = self.queued.lock().drain(..).map(Push).collect();
         if !batch.is_empty() {
@@ -311,8 +314,12 @@ impl cadre_runtime::Feed for Numbers {
             let to = self.to.lock().clone().expect("the actor is set");
             assert!(to.tell_iter(batch.into_iter(), n).is_ok());
             self.delivered.notify_one();
+            if self.pause {
+                return std::task::Poll::Ready(());
+            }
         }
         *self.waker.lock() = Some(cx.waker().clone());
+        std::task::Poll::Pending
     }
 
     fn release(&self) {
@@ -376,5 +383,39 @@ fn an_idle_lane_reads_its_feed_handles_what_it_brings_and_releases_it_when_repla
         assert!(matches!(reason, ExitReason::Panic(_)), "{reason:?}");
         assert_eq!(Numbers::count(&second.released), 1);
         assert_eq!(Numbers::count(&first.released), 1);
+    });
+}
+
+#[test]
+fn a_feed_that_pauses_after_delivering_is_read_again_once_the_work_is_handled() {
+    run(async {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let actor = spawn("paused", 64, Recorder::new(&seen));
+        let feed = Arc::new(Numbers {
+            pause: true,
+            ..Numbers::default()
+        });
+        *feed.to.lock() = Some(actor.clone());
+        let dyn_feed: Arc<dyn cadre_runtime::Feed> = feed.clone();
+        let (reply, rx) = catch();
+        assert!(actor.ask_then_fed(Len, T, reply, Some(&dyn_feed)).is_ok());
+        assert_eq!(outcome(rx).await.unwrap(), 0);
+        // Each arrival is delivered by a read that keeps no waker: only the read the lane makes
+        // after handling it leaves one, so the next arrival is seen only if that read happened.
+        // Nothing else wakes the actor meanwhile.
+        for n in 1..=5u32 {
+            feed.arrive(&[n]);
+            tokio::time::timeout(T, feed.delivered.notified())
+                .await
+                .expect("the lane read its feed again after the last delivery");
+        }
+        let (reply, rx) = catch();
+        assert!(actor.ask_then(Len, T, reply).is_ok());
+        assert_eq!(outcome(rx).await.unwrap(), 5);
+        assert_eq!(*seen.lock(), [1, 2, 3, 4, 5]);
+        assert!(
+            Numbers::count(&feed.reads) >= 11,
+            "each delivering read, and one after each"
+        );
     });
 }

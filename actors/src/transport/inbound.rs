@@ -12,8 +12,12 @@
 //! the task to read and wake them. The task, woken second, finds that the reader has read
 //! since and leaves the socket to it; if it has not (a future left unpolled, an actor busy or
 //! waiting, a reader on another thread not yet run), the task reads: no reader can stall the
-//! connection. An asker that has its answer (or gives up) hands the socket back to the task,
-//! waking the task if data already waits; so does an actor's feed when it is released. A frame
+//! connection. A reader stops as soon as it has what it came for — an asker its reply, an
+//! actor a request it was handed — and hands the socket back to the task, which it wakes: the
+//! reply then goes out before anyone registers with the socket again (an actor reads again
+//! once it answered, and so registers; the task, run after it, finds that and leaves the
+//! socket to it). An asker that gives up hands the socket back too (waking the task if data
+//! already waits); so does an actor's feed when it is released. A frame
 //! a reader cannot deliver at once (a full lane) and the end of the connection are handed to
 //! the task, which alone waits on them.
 
@@ -108,12 +112,35 @@ pub(crate) struct Conn<'a> {
     pub(crate) link: &'a Arc<Link>,
 }
 
+/// Who pumps the socket.
+#[derive(Clone, Copy)]
+enum Reader<'w> {
+    /// The connection's task.
+    Task,
+    /// An idle actor, for which this connection is a [`Feed`].
+    Feed,
+    /// An asker waiting for the reply to ask `id`, with its waker.
+    Asker(u64, &'w Waker),
+}
+
+/// What became of a reader's turn at the socket.
+enum Turn {
+    /// Someone else reads it, or only the task may now.
+    Skipped,
+    /// The reader read it (and must hand it back when done).
+    Drained,
+    /// The reader has what it came for and gave the socket back to the task already.
+    Answered,
+}
+
 /// Where a pump stopped.
 enum Pumped {
     /// The socket has nothing more; the reader's waker is registered with it.
     Drained,
-    /// The asker reading has its answer, and the buffer holds no whole frame: it reads no
-    /// further (handing the socket back registers the task with it).
+    /// The reader has what it came for — the asker its answer, the feed an ask it delivered —
+    /// and the buffer holds no whole frame: it reads no further, and no waker is registered
+    /// with the socket yet (whoever reads next does it; the task is woken to be sure). The
+    /// registration then comes after the reply went out, not on its way.
     Answered,
     /// A delivery waits for room ([`ReadState::stalled`]).
     Stalled,
@@ -183,7 +210,7 @@ impl Inbound {
             }
             // No asker holds the socket, or one does but has not read what came: read it.
             st.lent = false;
-            match st.pump(conn, cx, None) {
+            match st.pump(conn, cx, Reader::Task) {
                 Pumped::Drained | Pumped::Answered => return Poll::Pending,
                 Pumped::Stalled => continue,
                 Pumped::Ended(end) => return Poll::Ready(end),
@@ -193,31 +220,42 @@ impl Inbound {
 
     /// A turn at reading for `cx`'s task (an asker waiting for ask `id`, or an idle actor), if
     /// no one else reads and nothing waits on the task: handles what the socket has and leaves
-    /// the [`Relay`] with it, for this reader's waker. True when the reader took the socket
-    /// (and must [hand it back](Inbound::hand_back)); false if it did not read.
-    fn read_for(&self, conn: &Conn<'_>, cx: &mut Context<'_>, id: Option<u64>) -> bool {
+    /// the [`Relay`] with it, for this reader's waker ([`Turn::Drained`]: the reader must
+    /// [hand it back](Inbound::hand_back)), or stops once the reader has what it came for and
+    /// hands the socket to the task at once ([`Turn::Answered`]).
+    fn read_for(&self, conn: &Conn<'_>, cx: &mut Context<'_>, id: Option<u64>) -> Turn {
         let Some(mut guard) = self.state.try_lock() else {
-            return false; // someone reads; they will hand over the reply
+            return Turn::Skipped; // someone reads; they will hand over the reply
         };
         let Some(st) = guard.as_mut() else {
-            return false;
+            return Turn::Skipped;
         };
         if st.stalled.is_some() || st.ended.is_some() {
-            return false; // the task's to handle
+            return Turn::Skipped; // the task's to handle
         }
         keep(&self.relay.asker, cx.waker());
         self.relay.fired.store(false, Ordering::Release);
         st.lent = true;
         let mut relayed = Context::from_waker(&self.relay_waker);
-        match st.pump(conn, &mut relayed, id.map(|id| (id, cx.waker()))) {
-            Pumped::Drained | Pumped::Answered => {}
+        let reader = match id {
+            Some(id) => Reader::Asker(id, cx.waker()),
+            None => Reader::Feed,
+        };
+        match st.pump(conn, &mut relayed, reader) {
+            Pumped::Drained => return Turn::Drained,
+            // Nothing is registered with the socket: the task registers itself when it next
+            // runs, unless a reader took the socket again meanwhile.
+            Pumped::Answered => {
+                self.give_to_task(st);
+                return Turn::Answered;
+            }
             Pumped::Stalled => self.give_to_task(st),
             Pumped::Ended(end) => {
                 st.ended = Some(end);
                 self.give_to_task(st);
             }
         }
-        true
+        Turn::Drained
     }
 
     /// An asker is done reading: the socket wakes the task again (at once, if data waits).
@@ -254,14 +292,14 @@ impl Inbound {
 impl ReadState {
     /// Handles every whole frame in the buffer and reads more, until the socket has nothing
     /// more (its readiness then wakes `cx`), a delivery must wait for room, or the connection
-    /// ends. With `asker` (the ask id and waker of the asker reading), its own reply wakes no
-    /// one, and once it is in, the whole frames already read are handled and no more is read.
-    fn pump(
-        &mut self,
-        conn: &Conn<'_>,
-        cx: &mut Context<'_>,
-        asker: Option<(u64, &Waker)>,
-    ) -> Pumped {
+    /// ends. An asker's own reply wakes no one; once an asker has its reply, or a feed has
+    /// delivered an ask, the whole frames already read are handled and no more is read
+    /// ([`Pumped::Answered`]).
+    fn pump(&mut self, conn: &Conn<'_>, cx: &mut Context<'_>, reader: Reader<'_>) -> Pumped {
+        let asker = match reader {
+            Reader::Asker(id, waker) => Some((id, waker)),
+            Reader::Task | Reader::Feed => None,
+        };
         let mut answered = false;
         loop {
             // Each whole frame is split off (no copy): a tell's messages are decoded later, by
@@ -277,6 +315,7 @@ impl ReadState {
                     .and_then(|env| handle(conn, &mut self.cache, env, &frame, asker));
                 match handled {
                     Ok(Handled::Done) => {}
+                    Ok(Handled::Asked) => answered |= matches!(reader, Reader::Feed),
                     Ok(Handled::Mine) => answered = true,
                     Ok(Handled::Wait(wait)) => {
                         // A full lane: stop reading until it takes the messages.
@@ -345,7 +384,8 @@ impl Future for AwaitAnswer<'_> {
         if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
             return this.finish(answer);
         }
-        if link.inbound.read_for(&this.conn, cx, Some(this.id)) {
+        if let Turn::Drained | Turn::Answered = link.inbound.read_for(&this.conn, cx, Some(this.id))
+        {
             this.lent = true;
             if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
                 return this.finish(answer);
@@ -387,9 +427,9 @@ impl ConnFeed {
 }
 
 impl Feed for ConnFeed {
-    fn poll_feed(&self, cx: &mut Context<'_>) {
+    fn poll_feed(&self, cx: &mut Context<'_>) -> Poll<()> {
         let (Some(link), Some(inner)) = (self.link.upgrade(), self.inner.upgrade()) else {
-            return; // the connection is gone
+            return Poll::Pending; // the connection is gone: nothing more comes
         };
         let conn = Conn {
             inner: &inner,
@@ -397,7 +437,10 @@ impl Feed for ConnFeed {
             link: &link,
         };
         // Its release hands the socket back.
-        link.inbound.read_for(&conn, cx, None);
+        match link.inbound.read_for(&conn, cx, None) {
+            Turn::Answered => Poll::Ready(()),
+            Turn::Drained | Turn::Skipped => Poll::Pending,
+        }
     }
 
     fn release(&self) {
@@ -461,6 +504,8 @@ enum Handled {
     Wait(WaitDelivery),
     /// The reply of the asker reading.
     Mine,
+    /// An ask, handed to its actor.
+    Asked,
 }
 
 /// Handles one envelope. `asker` is the ask id and waker of the asker reading, if one is.
@@ -503,10 +548,13 @@ fn handle(
                     if let Delivery::Wait(wait) = d.ask_bytes(a.tag, a.body, timeout, replier) {
                         return Ok(Handled::Wait(wait));
                     }
+                    Ok(Handled::Asked)
                 }
-                Err(e) => Replier::new(link.clone(), a.id, a.to.into()).fail(e),
+                Err(e) => {
+                    Replier::new(link.clone(), a.id, a.to.into()).fail(e);
+                    Ok(Handled::Done)
+                }
             }
-            Ok(Handled::Done)
         }
         EnvelopeRef::Reply(r) => {
             let result = r.result.map(|b| frame.slice_ref(b));
