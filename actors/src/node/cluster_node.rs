@@ -436,7 +436,18 @@ impl ClusterNode {
         A: Actor + actix::Handler<ClusterEvent>,
         A::Context: actix::dev::ToEnvelope<A, ClusterEvent>,
     {
-        let mut rx = self.cluster_events.subscribe();
+        Self::forward_events(self.cluster_events.subscribe(), actor);
+    }
+
+    /// As [`ClusterNode::subscribe_actor`], from a subscription taken earlier with
+    /// [`ClusterNode::events`]: every event since it was taken reaches `actor`. For an actor
+    /// that looks the cluster up when it starts: subscribed before it starts, it misses nothing
+    /// that changed after its lookup was answered.
+    pub fn forward_events<A>(mut rx: broadcast::Receiver<ClusterEvent>, actor: ActorRef<A>)
+    where
+        A: Actor + actix::Handler<ClusterEvent>,
+        A::Context: actix::dev::ToEnvelope<A, ClusterEvent>,
+    {
         actix::spawn(async move {
             loop {
                 let mut event = match rx.recv().await {

@@ -200,12 +200,8 @@ pub(crate) struct MasterActor {
 
 impl MasterActor {
     fn node_up(&mut self, node: &str, service: &cadre_cluster::discovery::Service) {
-        let capacity = service
-            .meta
-            .get("capacity")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        self.sched.node_up(node, service.tags.clone(), capacity);
+        let (kinds, capacity) = offer(service);
+        self.sched.node_up(node, kinds, capacity);
         self.topology.send_modify(|v| *v += 1);
     }
 
@@ -297,17 +293,38 @@ impl Actor for MasterActor {
             act.sched.tick(Instant::now());
             act.pump(true);
         });
+        // The events are subscribed to before this actor first starts (see `Master::start`), so
+        // every change after the directory answers reaches it too; the scheduler keeps what
+        // such an event says over the answer.
+        self.sched.lookup_started();
         let cluster = self.cluster.clone();
         ctx.spawn(
             async move { cluster.lookup(TASKS_SERVICE).await }
                 .into_actor(self)
                 .map(|nodes, act, _| {
-                    for (node, service) in nodes {
-                        act.node_up(&node, &service);
-                    }
+                    let nodes = nodes
+                        .iter()
+                        .map(|(node, service)| {
+                            let (kinds, capacity) = offer(service);
+                            (node.clone(), kinds, capacity)
+                        })
+                        .collect();
+                    act.sched.looked_up(nodes);
+                    act.topology.send_modify(|v| *v += 1);
+                    act.pump(true);
                 }),
         );
     }
+}
+
+/// The task kinds a node's tasks service offers, and its capacity.
+fn offer(service: &cadre_cluster::discovery::Service) -> (Vec<String>, u32) {
+    let capacity = service
+        .meta
+        .get("capacity")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (service.tags.clone(), capacity)
 }
 
 impl Handler<ClusterEvent> for MasterActor {
@@ -507,6 +524,9 @@ impl Master {
         })
         .mailbox(16 * 1024);
         let actor = spec.actor_ref();
+        // Taken before the actor starts and looks the worker nodes up, so that no change after
+        // the directory's answer is missed (see `MasterActor::started`).
+        let events = cluster.events();
         let sup = SupervisorSpec::new("tasks-master")
             .child(spec)
             .start(runtime)
@@ -516,7 +536,7 @@ impl Master {
             .expose(&name, actor.clone())
             .accept::<TaskReports>()
             .accept::<TaskHeartbeat>();
-        cluster.subscribe_actor(actor.clone());
+        ClusterNode::forward_events(events, actor.clone());
         Ok(Master {
             actor,
             sup,

@@ -188,6 +188,9 @@ pub struct Scheduler {
     stats: BTreeMap<String, NodeStats>,
     progress: Progress,
     effects: Vec<Effect>,
+    /// While a directory lookup is out ([`Scheduler::lookup_started`]): the nodes an event
+    /// changed since, whose state the lookup's answer must not undo.
+    since_lookup: Option<BTreeSet<String>>,
 }
 
 impl Scheduler {
@@ -204,6 +207,7 @@ impl Scheduler {
             stats: BTreeMap::new(),
             progress: Progress::default(),
             effects: Vec::new(),
+            since_lookup: None,
         }
     }
 
@@ -285,8 +289,37 @@ impl Scheduler {
         self.finish(id, None, Final::Cancelled);
     }
 
+    /// A lookup of the nodes that run tasks was sent to the directory; its answer comes to
+    /// [`Scheduler::looked_up`]. Events subscribed to before the lookup was sent and applied
+    /// meanwhile ([`Scheduler::node_up`], [`Scheduler::node_down`]) may be newer than the
+    /// answer (a node that went down after the directory answered is still in it): the answer
+    /// leaves the nodes they changed as they are.
+    pub fn lookup_started(&mut self) {
+        self.since_lookup = Some(BTreeSet::new());
+    }
+
+    /// The directory's answer to the last lookup: each node that runs tasks, with its kinds
+    /// and capacity. A node an event changed since the lookup was sent keeps what the event
+    /// made of it.
+    pub fn looked_up(&mut self, nodes: Vec<(String, Vec<String>, u32)>) {
+        let changed = self.since_lookup.take().unwrap_or_default();
+        for (node, kinds, capacity) in nodes {
+            if !changed.contains(&node) {
+                self.node_up(&node, kinds, capacity);
+            }
+        }
+    }
+
+    /// Notes that an event changed `node` while a lookup is out.
+    fn changed(&mut self, node: &str) {
+        if let Some(changed) = &mut self.since_lookup {
+            changed.insert(node.to_string());
+        }
+    }
+
     /// A node is up (or changed what it offers).
     pub fn node_up(&mut self, node: &str, kinds: Vec<String>, capacity: u32) {
+        self.changed(node);
         let state = self.nodes.entry(node.to_string()).or_default();
         state.kinds = kinds.into_iter().collect();
         state.capacity = capacity;
@@ -299,6 +332,7 @@ impl Scheduler {
 
     /// A node is down or left: every attempt it held is lost and runs again elsewhere.
     pub fn node_down(&mut self, node: &str) {
+        self.changed(node);
         let Some(state) = self.nodes.remove(node) else {
             return;
         };

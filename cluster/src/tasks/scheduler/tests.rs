@@ -558,3 +558,38 @@ fn random_schedules_give_every_task_one_outcome() {
         assert_eq!((p.running, p.queued, p.retrying), (0, 0, 0), "seed {seed}");
     }
 }
+
+#[test]
+fn a_lookup_answer_does_not_undo_the_events_applied_while_it_was_out() {
+    let mut s = sched(100);
+    let t0 = Instant::now();
+    let k = || vec!["k".to_string()];
+    s.lookup_started();
+    // While the lookup is out: "a" goes down, "c" comes up with another capacity.
+    s.node_up("a", k(), 2);
+    s.node_down("a");
+    s.node_up("c", k(), 5);
+    // The directory answered before those events: "a" up, "b" up, "c" with capacity 1.
+    s.looked_up(vec![
+        ("a".into(), k(), 2),
+        ("b".into(), k(), 2),
+        ("c".into(), k(), 1),
+    ]);
+    assert_eq!(s.nodes_for("k"), 2, "b and c, not a");
+    assert!(!s.node_stats()["a"].up);
+    assert!(s.node_stats()["b"].up);
+    // c keeps the capacity its event gave: 5 tasks go to it at once, 2 to b.
+    for id in 1..=7 {
+        s.submit(id, task("k", id as u8)).unwrap();
+    }
+    s.pump(t0, true);
+    let sent: BTreeMap<String, usize> = dispatches(&s.take_effects())
+        .into_iter()
+        .map(|(node, tasks)| (node, tasks.len()))
+        .collect();
+    assert_eq!(sent, BTreeMap::from([("b".into(), 2), ("c".into(), 5)]));
+    // Once answered, later answers (a restarted master's lookup) apply in full again.
+    s.lookup_started();
+    s.looked_up(vec![("a".into(), k(), 2)]);
+    assert!(s.node_stats()["a"].up);
+}
