@@ -11,7 +11,14 @@
 //! `(incarnation, version)`); the peer answers with the records it has that are newer, and its
 //! own digest; the first node sends back what the peer lacks. A full exchange with each new
 //! member, and periodically with a random peer, converges every directory, whatever gossip
-//! broadcasts were lost. A node declared down is dropped with its services.
+//! broadcasts were lost.
+//!
+//! A node declared down is dropped with its services, and its replica remembers which of the
+//! node's incarnations went down: a peer that has not heard of it yet still holds the record
+//! and offers it in the next exchange or push, and merging it would bring the dead node's
+//! services back for good (no one would drop them again). Records of that incarnation or an
+//! earlier one are refused until the node is seen up again (a member wrongly declared down
+//! comes back with the same incarnation); a restarted node's new incarnation is taken at once.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,6 +89,8 @@ pub enum DirectoryEvent {
 pub struct Directory {
     me: String,
     records: BTreeMap<String, NodeRecord>,
+    /// Per node declared down and not seen up since, the latest incarnation that went down.
+    gone: BTreeMap<String, u64>,
 }
 
 fn diff(node: &str, old: &[Service], new: &[Service]) -> Vec<DirectoryEvent> {
@@ -119,6 +128,7 @@ impl Directory {
         Directory {
             me: me.into(),
             records,
+            gone: BTreeMap::new(),
         }
     }
 
@@ -216,11 +226,19 @@ impl Directory {
     }
 
     /// Applies records from a peer, keeping the newest per node; its own record only a newer
-    /// incarnation of itself could replace (which would be a bug elsewhere), so it is skipped.
+    /// incarnation of itself could replace (which would be a bug elsewhere), so it is skipped,
+    /// and so is a record of an incarnation that went down ([`Directory::node_down`]).
     pub fn merge(&mut self, records: Vec<NodeRecord>) -> Vec<DirectoryEvent> {
         let mut events = Vec::new();
         for rec in records {
             if rec.node == self.me {
+                continue;
+            }
+            if self
+                .gone
+                .get(&rec.node)
+                .is_some_and(|down| rec.incarnation <= *down)
+            {
                 continue;
             }
             let current = self.records.get(&rec.node);
@@ -234,15 +252,32 @@ impl Directory {
         events
     }
 
-    /// Node `node` is down: its record and services go away.
-    pub fn node_down(&mut self, node: &str) -> Vec<DirectoryEvent> {
+    /// Node `node` is down (or left) in `incarnation` (its start, if known): its record and
+    /// services go away unless the record is of a later incarnation (the node restarted and its
+    /// new record came first), and records of that incarnation or an earlier one are refused
+    /// from now on, until [`Directory::node_up`]. With no incarnation known, the one of the
+    /// record held goes down (or every one, if none is held).
+    pub fn node_down(&mut self, node: &str, incarnation: Option<u64>) -> Vec<DirectoryEvent> {
         if node == self.me {
             return Vec::new();
         }
-        match self.records.remove(node) {
-            Some(rec) => diff(node, &rec.services, &[]),
-            None => Vec::new(),
+        let held = self.records.get(node).map(|r| r.incarnation);
+        let down = incarnation.or(held).unwrap_or(u64::MAX);
+        let entry = self.gone.entry(node.to_string()).or_insert(down);
+        *entry = (*entry).max(down);
+        match held {
+            Some(inc) if inc <= down => {
+                let rec = self.records.remove(node).expect("held");
+                diff(node, &rec.services, &[])
+            }
+            _ => Vec::new(),
         }
+    }
+
+    /// Node `node` is up (again): its records are taken again, whatever its incarnation (a
+    /// member wrongly declared down rejoins in the same one).
+    pub fn node_up(&mut self, node: &str) {
+        self.gone.remove(node);
     }
 
     /// The live endpoints of `service`, by node.
@@ -359,10 +394,59 @@ mod tests {
         ));
         assert!(a.lookup("old").is_empty());
         assert_eq!(a.lookup("new").len(), 1);
-        let gone = a.node_down("b");
+        let gone = a.node_down("b", Some(2));
         assert_eq!(gone.len(), 1);
         assert!(a.lookup("new").is_empty());
-        assert!(a.node_down("a").is_empty(), "a node never drops itself");
+        assert!(
+            a.node_down("a", None).is_empty(),
+            "a node never drops itself"
+        );
+    }
+
+    #[test]
+    fn a_dead_nodes_record_offered_again_by_a_peer_stays_out_until_it_is_up_again() {
+        let mut a = Directory::new("a", 1);
+        let mut c = Directory::new("c", 1);
+        let mut b = Directory::new("b", 7);
+        b.register(svc("work", 1));
+        a.merge(b.newer_than(&a.digest()));
+        c.merge(b.newer_than(&c.digest()));
+        // a sees b go down; c has not yet, and offers b's record in an exchange and a push.
+        assert_eq!(a.node_down("b", Some(7)).len(), 1);
+        assert!(a.merge(c.newer_than(&a.digest())).is_empty());
+        assert!(a
+            .merge(vec![b.newer_than(&Digest::new())[0].clone()])
+            .is_empty());
+        assert!(
+            a.lookup("work").is_empty(),
+            "the dead node's service stays gone"
+        );
+        // b was wrongly declared down: it rejoins in the same incarnation and is taken again.
+        a.node_up("b");
+        assert_eq!(a.merge(c.newer_than(&a.digest())).len(), 1);
+        assert_eq!(a.lookup("work").len(), 1);
+    }
+
+    #[test]
+    fn a_restarted_node_is_taken_at_once_and_a_late_down_of_its_old_self_keeps_it() {
+        let mut a = Directory::new("a", 1);
+        let mut old = Directory::new("b", 7);
+        old.register(svc("work", 1));
+        a.merge(old.newer_than(&a.digest()));
+        // b restarted (incarnation 9): its new record comes before the old one is seen down.
+        let mut new = Directory::new("b", 9);
+        new.register(svc("work", 2));
+        a.merge(new.newer_than(&a.digest()));
+        assert!(a.node_down("b", Some(7)).is_empty(), "the new record stays");
+        assert_eq!(a.lookup("work")[0].1.addr.port(), 2);
+        // The old incarnation's record, offered late, is refused; the new one's changes pass.
+        assert!(a.merge(old.newer_than(&Digest::new())).is_empty());
+        new.register(svc("more", 3));
+        assert_eq!(a.merge(new.newer_than(&a.digest())).len(), 1);
+        // Down with the incarnation unknown: the record held goes, and so do its late copies.
+        let copy = new.newer_than(&Digest::new());
+        assert_eq!(a.node_down("b", None).len(), 2);
+        assert!(a.merge(copy).is_empty());
     }
 
     #[test]

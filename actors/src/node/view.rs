@@ -302,6 +302,14 @@ impl ClusterView {
         actix::spawn(async move { node.disconnect(addr, Duration::from_secs(2)).await });
     }
 
+    /// When the member at `addr` started (its directory incarnation), if it described itself.
+    fn started_ms(&self, addr: SocketAddr) -> Option<u64> {
+        self.members
+            .rows()
+            .find(|r| r.addr == addr)
+            .and_then(|r| r.started_ms)
+    }
+
     /// Carries out what the member table decided.
     fn apply(&mut self, change: Change, ctx: &mut Context<Self>) {
         let event = match change {
@@ -329,11 +337,14 @@ impl ClusterView {
                 });
                 return;
             }
-            Change::Up { name, addr, roles } => ClusterEvent::MemberUp { name, addr, roles },
+            Change::Up { name, addr, roles } => {
+                self.directory.node_up(&name);
+                ClusterEvent::MemberUp { name, addr, roles }
+            }
             Change::Suspect { name, addr } => ClusterEvent::MemberSuspect { name, addr },
             Change::Down { name, addr } => {
                 self.disconnect(addr);
-                let events = self.directory.node_down(&name);
+                let events = self.directory.node_down(&name, self.started_ms(addr));
                 self.index_topics();
                 let _ = self
                     .cluster_events
@@ -343,7 +354,7 @@ impl ClusterView {
             }
             Change::Left { name, addr } => {
                 self.disconnect(addr);
-                let events = self.directory.node_down(&name);
+                let events = self.directory.node_down(&name, self.started_ms(addr));
                 self.index_topics();
                 let _ = self
                     .cluster_events
