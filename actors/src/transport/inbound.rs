@@ -125,12 +125,14 @@ enum Reader<'w> {
 
 /// What became of a reader's turn at the socket.
 enum Turn {
-    /// Someone else reads it, or only the task may now.
+    /// The reader did not read: someone else does, or only the task may now.
     Skipped,
-    /// The reader read it (and must hand it back when done).
-    Drained,
-    /// The reader has what it came for and gave the socket back to the task already.
-    Answered,
+    /// The reader read all there was and holds the socket (which wakes it through the
+    /// [`Relay`]): it must [hand it back](Inbound::hand_back) when done.
+    Holding,
+    /// The reader read, and the socket is the task's again: the reader has what it came for,
+    /// or the task must take over (a full lane, the connection's end).
+    Handed,
 }
 
 /// Where a pump stopped.
@@ -220,9 +222,9 @@ impl Inbound {
 
     /// A turn at reading for `cx`'s task (an asker waiting for ask `id`, or an idle actor), if
     /// no one else reads and nothing waits on the task: handles what the socket has and leaves
-    /// the [`Relay`] with it, for this reader's waker ([`Turn::Drained`]: the reader must
-    /// [hand it back](Inbound::hand_back)), or stops once the reader has what it came for and
-    /// hands the socket to the task at once ([`Turn::Answered`]).
+    /// the [`Relay`] with it, for this reader's waker ([`Turn::Holding`]), or stops once the
+    /// reader has what it came for and hands the socket to the task at once
+    /// ([`Turn::Handed`]).
     fn read_for(&self, conn: &Conn<'_>, cx: &mut Context<'_>, id: Option<u64>) -> Turn {
         let Some(mut guard) = self.state.try_lock() else {
             return Turn::Skipped; // someone reads; they will hand over the reply
@@ -242,20 +244,14 @@ impl Inbound {
             None => Reader::Feed,
         };
         match st.pump(conn, &mut relayed, reader) {
-            Pumped::Drained => return Turn::Drained,
+            Pumped::Drained => return Turn::Holding,
             // Nothing is registered with the socket: the task registers itself when it next
             // runs, unless a reader took the socket again meanwhile.
-            Pumped::Answered => {
-                self.give_to_task(st);
-                return Turn::Answered;
-            }
-            Pumped::Stalled => self.give_to_task(st),
-            Pumped::Ended(end) => {
-                st.ended = Some(end);
-                self.give_to_task(st);
-            }
+            Pumped::Answered | Pumped::Stalled => {}
+            Pumped::Ended(end) => st.ended = Some(end),
         }
-        Turn::Drained
+        self.give_to_task(st);
+        Turn::Handed
     }
 
     /// An asker is done reading: the socket wakes the task again (at once, if data waits).
@@ -384,11 +380,13 @@ impl Future for AwaitAnswer<'_> {
         if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
             return this.finish(answer);
         }
-        if let Turn::Drained | Turn::Answered = link.inbound.read_for(&this.conn, cx, Some(this.id))
-        {
-            this.lent = true;
-            if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
-                return this.finish(answer);
+        match link.inbound.read_for(&this.conn, cx, Some(this.id)) {
+            Turn::Skipped => {}
+            turn => {
+                this.lent = matches!(turn, Turn::Holding);
+                if let Poll::Ready(answer) = link.poll_answer(this.id, cx) {
+                    return this.finish(answer);
+                }
             }
         }
         Poll::Pending
@@ -438,8 +436,10 @@ impl Feed for ConnFeed {
         };
         // Its release hands the socket back.
         match link.inbound.read_for(&conn, cx, None) {
-            Turn::Answered => Poll::Ready(()),
-            Turn::Drained | Turn::Skipped => Poll::Pending,
+            // Handed over (an ask came, or the task must take over): read again once the
+            // actor has handled what came; a read then either holds the socket or is skipped.
+            Turn::Handed => Poll::Ready(()),
+            Turn::Holding | Turn::Skipped => Poll::Pending,
         }
     }
 
