@@ -86,7 +86,7 @@ fn five_nodes_join_and_report_crashes_and_leaves() {
     // SIGTERM n3: reported left, promptly.
     let t0 = Instant::now();
     nodes[2].terminate();
-    assert_eq!(nodes[2].wait_exit(), Some(0));
+    nodes[2].expect_exit(0);
     until_members(&seed_addr, &home, "n3 left", |l| {
         state_of(l, "n3") == Some("left")
     });
@@ -97,6 +97,6 @@ fn five_nodes_join_and_report_crashes_and_leaves() {
     );
 
     seed.terminate();
-    assert_eq!(seed.wait_exit(), Some(0));
+    seed.expect_exit(0);
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -28,7 +28,7 @@ fn nodes_join_through_a_seed_and_stop_gracefully_on_sigterm() {
     a.expect_line(&["member up"]);
     for node in [&mut a, &mut b] {
         node.terminate();
-        assert_eq!(node.wait_exit(), Some(0));
+        node.expect_exit(0);
         node.expect_line(&["stopped"]);
     }
     let _ = std::fs::remove_dir_all(&home);
@@ -40,6 +40,6 @@ fn bad_configuration_exits_non_zero_naming_the_field() {
     let mut n = NodeProc::start(&["--listen", "127.0.0.1:0", "--roles", "Store"], &home);
     let line = n.expect_line(&["`roles`"]);
     assert!(line.contains("invalid configuration"), "{line}");
-    assert_eq!(n.wait_exit(), Some(1));
+    n.expect_exit(1);
     let _ = std::fs::remove_dir_all(&home);
 }

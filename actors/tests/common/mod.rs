@@ -109,6 +109,24 @@ impl NodeProc {
     }
 }
 
+impl NodeProc {
+    /// Waits (at most `T`) for the process to exit with `code`; otherwise fails with what it
+    /// logged.
+    pub fn expect_exit(&mut self, code: i32) {
+        let got = self.wait_exit();
+        if got != Some(code) {
+            // It has exited: what it wrote is all in the channel, or on its way.
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+                self.seen.push(line);
+            }
+            panic!(
+                "the node exited with {got:?}, not {code}; it logged:\n{}",
+                self.seen.join("\n")
+            );
+        }
+    }
+}
+
 impl Drop for NodeProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
