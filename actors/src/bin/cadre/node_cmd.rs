@@ -60,13 +60,28 @@ fn init_logs() {
         .try_init();
 }
 
-/// Waits for SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        r = tokio::signal::ctrl_c() => r.map(|()| "Ctrl-C").context("cannot listen for Ctrl-C"),
+/// SIGTERM and Ctrl-C (SIGINT), listened for from the moment this is made: one that comes
+/// while the node is still starting is kept and acted on once it has started.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+        })
+    }
+
+    /// Waits for either; says which.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "Ctrl-C",
+        }
     }
 }
 
@@ -94,6 +109,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         other => tracing::debug!(source = ?other, "cluster secret"),
     }
     actix::System::new().block_on(async move {
+        let mut signals = ShutdownSignals::listen()?;
         let runtime = Runtime::new(config.node_name(config.listen));
         let node = ClusterNode::start(&config, secret, &runtime).await?;
         tracing::info!(
@@ -104,8 +120,8 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
             "node listening"
         );
         tokio::select! {
-            signal = shutdown_signal() => {
-                tracing::info!(signal = %signal?, "leaving the cluster");
+            signal = signals.recv() => {
+                tracing::info!(signal, "leaving the cluster");
                 node.leave(Duration::from_secs(5)).await;
                 tracing::info!("stopped");
                 Ok(())
