@@ -35,6 +35,23 @@ fn nodes_join_through_a_seed_and_stop_gracefully_on_sigterm() {
 }
 
 #[test]
+fn a_sigterm_while_the_node_starts_is_a_graceful_stop_once_it_has_started() {
+    let home = temp_home();
+    let mut n = NodeProc::start_logging(
+        &["--listen", "127.0.0.1:0", "--name", "early"],
+        &home,
+        "info,cadre::node_cmd=debug",
+    );
+    // The first moment the node listens for signals: it has not started yet.
+    n.expect_line(&["listening for SIGTERM"]);
+    n.terminate();
+    n.expect_exit(0);
+    n.expect_line(&["leaving the cluster"]);
+    n.expect_line(&["stopped"]);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
 fn bad_configuration_exits_non_zero_naming_the_field() {
     let home = temp_home();
     let mut n = NodeProc::start(&["--listen", "127.0.0.1:0", "--roles", "Store"], &home);

@@ -17,13 +17,18 @@ pub struct NodeProc {
 
 impl NodeProc {
     pub fn start(args: &[&str], home: &std::path::Path) -> NodeProc {
+        Self::start_logging(args, home, "info")
+    }
+
+    /// As [`NodeProc::start`], with the log filter `log` (`CADRE_LOG`).
+    pub fn start_logging(args: &[&str], home: &std::path::Path, log: &str) -> NodeProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cadre"))
             .arg("node")
             .args(args)
             .env("CADRE_SECRET", "process-test-secret")
             .env("HOME", home)
             .env_remove("XDG_CONFIG_HOME")
-            .env("CADRE_LOG", "info")
+            .env("CADRE_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

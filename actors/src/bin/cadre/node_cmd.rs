@@ -110,6 +110,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     }
     actix::System::new().block_on(async move {
         let mut signals = ShutdownSignals::listen()?;
+        tracing::debug!("listening for SIGTERM and Ctrl-C");
         let runtime = Runtime::new(config.node_name(config.listen));
         let node = ClusterNode::start(&config, secret, &runtime).await?;
         tracing::info!(
