@@ -162,27 +162,8 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
             if !placed(shard, &["s0", "s1", "s2", "s3"]).contains("s3") {
                 continue;
             }
-            let mine: Vec<usize> = (0..written)
-                .filter(|i| routing::shard_of(&key(*i), SHARDS) == shard)
-                .collect();
-            let replica = s3.store().unwrap().replica(shard).unwrap().clone();
             settles("s3's replica has caught up", || {
-                let (replica, mine) = (replica.clone(), mine.clone());
-                async move {
-                    let all = RangeRequest {
-                        key: b"nodes/".to_vec(),
-                        prefix: true,
-                        ..RangeRequest::default()
-                    };
-                    let read = Read {
-                        range: all,
-                        linearizable: false,
-                    };
-                    match replica.ask(read, Duration::from_secs(5)).await {
-                        Ok(Ok(r)) => r.kvs.len() == mine.len(),
-                        _ => false,
-                    }
-                }
+                replica_has_all(&s3, shard, written)
             })
             .await;
         }
@@ -192,16 +173,9 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
         let outside = (0..SHARDS)
             .find(|s| !placed(*s, &four).contains("s3"))
             .expect("the test needs a shard s3 is not in");
-        let serializable = |key: Vec<u8>| Read {
-            range: RangeRequest {
-                key,
-                ..RangeRequest::default()
-            },
-            linearizable: false,
-        };
         let idle = s3.store().unwrap().replica(outside).unwrap().clone();
         match idle
-            .ask(serializable(b"nodes/".to_vec()), Duration::from_secs(5))
+            .ask(serializable(b"nodes/", true), Duration::from_secs(5))
             .await
         {
             Ok(Err(ReplicaError::NotVoter(_))) => {}
@@ -212,7 +186,7 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
             .expect("a key of that shard");
         let got = s3
             .kv()
-            .range(serializable(key(i)).range, true)
+            .range(serializable(&key(i), false).range, true)
             .await
             .unwrap();
         assert_eq!(
@@ -259,15 +233,20 @@ async fn replica_has_all(node: &ClusterNode, shard: u16, written: usize) -> bool
     let Some(replica) = node.store().and_then(|s| s.replica(shard)) else {
         return false;
     };
-    let read = Read {
+    let read = serializable(b"nodes/", true);
+    matches!(replica.ask(read, Duration::from_secs(5)).await, Ok(Ok(r)) if r.kvs.len() == mine)
+}
+
+/// A serializable read of `key` (or of the keys under it, with `prefix`).
+fn serializable(key: &[u8], prefix: bool) -> Read {
+    Read {
         range: RangeRequest {
-            key: b"nodes/".to_vec(),
-            prefix: true,
+            key: key.to_vec(),
+            prefix,
             ..RangeRequest::default()
         },
         linearizable: false,
-    };
-    matches!(replica.ask(read, Duration::from_secs(5)).await, Ok(Ok(r)) if r.kvs.len() == mine)
+    }
 }
 
 #[test]

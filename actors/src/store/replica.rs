@@ -2,6 +2,7 @@
 //! that its peers' Raft RPCs and clients' requests reach it over cadre's transport.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -688,15 +689,8 @@ impl ShardReplica {
         if self.changing || !self.leading {
             return;
         }
-        let (Some(p), Some(raft)) = (self.placement.as_ref(), self.raft.as_ref()) else {
-            return;
-        };
-        let raft = raft.0.clone();
         // The members by node name (a name is a member's address in the group).
-        let (voters, learners, joint) = {
-            let metrics = raft.metrics();
-            let metrics = metrics.borrow();
-            let m = metrics.membership_config.membership();
+        let members = self.membership(|m| {
             let by_name = |ids: Vec<u64>| -> BTreeMap<String, u64> {
                 ids.iter()
                     .filter_map(|id| m.get_node(id).map(|n| (n.addr.clone(), *id)))
@@ -707,7 +701,11 @@ impl ShardReplica {
                 by_name(m.learner_ids().collect()),
                 m.get_joint_config().len() > 1,
             )
+        });
+        let (Some(p), Some((voters, learners, joint))) = (self.placement.as_ref(), members) else {
+            return;
         };
+        let raft = self.raft();
         if voters.is_empty() {
             return; // not formed yet
         }
@@ -825,6 +823,24 @@ impl ShardReplica {
             "refused a Raft RPC meant for another member"
         );
         Err(NotMember { id: self.id })
+    }
+
+    /// Serves a Raft RPC meant for member `target` with `call`, if this replica is that member.
+    fn serve_rpc<T, E, F>(
+        &self,
+        target: u64,
+        call: impl FnOnce(Raft<ShardRaft>) -> F,
+    ) -> ResponseFuture<RpcResult<T, E>>
+    where
+        F: Future<Output = Result<T, RaftError<u64, E>>> + 'static,
+        T: 'static,
+        E: 'static,
+    {
+        if let Err(e) = self.addressed(target) {
+            return Box::pin(async move { Err(e) });
+        }
+        let reply = call(self.raft());
+        Box::pin(async move { Ok(reply.await) })
     }
 
     /// Whether this replica is a voter of its shard's group.
@@ -1025,33 +1041,27 @@ impl Handler<WatchCancel> for ShardReplica {
 impl Handler<AppendRpc> for ShardReplica {
     type Result = ResponseFuture<RpcResult<AppendEntriesResponse<u64>>>;
     fn handle(&mut self, m: AppendRpc, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.addressed(m.0) {
-            return Box::pin(async move { Err(e) });
-        }
-        let raft = self.raft();
-        Box::pin(async move { Ok(raft.append_entries(m.1).await) })
+        self.serve_rpc(
+            m.0,
+            move |raft| async move { raft.append_entries(m.1).await },
+        )
     }
 }
 
 impl Handler<VoteRpc> for ShardReplica {
     type Result = ResponseFuture<RpcResult<VoteResponse<u64>>>;
     fn handle(&mut self, m: VoteRpc, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.addressed(m.0) {
-            return Box::pin(async move { Err(e) });
-        }
-        let raft = self.raft();
-        Box::pin(async move { Ok(raft.vote(m.1).await) })
+        self.serve_rpc(m.0, move |raft| async move { raft.vote(m.1).await })
     }
 }
 
 impl Handler<SnapshotRpc> for ShardReplica {
     type Result = ResponseFuture<RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError>>;
     fn handle(&mut self, m: SnapshotRpc, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.addressed(m.0) {
-            return Box::pin(async move { Err(e) });
-        }
-        let raft = self.raft();
-        Box::pin(async move { Ok(raft.install_snapshot(m.1).await) })
+        self.serve_rpc(
+            m.0,
+            move |raft| async move { raft.install_snapshot(m.1).await },
+        )
     }
 }
 

@@ -112,9 +112,7 @@ impl NodeProc {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
 
-impl NodeProc {
     /// Waits (at most `T`) for the process to exit with `code`; otherwise fails with what it
     /// logged.
     pub fn expect_exit(&mut self, code: i32) {
