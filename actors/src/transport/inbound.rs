@@ -6,24 +6,29 @@
 //! whoever it is for, in the order they came: FIFO holds whoever reads. Normally the
 //! connection's task reads. An asker waiting for its reply reads too while no one else does,
 //! and so does an actor whose lane is empty, for which this connection is the [`Feed`] of its
-//! last request: the socket (which wakes one registered reader) then wakes that reader first
-//! and the task after it ([`Relay`]), so that an asker reads and handles its reply in its own
-//! poll, and an actor reads, handles and answers a request in its own, instead of waiting for
-//! the task to read and wake them. The task, woken second, finds that the reader has read
-//! since and leaves the socket to it; if it has not (a future left unpolled, an actor busy or
-//! waiting, a reader on another thread not yet run), the task reads: no reader can stall the
-//! connection. A reader stops as soon as it has what it came for — an asker its reply, an
-//! actor a request it was handed — and hands the socket back to the task, which it wakes: the
-//! reply then goes out before anyone registers with the socket again (an actor reads again
-//! once it answered, and so registers; the task, run after it, finds that and leaves the
-//! socket to it). An asker that gives up hands the socket back too (waking the task if data
-//! already waits); so does an actor's feed when it is released. A frame
-//! a reader cannot deliver at once (a full lane) and the end of the connection are handed to
-//! the task, which alone waits on them.
+//! last request: the socket (which wakes one registered reader) then wakes that reader
+//! ([`Relay`]), so that an asker reads and handles its reply in its own poll, and an actor
+//! reads, handles and answers a request in its own, instead of waiting for the task to read
+//! and wake them; the task is not polled at all.
+//!
+//! No reader can stall the connection: a reader may not run when woken (a future kept but
+//! left unpolled, an actor that waits on something, a reader on another thread not yet run).
+//! So when the socket wakes a reader, the task watches, in periods of [`WATCH`]: what came and
+//! is still unread after a whole period in which the socket woke no one again, the task reads
+//! (within two periods). The socket's first wake-up of a reader sets the watch; it goes on from
+//! period to period while the socket keeps waking readers and lapses after a quiet one, so
+//! that steady traffic costs the task one poll per period, not one per wake-up.
+//!
+//! A reader stops as soon as it has what it came for — an asker its reply, an actor a request
+//! it was handed — and leaves the socket waking the task; it registers that before the answer
+//! goes out, at the cost of one registration. An asker that gives up hands the socket back
+//! too (waking the task if data already waits); so does an actor's feed when it is released.
+//! A frame a reader cannot deliver at once (a full lane) and the end of the connection are
+//! handed to the task, which alone waits on them.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -33,6 +38,7 @@ use cadre_cluster::wire::{EnvelopeRef, FrameCodec};
 use cadre_runtime::Feed;
 use parking_lot::Mutex;
 use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
 
 use super::connection::ConnError;
@@ -46,6 +52,10 @@ type WaitDelivery = Pin<Box<dyn Future<Output = Option<Undelivered>> + Send>>;
 /// How much a connection reads at a time (at least).
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How long data may wait for a reader the socket woke before the connection's task reads it
+/// itself: what a reader that is not run holds the connection up by, at most twice this.
+pub(crate) const WATCH: Duration = Duration::from_millis(2);
+
 /// The reading side of one connection; its state goes when the connection closes.
 pub(crate) struct Inbound {
     state: Mutex<Option<ReadState>>,
@@ -54,14 +64,20 @@ pub(crate) struct Inbound {
     relay_waker: Waker,
 }
 
-/// What the socket wakes while an asker or an idle actor reads it: that reader, then the
-/// connection's task.
+/// What the socket wakes: the reader that holds it (an asker or an idle actor), with the
+/// connection's task set to watch that it reads; the task itself when no reader holds it.
 struct Relay {
-    asker: Mutex<Option<Waker>>,
+    /// The last reader to hold the socket (kept, so that the next turn of the same reader
+    /// clones no waker), and whether it holds it now.
+    reader: Mutex<Option<Waker>>,
+    reading: AtomicBool,
     task: Mutex<Option<Waker>>,
-    /// The socket woke the relay since an asker last read: if the task finds this, the asker
-    /// has not read what came, and the task reads it.
+    /// The socket woke the relay since a reader last read.
     fired: AtomicBool,
+    /// How many times the socket woke the relay.
+    fires: AtomicU64,
+    /// The task watches (or was woken to watch) whether a woken reader reads.
+    watching: AtomicBool,
 }
 
 impl Wake for Relay {
@@ -70,9 +86,20 @@ impl Wake for Relay {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        if let Some(w) = self.asker.lock().as_ref() {
-            w.wake_by_ref();
+        self.fired.store(true, SeqCst);
+        self.fires.fetch_add(1, SeqCst);
+        let reader = self.reading.load(SeqCst)
+            && match self.reader.lock().as_ref() {
+                Some(w) => {
+                    w.wake_by_ref();
+                    true
+                }
+                None => false,
+            };
+        // A reader's wake-up arms the task's watch, unless armed already; with no reader, the
+        // task reads.
+        if reader && self.watching.swap(true, SeqCst) {
+            return;
         }
         if let Some(w) = self.task.lock().as_ref() {
             w.wake_by_ref();
@@ -101,8 +128,14 @@ struct ReadState {
     stalled: Option<WaitDelivery>,
     /// How the connection ended, as an asker found it: for the task to end with.
     ended: Option<Result<(), ConnError>>,
-    /// An asker, not the task, is the one the socket wakes when data arrives.
+    /// A reader (an asker or an idle actor), not the task, is the one the socket wakes when
+    /// data arrives; the relay then holds its waker.
     lent: bool,
+    /// The task's watch over a woken reader (made on first use), whether it is set, and the
+    /// relay's count of wake-ups when it was.
+    watch: Option<Pin<Box<Sleep>>>,
+    watch_set: bool,
+    watch_fires: u64,
 }
 
 /// Who handles frames, with what: the node's transport, the peer's name and the link.
@@ -153,9 +186,12 @@ enum Pumped {
 impl Inbound {
     pub(crate) fn new(rd: OwnedReadHalf, max: u32) -> Self {
         let relay = Arc::new(Relay {
-            asker: Mutex::new(None),
+            reader: Mutex::new(None),
+            reading: AtomicBool::new(false),
             task: Mutex::new(None),
             fired: AtomicBool::new(false),
+            fires: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
         });
         Inbound {
             relay_waker: Waker::from(relay.clone()),
@@ -171,6 +207,9 @@ impl Inbound {
                 stalled: None,
                 ended: None,
                 lent: false,
+                watch: None,
+                watch_set: false,
+                watch_fires: 0,
             })),
         }
     }
@@ -181,8 +220,9 @@ impl Inbound {
         drop(state);
     }
 
-    /// The connection task's reading: handles frames until the socket has nothing more (or an
-    /// asker that keeps reading holds it), waits out a full lane, and ends with the connection.
+    /// The connection task's reading: handles frames until the socket has nothing more (or a
+    /// reader holds it, which the task watches), waits out a full lane, and ends with the
+    /// connection.
     pub(crate) fn poll_task(
         &self,
         conn: &Conn<'_>,
@@ -206,18 +246,66 @@ impl Inbound {
                     drop_messages(conn.inner, conn.node, lost);
                 }
             }
-            if st.lent && !self.relay.fired.load(Ordering::Acquire) {
-                // An asker holds the socket and has read all it was woken for.
+            if st.lent && !self.watch(st, cx) {
+                // A reader holds the socket and reads what comes.
                 return Poll::Pending;
             }
-            // No asker holds the socket, or one does but has not read what came: read it.
-            st.lent = false;
+            // No reader holds the socket, or one does but has not read what came: read it.
+            self.unlend(st);
+            self.relay.watching.store(false, SeqCst);
+            st.watch_set = false;
             match st.pump(conn, cx, Reader::Task) {
                 Pumped::Drained | Pumped::Answered => return Poll::Pending,
                 Pumped::Stalled => continue,
                 Pumped::Ended(end) => return Poll::Ready(end),
             }
         }
+    }
+
+    /// While a reader holds the socket: whether the task must read, because the socket woke
+    /// that reader and what came is still unread after a whole period of the watch in which
+    /// the socket woke no one again. Otherwise the watch goes on (the task is woken at the end
+    /// of the period), or lapses after a quiet period.
+    fn watch(&self, st: &mut ReadState, cx: &mut Context<'_>) -> bool {
+        let relay = &self.relay;
+        loop {
+            if !relay.watching.load(SeqCst) {
+                return false;
+            }
+            let watch = st
+                .watch
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(WATCH)));
+            if !st.watch_set {
+                // Set right after the previous period ended, the timer needs no wake-up of the
+                // runtime (it is not earlier than the runtime's next wake-up).
+                watch.as_mut().reset(Instant::now() + WATCH);
+                st.watch_set = true;
+                st.watch_fires = relay.fires.load(SeqCst);
+            }
+            if watch.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            st.watch_set = false;
+            let fires = relay.fires.load(SeqCst);
+            if fires != st.watch_fires {
+                continue; // the socket woke a reader again: watch another period
+            }
+            if relay.fired.load(SeqCst) {
+                return true; // unread for a whole period
+            }
+            // Quiet: the watch lapses, and the next wake-up of a reader sets it again. One that
+            // came meanwhile may have found it still set: then it is set again here.
+            relay.watching.store(false, SeqCst);
+            if relay.fires.load(SeqCst) == fires || relay.watching.swap(true, SeqCst) {
+                return false;
+            }
+        }
+    }
+
+    /// No reader holds the socket any more: the relay wakes the task.
+    fn unlend(&self, st: &mut ReadState) {
+        st.lent = false;
+        self.relay.reading.store(false, SeqCst);
     }
 
     /// A turn at reading for `cx`'s task (an asker waiting for ask `id`, or an idle actor), if
@@ -235,8 +323,9 @@ impl Inbound {
         if st.stalled.is_some() || st.ended.is_some() {
             return Turn::Skipped; // the task's to handle
         }
-        keep(&self.relay.asker, cx.waker());
-        self.relay.fired.store(false, Ordering::Release);
+        keep(&self.relay.reader, cx.waker());
+        self.relay.reading.store(true, SeqCst);
+        self.relay.fired.store(false, SeqCst);
         st.lent = true;
         let mut relayed = Context::from_waker(&self.relay_waker);
         let reader = match id {
@@ -245,9 +334,19 @@ impl Inbound {
         };
         match st.pump(conn, &mut relayed, reader) {
             Pumped::Drained => return Turn::Holding,
+            Pumped::Answered => {
+                // The socket wakes the task from now on (through the relay, which no reader
+                // holds now; a reader that reads again takes it back without registering
+                // anew), or the task reads at once if more is there.
+                self.unlend(st);
+                if st.rd.as_ref().poll_read_ready(&mut relayed).is_ready() {
+                    self.wake_task();
+                }
+                return Turn::Handed;
+            }
             // Nothing is registered with the socket: the task registers itself when it next
-            // runs, unless a reader took the socket again meanwhile.
-            Pumped::Answered | Pumped::Stalled => {}
+            // runs.
+            Pumped::Stalled => {}
             Pumped::Ended(end) => st.ended = Some(end),
         }
         self.give_to_task(st);
@@ -267,7 +366,7 @@ impl Inbound {
         if !st.lent {
             return;
         }
-        st.lent = false;
+        self.unlend(st);
         if let Some(task) = self.relay.task.lock().as_ref() {
             let mut tcx = Context::from_waker(task);
             if st.rd.as_ref().poll_read_ready(&mut tcx).is_ready() {
@@ -278,7 +377,11 @@ impl Inbound {
 
     /// The task takes over: it reads again (after what it must wait on).
     fn give_to_task(&self, st: &mut ReadState) {
-        st.lent = false;
+        self.unlend(st);
+        self.wake_task();
+    }
+
+    fn wake_task(&self) {
         if let Some(task) = self.relay.task.lock().as_ref() {
             task.wake_by_ref();
         }
@@ -324,6 +427,7 @@ impl ReadState {
             if answered {
                 return Pumped::Answered;
             }
+            super::link::rewind(&mut self.buf, 2 * READ_CHUNK);
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
             }

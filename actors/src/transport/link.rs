@@ -96,6 +96,22 @@ pub(crate) fn with_body<M: Serialize + ?Sized, T>(
     })
 }
 
+/// How far the start of an empty buffer may move along its allocation before [`rewind`] takes
+/// it back: a few KiB, which the caches hold.
+const REWIND_AFTER: usize = 4 * 1024;
+
+/// Moves an empty buffer's start back to the start of its allocation of `full` bytes once it
+/// moved [`REWIND_AFTER`] along it, when no one else holds a part of it (a frame still being
+/// handled): the next bytes then go where recent ones went, in memory the caches hold, rather
+/// than ever further along a buffer of hundreds of KiB.
+pub(crate) fn rewind(buf: &mut BytesMut, full: usize) {
+    if buf.is_empty() && buf.capacity() + REWIND_AFTER <= full {
+        // Asking for more than it has takes back the space before its start, if that can be
+        // done without allocating; nothing happens otherwise.
+        let _ = buf.try_reclaim(buf.capacity() + 1);
+    }
+}
+
 /// Why a frame was not queued.
 #[derive(Debug)]
 pub(crate) enum QueueError {
@@ -388,6 +404,7 @@ impl Link {
                     Ok(n) => {
                         buf.advance(n);
                         if buf.is_empty() {
+                            rewind(buf, CHUNK_CAPACITY);
                             return Ok(());
                         }
                     }
@@ -591,5 +608,46 @@ impl Link {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_buffer_rewinds_to_its_start_once_no_frame_holds_it() {
+        const FULL: usize = 64 * 1024;
+        let mut buf = BytesMut::with_capacity(FULL);
+        let start = buf.as_ptr();
+        // Written out (the direct write's path): a little way along, it stays where it is;
+        // further along, it goes back to the start.
+        buf.extend_from_slice(&[7; 100]);
+        buf.advance(100);
+        rewind(&mut buf, FULL);
+        assert_eq!(buf.as_ptr(), start.wrapping_add(100));
+        buf.extend_from_slice(&[7; REWIND_AFTER]);
+        buf.advance(REWIND_AFTER);
+        rewind(&mut buf, FULL);
+        assert_eq!((buf.as_ptr(), buf.capacity()), (start, FULL));
+
+        // Read in, and a frame split off (the reader's path): while the frame lives, the buffer
+        // stays where it is; once it is gone, it rewinds.
+        buf.extend_from_slice(&[8; REWIND_AFTER]);
+        let frame = buf.split_to(REWIND_AFTER).freeze();
+        let at = buf.as_ptr();
+        rewind(&mut buf, FULL);
+        assert_eq!(buf.as_ptr(), at);
+        drop(frame);
+        rewind(&mut buf, FULL);
+        assert_eq!(buf.as_ptr(), start);
+        assert!(buf.capacity() >= FULL);
+
+        // A buffer holding bytes is left alone.
+        buf.extend_from_slice(&[9; REWIND_AFTER + 10]);
+        buf.advance(REWIND_AFTER + 5);
+        let at = buf.as_ptr();
+        rewind(&mut buf, FULL);
+        assert_eq!((buf.as_ptr(), &buf[..]), (at, &[9u8; 5][..]));
     }
 }

@@ -26,12 +26,12 @@
 //! connection actor: traffic wakes that task alone, and the actor fails (for its supervisor to
 //! restart) when the task does. The reader splits each frame off its read buffer without
 //! copying; a reply reaches its asker as a slice of its frame. An asker waiting for its reply
-//! reads the connection itself while no one else does: the socket then wakes the asker first
-//! (and the connection's task after it), the asker handles every frame that came (in order,
-//! whatever it is for) and finds its reply in its own poll, then hands reading back to the
-//! task. The task reads whatever an asker left unread (an ask future left unpolled cannot
-//! stall the connection); a frame an asker cannot deliver at once (a full lane) and the end of
-//! the connection go to the task. A tell frame
+//! reads the connection itself while no one else does: the socket then wakes the asker alone,
+//! the asker handles every frame that came (in order, whatever it is for) and finds its reply
+//! in its own poll, then leaves the socket waking the task. The task watches, in periods of a
+//! couple of milliseconds, that a woken reader reads, and reads what one left unread (an ask
+//! future left unpolled cannot stall the connection); a frame an asker cannot deliver at once
+//! (a full lane) and the end of the connection go to the task. A tell frame
 //! goes whole to the exposed actor as one item of its batch lane
 //! ([`ActorRef::tell_iter`](cadre_runtime::ActorRef::tell_iter)): the actor decodes and handles
 //! its messages one after the other, in its own context, with no per-message mailbox operation.
@@ -39,9 +39,10 @@
 //! encoded into the connection by the actor right after its handler answers
 //! ([`ActorRef::ask_then_fed`](cadre_runtime::ActorRef::ask_then_fed)): no task waits for it.
 //! The ask names its connection as the actor's [`Feed`](cadre_runtime::Feed): while idle, the
-//! actor reads the connection as an asker does (the socket wakes it first, then the
-//! connection's task, which reads what the actor leaves unread: a busy or waiting actor holds
-//! no one up), so a request is read, handled and answered in one poll of the actor's task. When the
+//! actor reads the connection as an asker does (the socket wakes it, and the connection's task
+//! reads what the actor leaves unread: a busy or waiting actor holds the others up by a few
+//! milliseconds at most), so a request is read, handled and answered in one poll of the
+//! actor's task, and the connection's task is not polled at all. When the
 //! actor's lane is full, the reader stops reading until it has room, so the pressure goes back
 //! through TCP to the sender's bounded queue. An ask's deadline is kept beside it on the
 //! asking side; one task per connection expires the asks whose deadline passed, so an ask

@@ -12,10 +12,9 @@
 //! reader does accept, the two agree (checked by unit tests and by the `frame_decoder` fuzz
 //! target).
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use super::envelope::{AskRef, EnvelopeRef, ReplyRef, TellRef};
-use super::msgpack::Append;
 
 /// A cursor over a frame body.
 struct Reader<'a> {
@@ -58,7 +57,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn str(&mut self) -> Option<&'a str> {
+    /// A `str`'s bytes, not checked to be UTF-8 (for names compared with known ones).
+    fn str_bytes(&mut self) -> Option<&'a [u8]> {
         let len = match self.byte()? {
             b @ 0xa0..=0xbf => usize::from(b & 0x1f),
             0xd9 => self.be(1)? as usize,
@@ -66,7 +66,11 @@ impl<'a> Reader<'a> {
             0xdb => self.be(4)? as usize,
             _ => return None,
         };
-        std::str::from_utf8(self.take(len)?).ok()
+        self.take(len)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.str_bytes()?).ok()
     }
 
     fn bin(&mut self) -> Option<&'a [u8]> {
@@ -92,8 +96,9 @@ pub(crate) fn decode(body: &[u8]) -> Option<EnvelopeRef<'_>> {
     if r.byte()? != 0x81 {
         return None;
     }
-    let env = match r.str()? {
-        "Tell" => {
+    // Variant names are compared as bytes: a name that matches is UTF-8.
+    let env = match r.str_bytes()? {
+        b"Tell" => {
             r.array(4)?;
             let (to, tag) = (r.str()?, r.str()?);
             let count = u32::try_from(r.uint()?).ok()?;
@@ -104,7 +109,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<EnvelopeRef<'_>> {
                 bodies: r.bin()?,
             })
         }
-        "Ask" => {
+        b"Ask" => {
             r.array(5)?;
             let id = r.uint()?;
             let (to, tag) = (r.str()?, r.str()?);
@@ -117,10 +122,10 @@ pub(crate) fn decode(body: &[u8]) -> Option<EnvelopeRef<'_>> {
                 body: r.bin()?,
             })
         }
-        "Reply" => {
+        b"Reply" => {
             r.array(2)?;
             let id = r.uint()?;
-            if r.byte()? != 0x81 || r.str()? != "Ok" {
+            if r.byte()? != 0x81 || r.str_bytes()? != b"Ok" {
                 return None;
             }
             let body = r.bin()?;
@@ -137,32 +142,109 @@ pub(crate) fn decode(body: &[u8]) -> Option<EnvelopeRef<'_>> {
 /// Writes `env` (an ask or a successful reply) as `rmp-serde` would, at the end of `dst`;
 /// `false` (and nothing written) for any other envelope.
 pub(crate) fn encode(env: &EnvelopeRef<'_>, dst: &mut BytesMut) -> bool {
-    let mut w = Append(dst);
-    // Writing to a `BytesMut` cannot fail.
+    /// Room for the headers: markers, lengths, two integers and the variant names.
+    const HEADERS: usize = 48;
     match env {
         EnvelopeRef::Ask(a) => {
-            let _ = rmp::encode::write_map_len(&mut w, 1);
-            let _ = rmp::encode::write_str(&mut w, "Ask");
-            let _ = rmp::encode::write_array_len(&mut w, 5);
-            let _ = rmp::encode::write_uint(&mut w, a.id);
-            let _ = rmp::encode::write_str(&mut w, a.to);
-            let _ = rmp::encode::write_str(&mut w, a.tag);
-            let _ = rmp::encode::write_uint(&mut w, a.timeout_ms.into());
-            let _ = rmp::encode::write_bin(&mut w, a.body);
+            dst.reserve(HEADERS + a.to.len() + a.tag.len() + a.body.len());
+            let mut w = Writer(dst);
+            w.map1("Ask");
+            w.array(5);
+            w.uint(a.id);
+            w.str(a.to);
+            w.str(a.tag);
+            w.uint(a.timeout_ms.into());
+            w.bin(a.body);
             true
         }
         EnvelopeRef::Reply(ReplyRef { id, result: Ok(b) }) => {
-            let _ = rmp::encode::write_map_len(&mut w, 1);
-            let _ = rmp::encode::write_str(&mut w, "Reply");
-            let _ = rmp::encode::write_array_len(&mut w, 2);
-            let _ = rmp::encode::write_uint(&mut w, *id);
-            let _ = rmp::encode::write_map_len(&mut w, 1);
-            let _ = rmp::encode::write_str(&mut w, "Ok");
-            let _ = rmp::encode::write_bin(&mut w, b);
+            dst.reserve(HEADERS + b.len());
+            let mut w = Writer(dst);
+            w.map1("Reply");
+            w.array(2);
+            w.uint(*id);
+            w.map1("Ok");
+            w.bin(b);
             true
         }
         _ => false,
     }
+}
+
+/// Appends MessagePack values in the shortest encodings, as `rmp` writes them (the unit tests
+/// compare with `rmp-serde`'s bytes).
+struct Writer<'a>(&'a mut BytesMut);
+
+impl Writer<'_> {
+    /// A one-entry map's header and its key: how an enum variant with fields starts.
+    fn map1(&mut self, key: &str) {
+        self.0.put_u8(0x81);
+        self.str(key);
+    }
+
+    /// A header of an array of `n` (at most 15) elements.
+    fn array(&mut self, n: u8) {
+        self.0.put_u8(0x90 | n);
+    }
+
+    fn uint(&mut self, v: u64) {
+        if let Ok(b) = u8::try_from(v) {
+            if b < 0x80 {
+                self.0.put_u8(b);
+            } else {
+                self.0.put_slice(&[0xcc, b]);
+            }
+        } else if let Ok(v) = u16::try_from(v) {
+            self.0.put_u8(0xcd);
+            self.0.put_u16(v);
+        } else if let Ok(v) = u32::try_from(v) {
+            self.0.put_u8(0xce);
+            self.0.put_u32(v);
+        } else {
+            self.0.put_u8(0xcf);
+            self.0.put_u64(v);
+        }
+    }
+
+    fn str(&mut self, s: &str) {
+        let n = s.len();
+        match (u8::try_from(n), u16::try_from(n)) {
+            (Ok(b), _) if b < 32 => self.0.put_u8(0xa0 | b),
+            (Ok(b), _) => self.0.put_slice(&[0xd9, b]),
+            (_, Ok(w)) => {
+                self.0.put_u8(0xda);
+                self.0.put_u16(w);
+            }
+            _ => {
+                self.0.put_u8(0xdb);
+                self.0.put_u32(len32(n));
+            }
+        }
+        self.0.put_slice(s.as_bytes());
+    }
+
+    fn bin(&mut self, b: &[u8]) {
+        let n = b.len();
+        match (u8::try_from(n), u16::try_from(n)) {
+            (Ok(len), _) => self.0.put_slice(&[0xc4, len]),
+            (_, Ok(len)) => {
+                self.0.put_u8(0xc5);
+                self.0.put_u16(len);
+            }
+            _ => {
+                self.0.put_u8(0xc6);
+                self.0.put_u32(len32(n));
+            }
+        }
+        self.0.put_slice(b);
+    }
+}
+
+/// A length as MessagePack's 32-bit one. Frames are far smaller than 4 GiB (their length prefix
+/// is 32 bits and the limit well below it), so a longer one never reaches the wire: the frame
+/// is refused as too large.
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -204,11 +286,11 @@ mod tests {
 
     #[test]
     fn asks_and_replies_are_written_as_the_generic_encoder_writes_them() {
-        let long_name = "n".repeat(40);
+        // Names in each of MessagePack's string encodings (fixstr, str8, str16, str32).
+        let names = [1, 40, 300, 70_000].map(|n| "n".repeat(n));
         for len in [0, 1, 31, 32, 255, 256, 65_535, 65_536] {
             let body = vec![7u8; len];
-            let mut envs = asks(&body, "a");
-            envs.extend(asks(&body, &long_name));
+            let mut envs: Vec<_> = names.iter().flat_map(|n| asks(&body, n)).collect();
             for id in [0, 200, u64::MAX] {
                 envs.push(EnvelopeRef::Reply(ReplyRef {
                     id,

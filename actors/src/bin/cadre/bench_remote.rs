@@ -246,8 +246,8 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).map_err(|e| anyhow!("no randomness: {e}"))?;
     let secret: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-    let (_child, node_addr, raw_addr) = spawn_server(&secret)?;
-    System::new().block_on(async move {
+    let (mut child, node_addr, raw_addr) = spawn_server(&secret)?;
+    let ran = System::new().block_on(async move {
         let rt = Runtime::new("bench-client");
         let node = bench_node("client", secret, &rt).await?;
         node.connect(node_addr, Duration::from_secs(10)).await?;
@@ -333,7 +333,9 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         );
         node.shutdown(Duration::from_secs(5)).await.ok();
         Ok(())
-    })
+    });
+    child.close_and_wait(Duration::from_secs(10));
+    ran
 }
 
 async fn cadre_throughput(

@@ -30,6 +30,21 @@ impl ChildGuard {
         Ok(line)
     }
 
+    /// Closes its stdin, which a child that waits on [`until_stdin_closes`] takes as the sign to
+    /// end, and gives it `grace` to exit by itself (so that it ends cleanly, and a profiler it
+    /// runs under writes its data); kills it if it has not.
+    pub(crate) fn close_and_wait(&mut self, grace: Duration) {
+        drop(self.0.stdin.take());
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            match self.0.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
+        self.kill();
+    }
+
     /// Kills and reaps it now.
     pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();
