@@ -21,7 +21,9 @@
 //!
 //! A reader stops as soon as it has what it came for — an asker its reply, an actor a request
 //! it was handed — and leaves the socket waking the task; it registers that before the answer
-//! goes out, at the cost of one registration. An asker that gives up hands the socket back
+//! goes out, at the cost of one registration. An actor that read tells leaves the socket to
+//! the task too once it has read all there was: it is busy with them, and the task reads what
+//! comes meanwhile (as it would for an actor that is not idle). An asker that gives up hands the socket back
 //! too (waking the task if data already waits); so does an actor's feed when it is released.
 //! A frame a reader cannot deliver at once (a full lane) and the end of the connection are
 //! handed to the task, which alone waits on them.
@@ -172,10 +174,12 @@ enum Turn {
 enum Pumped {
     /// The socket has nothing more; the reader's waker is registered with it.
     Drained,
+    /// As `Drained`, for a feed that delivered work (tells) on the way: its actor is busy with
+    /// them now, and the task had better read what comes meanwhile.
+    Delivered,
     /// The reader has what it came for — the asker its answer, the feed an ask it delivered —
     /// and the buffer holds no whole frame: it reads no further, and no waker is registered
-    /// with the socket yet (whoever reads next does it; the task is woken to be sure). The
-    /// registration then comes after the reply went out, not on its way.
+    /// with the socket yet.
     Answered,
     /// A delivery waits for room ([`ReadState::stalled`]).
     Stalled,
@@ -255,7 +259,7 @@ impl Inbound {
             self.relay.watching.store(false, SeqCst);
             st.watch_set = false;
             match st.pump(conn, cx, Reader::Task) {
-                Pumped::Drained | Pumped::Answered => return Poll::Pending,
+                Pumped::Drained | Pumped::Delivered | Pumped::Answered => return Poll::Pending,
                 Pumped::Stalled => continue,
                 Pumped::Ended(end) => return Poll::Ready(end),
             }
@@ -334,6 +338,12 @@ impl Inbound {
         };
         match st.pump(conn, &mut relayed, reader) {
             Pumped::Drained => return Turn::Holding,
+            Pumped::Delivered => {
+                // The socket wakes the task while the actor handles what came (the relay is
+                // registered, and no reader holds it now).
+                self.unlend(st);
+                return Turn::Handed;
+            }
             Pumped::Answered => {
                 // The socket wakes the task from now on (through the relay, which no reader
                 // holds now; a reader that reads again takes it back without registering
@@ -393,13 +403,14 @@ impl ReadState {
     /// more (its readiness then wakes `cx`), a delivery must wait for room, or the connection
     /// ends. An asker's own reply wakes no one; once an asker has its reply, or a feed has
     /// delivered an ask, the whole frames already read are handled and no more is read
-    /// ([`Pumped::Answered`]).
+    /// ([`Pumped::Answered`]). A feed that delivered anything says so when the socket has
+    /// nothing more ([`Pumped::Delivered`]).
     fn pump(&mut self, conn: &Conn<'_>, cx: &mut Context<'_>, reader: Reader<'_>) -> Pumped {
         let asker = match reader {
             Reader::Asker(id, waker) => Some((id, waker)),
             Reader::Task | Reader::Feed => None,
         };
-        let mut answered = false;
+        let (mut answered, mut delivered) = (false, false);
         loop {
             // Each whole frame is split off (no copy): a tell's messages are decoded later, by
             // the actor, from the frame's bytes.
@@ -412,6 +423,7 @@ impl ReadState {
                 let handled = EnvelopeRef::decode(&frame)
                     .map_err(ConnError::from)
                     .and_then(|env| handle(conn, &mut self.cache, env, &frame, asker));
+                delivered |= matches!(reader, Reader::Feed);
                 match handled {
                     Ok(Handled::Done) => {}
                     Ok(Handled::Asked) => answered |= matches!(reader, Reader::Feed),
@@ -432,6 +444,7 @@ impl ReadState {
                 self.buf.reserve(READ_CHUNK);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.buf) {
+                Poll::Pending if delivered => return Pumped::Delivered,
                 Poll::Pending => return Pumped::Drained,
                 Poll::Ready(Err(e)) => return Pumped::Ended(Err(e.into())),
                 Poll::Ready(Ok(0)) => {
