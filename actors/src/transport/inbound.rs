@@ -562,8 +562,8 @@ impl Feed for ConnFeed {
 
     fn release(&self) {
         // Never blocks (it may be called while another connection is being read): when the
-        // state is busy, its reader hands the socket over anyway, and the relay wakes the task
-        // whatever happens.
+        // state is busy, its reader takes the socket over anyway (and leaves it holding it, or
+        // waking the task).
         if let Some(link) = self.link.upgrade() {
             if let Some(mut guard) = link.inbound.state.try_lock() {
                 link.inbound.hand_back_in(guard.as_mut());
