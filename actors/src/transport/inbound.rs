@@ -56,7 +56,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// How long data may wait for a reader the socket woke before the connection's task reads it
 /// itself: what a reader that is not run holds the connection up by, at most twice this.
-pub(crate) const WATCH: Duration = Duration::from_millis(2);
+const WATCH: Duration = Duration::from_millis(2);
 
 /// The reading side of one connection; its state goes when the connection closes.
 pub(crate) struct Inbound {
