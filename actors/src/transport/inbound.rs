@@ -74,8 +74,6 @@ struct Relay {
     reader: Mutex<Option<Waker>>,
     reading: AtomicBool,
     task: Mutex<Option<Waker>>,
-    /// The socket woke the relay since a reader last read.
-    fired: AtomicBool,
     /// How many times the socket woke the relay.
     fires: AtomicU64,
     /// The task watches (or was woken to watch) whether a woken reader reads.
@@ -88,7 +86,6 @@ impl Wake for Relay {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, SeqCst);
         self.fires.fetch_add(1, SeqCst);
         let reader = self.reading.load(SeqCst)
             && match self.reader.lock().as_ref() {
@@ -138,6 +135,9 @@ struct ReadState {
     watch: Option<Pin<Box<Sleep>>>,
     watch_set: bool,
     watch_fires: u64,
+    /// The relay's count of wake-ups when a reader last started reading: a higher count means
+    /// data came that no reader has read since.
+    read_fires: u64,
 }
 
 /// Who handles frames, with what: the node's transport, the peer's name and the link.
@@ -193,7 +193,6 @@ impl Inbound {
             reader: Mutex::new(None),
             reading: AtomicBool::new(false),
             task: Mutex::new(None),
-            fired: AtomicBool::new(false),
             fires: AtomicU64::new(0),
             watching: AtomicBool::new(false),
         });
@@ -214,6 +213,7 @@ impl Inbound {
                 watch: None,
                 watch_set: false,
                 watch_fires: 0,
+                read_fires: 0,
             })),
         }
     }
@@ -294,8 +294,9 @@ impl Inbound {
             if fires != st.watch_fires {
                 continue; // the socket woke a reader again: watch another period
             }
-            if relay.fired.load(SeqCst) {
-                return true; // unread for a whole period
+            if fires != st.read_fires {
+                // Woken before this period, a reader has not read since: unread for a whole one.
+                return true;
             }
             // Quiet: the watch lapses, and the next wake-up of a reader sets it again. One that
             // came meanwhile may have found it still set: then it is set again here.
@@ -329,7 +330,7 @@ impl Inbound {
         }
         keep(&self.relay.reader, cx.waker());
         self.relay.reading.store(true, SeqCst);
-        self.relay.fired.store(false, SeqCst);
+        st.read_fires = self.relay.fires.load(SeqCst);
         st.lent = true;
         let mut relayed = Context::from_waker(&self.relay_waker);
         let reader = match id {

@@ -12,9 +12,10 @@
 //! reader does accept, the two agree (checked by unit tests and by the `frame_decoder` fuzz
 //! target).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::envelope::{AskRef, EnvelopeRef, ReplyRef, TellRef};
+use super::msgpack::Append;
 
 /// A cursor over a frame body.
 struct Reader<'a> {
@@ -144,107 +145,34 @@ pub(crate) fn decode(body: &[u8]) -> Option<EnvelopeRef<'_>> {
 pub(crate) fn encode(env: &EnvelopeRef<'_>, dst: &mut BytesMut) -> bool {
     /// Room for the headers: markers, lengths, two integers and the variant names.
     const HEADERS: usize = 48;
+    let mut w = Append(dst);
+    // One reservation for the whole envelope; writing to a `BytesMut` cannot fail.
     match env {
         EnvelopeRef::Ask(a) => {
-            dst.reserve(HEADERS + a.to.len() + a.tag.len() + a.body.len());
-            let mut w = Writer(dst);
-            w.map1("Ask");
-            w.array(5);
-            w.uint(a.id);
-            w.str(a.to);
-            w.str(a.tag);
-            w.uint(a.timeout_ms.into());
-            w.bin(a.body);
+            w.0.reserve(HEADERS + a.to.len() + a.tag.len() + a.body.len());
+            let _ = rmp::encode::write_map_len(&mut w, 1);
+            let _ = rmp::encode::write_str(&mut w, "Ask");
+            let _ = rmp::encode::write_array_len(&mut w, 5);
+            let _ = rmp::encode::write_uint(&mut w, a.id);
+            let _ = rmp::encode::write_str(&mut w, a.to);
+            let _ = rmp::encode::write_str(&mut w, a.tag);
+            let _ = rmp::encode::write_uint(&mut w, a.timeout_ms.into());
+            let _ = rmp::encode::write_bin(&mut w, a.body);
             true
         }
         EnvelopeRef::Reply(ReplyRef { id, result: Ok(b) }) => {
-            dst.reserve(HEADERS + b.len());
-            let mut w = Writer(dst);
-            w.map1("Reply");
-            w.array(2);
-            w.uint(*id);
-            w.map1("Ok");
-            w.bin(b);
+            w.0.reserve(HEADERS + b.len());
+            let _ = rmp::encode::write_map_len(&mut w, 1);
+            let _ = rmp::encode::write_str(&mut w, "Reply");
+            let _ = rmp::encode::write_array_len(&mut w, 2);
+            let _ = rmp::encode::write_uint(&mut w, *id);
+            let _ = rmp::encode::write_map_len(&mut w, 1);
+            let _ = rmp::encode::write_str(&mut w, "Ok");
+            let _ = rmp::encode::write_bin(&mut w, b);
             true
         }
         _ => false,
     }
-}
-
-/// Appends MessagePack values in the shortest encodings, as `rmp` writes them (the unit tests
-/// compare with `rmp-serde`'s bytes).
-struct Writer<'a>(&'a mut BytesMut);
-
-impl Writer<'_> {
-    /// A one-entry map's header and its key: how an enum variant with fields starts.
-    fn map1(&mut self, key: &str) {
-        self.0.put_u8(0x81);
-        self.str(key);
-    }
-
-    /// A header of an array of `n` (at most 15) elements.
-    fn array(&mut self, n: u8) {
-        self.0.put_u8(0x90 | n);
-    }
-
-    fn uint(&mut self, v: u64) {
-        if let Ok(b) = u8::try_from(v) {
-            if b < 0x80 {
-                self.0.put_u8(b);
-            } else {
-                self.0.put_slice(&[0xcc, b]);
-            }
-        } else if let Ok(v) = u16::try_from(v) {
-            self.0.put_u8(0xcd);
-            self.0.put_u16(v);
-        } else if let Ok(v) = u32::try_from(v) {
-            self.0.put_u8(0xce);
-            self.0.put_u32(v);
-        } else {
-            self.0.put_u8(0xcf);
-            self.0.put_u64(v);
-        }
-    }
-
-    fn str(&mut self, s: &str) {
-        let n = s.len();
-        match (u8::try_from(n), u16::try_from(n)) {
-            (Ok(b), _) if b < 32 => self.0.put_u8(0xa0 | b),
-            (Ok(b), _) => self.0.put_slice(&[0xd9, b]),
-            (_, Ok(w)) => {
-                self.0.put_u8(0xda);
-                self.0.put_u16(w);
-            }
-            _ => {
-                self.0.put_u8(0xdb);
-                self.0.put_u32(len32(n));
-            }
-        }
-        self.0.put_slice(s.as_bytes());
-    }
-
-    fn bin(&mut self, b: &[u8]) {
-        let n = b.len();
-        match (u8::try_from(n), u16::try_from(n)) {
-            (Ok(len), _) => self.0.put_slice(&[0xc4, len]),
-            (_, Ok(len)) => {
-                self.0.put_u8(0xc5);
-                self.0.put_u16(len);
-            }
-            _ => {
-                self.0.put_u8(0xc6);
-                self.0.put_u32(len32(n));
-            }
-        }
-        self.0.put_slice(b);
-    }
-}
-
-/// A length as MessagePack's 32-bit one. Frames are far smaller than 4 GiB (their length prefix
-/// is 32 bits and the limit well below it), so a longer one never reaches the wire: the frame
-/// is refused as too large.
-fn len32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
