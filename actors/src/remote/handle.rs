@@ -195,8 +195,21 @@ impl RemoteRef {
     }
 
     /// The live connection to the node: the cached one while it lives, else the node's current.
-    #[inline]
+    #[inline(always)]
     fn link(&self) -> Option<LinkRef<'_>> {
+        match self.link.get() {
+            Some(link) if !link.is_closed() && !self.transport.is_cut(&self.node) => {
+                Some(LinkRef::Cached(link))
+            }
+            _ => self.fresh_link(),
+        }
+    }
+
+    /// [`RemoteRef::link`] without a live cached connection: the node's current one, cached if
+    /// none was.
+    #[cold]
+    #[inline(never)]
+    fn fresh_link(&self) -> Option<LinkRef<'_>> {
         if self.transport.is_cut(&self.node) {
             return None;
         }

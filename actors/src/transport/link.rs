@@ -302,7 +302,39 @@ impl Link {
     /// is a tell to the same actor with the same tag (and still small), else in a frame of its
     /// own. Never written from here: tells come in streams, and the writer task takes them
     /// together.
+    #[inline]
     pub(crate) fn tell<M: Serialize>(
+        &self,
+        to: &Arc<str>,
+        tag: &'static str,
+        msg: &M,
+    ) -> Result<(), QueueError> {
+        {
+            // The usual case in a stream of tells: the last frame is an open tell to the same
+            // actor and type with room left, and the writer task is already due to write it.
+            let mut guard = self.out.lock();
+            let out = &mut *guard;
+            if let (Some(o), true, true) = (&mut out.open, out.writing, out.socket.is_some()) {
+                if out.sealed_bytes + out.buf.len() < self.limit
+                    && (std::ptr::eq(o.tag, tag) || o.tag == tag)
+                    && (Arc::ptr_eq(&o.to, to) || *o.to == **to)
+                    && o.tell.frame_len(&out.buf) < TELL_FRAME_TARGET
+                    && o.tell.push(&mut out.buf, msg, self.max_frame).is_ok()
+                {
+                    if out.buf.len() >= CHUNK {
+                        out.seal();
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        self.tell_otherwise(to, tag, msg)
+    }
+
+    /// [`Link::tell`] where the message does not simply join the open tell frame: it starts a
+    /// frame, or the writer task has to be woken, or it is refused.
+    #[inline(never)]
+    fn tell_otherwise<M: Serialize>(
         &self,
         to: &Arc<str>,
         tag: &'static str,

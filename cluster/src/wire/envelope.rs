@@ -313,18 +313,29 @@ impl TellCursor {
     }
 
     /// The next step in `bodies` (always the same tell's), or `None` when they are done.
+    #[inline]
     pub fn next(&mut self, bodies: &[u8]) -> Option<TellItem> {
-        let rest = bodies.get(self.at..).unwrap_or_default();
         // The usual case, a whole message where one is counted, read in place.
-        if let (true, [a, b, c, d, ..]) = (self.left > 0, rest) {
-            let start = self.at + 4;
-            let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-            if len <= rest.len() - 4 {
-                self.left -= 1;
-                self.at = start + len;
-                return Some(TellItem::Message(start..self.at));
+        if self.left > 0 {
+            if let Some(&[a, b, c, d]) = bodies.get(self.at..self.at + 4) {
+                let start = self.at + 4;
+                let len = u32::from_be_bytes([a, b, c, d]) as usize;
+                if len <= bodies.len() - start {
+                    self.left -= 1;
+                    self.at = start + len;
+                    return Some(TellItem::Message(start..self.at));
+                }
             }
         }
+        self.next_otherwise(bodies)
+    }
+
+    /// [`TellCursor::next`] where the next step is not a whole counted message: the end, or
+    /// what is lost.
+    #[cold]
+    #[inline(never)]
+    fn next_otherwise(&mut self, bodies: &[u8]) -> Option<TellItem> {
+        let rest = bodies.get(self.at..).unwrap_or_default();
         if self.left > 0 {
             self.left -= 1;
             let mut messages = Messages::new(rest);

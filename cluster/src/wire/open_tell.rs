@@ -90,6 +90,7 @@ impl OpenTell {
     /// # Errors
     /// [`EncodeError::Serialize`] if `msg` does not serialize, [`EncodeError::TooLarge`] if the
     /// frame would exceed `max` bytes; `dst` is then left as it was.
+    #[inline]
     pub fn push<T: Serialize + ?Sized>(
         &mut self,
         dst: &mut BytesMut,

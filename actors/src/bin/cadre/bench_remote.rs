@@ -6,6 +6,7 @@
 //! (with a counting actor exposed) and a raw TCP server, and prints both addresses. The secret
 //! travels in the child's environment, never on its command line.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use anyhow::{anyhow, bail, Context as _};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use cadre_actors::{Node, RemoteMessage, TransportConfig};
 use cadre_cluster::wire::{FrameCodec, Secret};
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
@@ -53,25 +54,29 @@ pub(crate) struct Options {
     only: Option<String>,
 }
 
-/// A payload for the sink. It holds its bytes as a [`Bytes`] over one static buffer, as the
-/// raw side writes every frame from one slice: the figure is the transport's cost (encoding,
-/// framing, writing; decoding into a fresh buffer and handling on the other side), not an
-/// allocation and copy per message in the benchmark.
+/// A payload for the sink. The sender holds its bytes as a slice of one static buffer, as the
+/// raw side writes every frame from one slice; the receiver decodes each into a fresh `Vec` of
+/// its own (an allocation and a copy per message, which the raw side does not pay). The figure
+/// is the transport's cost (encoding, framing, writing; decoding and handling on the other
+/// side), not an allocation and copy per message in the sending loop.
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
-struct Blob(#[serde(with = "shared_bytes")] Bytes);
+struct Blob(#[serde(with = "blob_bytes")] Cow<'static, [u8]>);
 
-/// `Bytes` as a MessagePack `bin`.
-mod shared_bytes {
-    use bytes::Bytes;
+/// A `Cow` of bytes as a MessagePack `bin`, decoded into a buffer of its own.
+mod blob_bytes {
+    use std::borrow::Cow;
+
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(b)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        serde_bytes::ByteBuf::deserialize(d).map(|b| Bytes::from(b.into_vec()))
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Cow<'static, [u8]>, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Cow::Owned(b.into_vec()))
     }
 }
 impl RemoteMessage for Blob {
@@ -259,9 +264,9 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         raw_rt.set_nodelay(true)?;
         let mut raw_rt = Some(raw_rt);
         let payload = vec![0x5Au8; opts.payload];
-        // Static for the run: a clone is a copy of its pointer, no reference count touched,
-        // as the raw side writes every frame from one slice.
-        let shared = Bytes::from_static(Box::leak(payload.clone().into_boxed_slice()));
+        // Static for the run: each message borrows it (a pointer copied, nothing counted), as
+        // the raw side writes every frame from one slice.
+        let shared: &'static [u8] = Box::leak(payload.clone().into_boxed_slice());
 
         println!(
             "cadre bench remote: {} messages of {} B per round, {} asks, {} rounds; two processes on 127.0.0.1",
@@ -279,7 +284,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 return Ok(());
             }
             Some("cadre-tell") => {
-                let tps = cadre_throughput(&sink, &shared, opts.messages).await?;
+                let tps = cadre_throughput(&sink, shared, opts.messages).await?;
                 println!("cadre tell {:.2} M msg/s", tps / 1e6);
                 return Ok(());
             }
@@ -293,7 +298,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         }
         let (mut cadre_tps, mut raw_tps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..opts.rounds {
-            let c = cadre_throughput(&sink, &shared, opts.messages).await?;
+            let c = cadre_throughput(&sink, shared, opts.messages).await?;
             let r = raw_throughput(&mut raw, &payload, opts.messages).await?;
             println!("  round {}: tell cadre {:.2} M msg/s, raw {:.2} M frames/s", round + 1, c / 1e6, r / 1e6);
             ratios.push(c / r);
@@ -340,13 +345,13 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
 
 async fn cadre_throughput(
     sink: &cadre_actors::RemoteRef,
-    payload: &Bytes,
+    payload: &'static [u8],
     n: u64,
 ) -> anyhow::Result<f64> {
     let before = sink.ask(Count, Duration::from_secs(30)).await?;
     let t0 = Instant::now();
     for _ in 0..n {
-        sink.tell_wait(Blob(payload.clone()))
+        sink.tell_wait(Blob(Cow::Borrowed(payload)))
             .await
             .map_err(|e| anyhow!("tell failed: {e}"))?;
     }
