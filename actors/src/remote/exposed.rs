@@ -280,6 +280,9 @@ where
 {
     type Item = M;
 
+    // Inlined into the lane's loop, which then keeps its state in registers from one message
+    // to the next.
+    #[inline]
     fn next(&mut self) -> Option<M> {
         while let Some(item) = self.cursor.next(&self.bodies) {
             let (count, detail) = match item {

@@ -229,6 +229,7 @@ impl RemoteRef {
     ///
     /// # Errors
     /// [`RemoteTellError`], with the message back where it was not sent.
+    #[inline]
     pub fn tell<M: RemoteMessage>(&self, msg: M) -> Result<(), RemoteTellError<M>>
     where
         M::Result: Serialize + DeserializeOwned + Send + 'static,
