@@ -18,9 +18,15 @@ const WORD: usize = std::mem::size_of::<usize>();
 /// The global allocator of the `cadre` binary.
 pub(crate) struct Allocator;
 
-// SAFETY: every path hands the request to mimalloc, which returns memory of at least the size
-// asked for, aligned as asked: word-aligned requests go to its plain entry points (whose
-// blocks are whole words), others to its aligned ones; frees and reallocations go back to it.
+// SAFETY: every path hands the request to mimalloc and returns what it gives: memory of at
+// least the size asked for (or null when it has none, which the trait allows), never unwinding.
+// Alignment: a request for at most a word goes to mimalloc's plain entry points, whose small
+// and medium blocks are whole numbers of words laid out from word-aligned page starts and
+// whose large ones start at OS pages, so every block is word-aligned; a stricter request goes
+// to its aligned entry points, which honour any power of two. `mi_realloc` keeps the bytes up
+// to the smaller size and returns a block of the same kind (word-aligned again); a pointer
+// freed or reallocated here came from one of these entry points, as `mi_free` and
+// `mi_realloc` require (the aligned ones allocate from the same heap).
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
