@@ -205,19 +205,11 @@ impl RemoteRef {
         }
     }
 
-    /// [`RemoteRef::link`] without a live cached connection: the node's current one, cached if
-    /// none was.
+    /// [`RemoteRef::link`] without a live cached connection (or with the node cut off): the
+    /// node's current one, cached if none was.
     #[cold]
     #[inline(never)]
     fn fresh_link(&self) -> Option<LinkRef<'_>> {
-        if self.transport.is_cut(&self.node) {
-            return None;
-        }
-        if let Some(link) = self.link.get() {
-            if !link.is_closed() {
-                return Some(LinkRef::Cached(link));
-            }
-        }
         let link = self.transport.link(&self.node)?;
         if self.link.get().is_none() {
             let _ = self.link.set(link.clone());

@@ -131,6 +131,25 @@ struct Open {
     tag: &'static str,
 }
 
+impl Open {
+    /// Appends `msg` to this frame, at the end of `buf`, if it goes to `to` with `tag`, the
+    /// frame is still below [`TELL_FRAME_TARGET`] and `msg` fits within `max`; whether it did.
+    #[inline]
+    fn join<M: Serialize>(
+        &mut self,
+        buf: &mut BytesMut,
+        to: &Arc<str>,
+        tag: &'static str,
+        msg: &M,
+        max: u32,
+    ) -> bool {
+        (std::ptr::eq(self.tag, tag) || self.tag == tag)
+            && (Arc::ptr_eq(&self.to, to) || *self.to == **to)
+            && self.tell.frame_len(buf) < TELL_FRAME_TARGET
+            && self.tell.push(buf, msg, max).is_ok()
+    }
+}
+
 /// The size up to which a tell frame grows with further messages; a larger batch starts a new
 /// frame, so that a receiver starts on the first messages before the last ones arrive. Well
 /// below the receiver's read size: the part of a frame left at the end of a read is then
@@ -316,10 +335,7 @@ impl Link {
             let out = &mut *guard;
             if let (Some(o), true, true) = (&mut out.open, out.writing, out.socket.is_some()) {
                 if out.sealed_bytes + out.buf.len() < self.limit
-                    && (std::ptr::eq(o.tag, tag) || o.tag == tag)
-                    && (Arc::ptr_eq(&o.to, to) || *o.to == **to)
-                    && o.tell.frame_len(&out.buf) < TELL_FRAME_TARGET
-                    && o.tell.push(&mut out.buf, msg, self.max_frame).is_ok()
+                    && o.join(&mut out.buf, to, tag, msg, self.max_frame)
                 {
                     if out.buf.len() >= CHUNK {
                         out.seal();
@@ -332,7 +348,8 @@ impl Link {
     }
 
     /// [`Link::tell`] where the message does not simply join the open tell frame: it starts a
-    /// frame, or the writer task has to be woken, or it is refused.
+    /// frame, or the writer task has to be woken, or it is refused. (A message too large to
+    /// join the open frame is encoded once more here, into a frame of its own.)
     #[inline(never)]
     fn tell_otherwise<M: Serialize>(
         &self,
@@ -343,11 +360,7 @@ impl Link {
         let max = self.max_frame;
         self.queue(false, |out| {
             if let Some(o) = &mut out.open {
-                if (std::ptr::eq(o.tag, tag) || o.tag == tag)
-                    && (Arc::ptr_eq(&o.to, to) || *o.to == **to)
-                    && o.tell.frame_len(&out.buf) < TELL_FRAME_TARGET
-                    && o.tell.push(&mut out.buf, msg, max).is_ok()
-                {
+                if o.join(&mut out.buf, to, tag, msg, max) {
                     return Ok(());
                 }
                 // Another actor or type, a full frame, or a message too large to join it
