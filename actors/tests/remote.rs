@@ -1,5 +1,6 @@
 //! Nodes in one process on 127.0.0.1 (port 0): tell, ask, ordering, size limits, local
-//! transparency, reconnection, and asks failing fast when a connection drops.
+//! transparency, reconnection, a full outbound queue, a crashed connection actor, and asks
+//! failing fast when a connection drops.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,6 +96,37 @@ impl Handler<Hold> for Recorder {
     }
 }
 
+/// A numbered message with a payload, recorded by its number: fills buffers quickly.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+struct Bulk(u64, #[serde(with = "serde_bytes")] Vec<u8>);
+impl RemoteMessage for Bulk {
+    const TAG: &'static str = "test.bulk";
+}
+impl Handler<Bulk> for Recorder {
+    type Result = ();
+    fn handle(&mut self, m: Bulk, _: &mut Context<Self>) {
+        self.seen.push(m.0);
+    }
+}
+
+/// A message type with a bug: decoding it panics, in whatever task reads its frame.
+#[derive(Message, Serialize, Debug)]
+#[rtype(result = "()")]
+struct Boom;
+impl RemoteMessage for Boom {
+    const TAG: &'static str = "test.boom";
+}
+impl<'de> Deserialize<'de> for Boom {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("Boom's decoder is broken");
+    }
+}
+impl Handler<Boom> for Recorder {
+    type Result = ();
+    fn handle(&mut self, _: Boom, _: &mut Context<Self>) {}
+}
+
 /// Not accepted from the network by anyone.
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "()")]
@@ -145,7 +177,9 @@ async fn node_with(config: TransportConfig) -> (Node, Runtime) {
         .accept::<Seen>()
         .accept::<Echo>()
         .accept::<Slow>()
-        .accept::<Hold>();
+        .accept::<Hold>()
+        .accept::<Bulk>()
+        .accept::<Boom>();
     (node, rt)
 }
 
@@ -398,6 +432,115 @@ fn tells_to_a_full_mailbox_wait_for_room_and_none_is_lost() {
         let seen = rec.ask(Seen, Duration::from_secs(20)).await.unwrap();
         assert_eq!(seen, (0..5_000).collect::<Vec<_>>());
         assert_eq!(a.dropped_messages(), 0);
+    });
+}
+
+#[test]
+fn a_full_outbound_queue_refuses_a_tell_with_the_message_back_and_tell_wait_waits_for_room() {
+    run(async {
+        let a = node("a").await;
+        let mut small = config("b");
+        small.queue_bytes = 16 * 1024;
+        let (b, _rt) = node_with(small).await;
+        b.connect(a.local_addr(), T).await.unwrap();
+        let rec = b.actor("a", "rec");
+        // The recorder is held: its lane fills, a stops reading, the sockets' buffers fill,
+        // and then b's queue of 16 KiB.
+        rec.tell(Hold(3_000)).unwrap();
+        let payload = vec![7u8; 8 * 1024];
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(2_500);
+        let mut sent = 0u64;
+        let refused = loop {
+            match rec.tell(Bulk(sent, payload.clone())) {
+                Ok(()) => sent += 1,
+                Err(RemoteTellError::QueueFull(msg)) => break msg,
+                Err(e) => panic!("tell {sent} failed otherwise: {e}"),
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no tell refused after {sent} of 8 KiB"
+            );
+            // Lets the writer task run, wherever it runs.
+            tokio::task::yield_now().await;
+        };
+        // The refused message comes back whole, and waiting sends it and what follows.
+        assert_eq!(refused.0, sent, "the message refused is the one just told");
+        assert_eq!(refused.1, payload);
+        rec.tell_wait(refused).await.unwrap();
+        for i in sent + 1..sent + 10 {
+            rec.tell_wait(Bulk(i, payload.clone())).await.unwrap();
+        }
+        // An ask is refused, not queued, while the queue is full: it is asked again until
+        // the queue has room (the recorder is released at 3 s).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let seen = loop {
+            match rec.ask(Seen, Duration::from_secs(20)).await {
+                Err(RemoteAskError::QueueFull(_)) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the queue never drained"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(
+            seen,
+            (0..sent + 10).collect::<Vec<_>>(),
+            "in order, none lost"
+        );
+        assert_eq!(a.dropped_messages(), 0);
+    });
+}
+
+#[test]
+fn a_crashed_connection_actor_is_restarted_and_dials_again() {
+    run(async {
+        let (a, b, _) = connected().await;
+        // b dialed a; a takes the connection as its own once its side of the handshake ends.
+        let deadline = tokio::time::Instant::now() + T;
+        while a.peers() != ["b"] {
+            assert!(tokio::time::Instant::now() < deadline, "a never saw b");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A frame whose message panics when decoded crashes b's connection (its task reads
+        // it: b's recorder has not been asked anything over it yet, so it does not read the
+        // connection). a's ask, which b's recorder would have answered, fails at once: its
+        // reply handle, dropped as the panic unwinds, may still get a failure out before the
+        // connection closes; otherwise the connection's drop fails it.
+        let started = tokio::time::Instant::now();
+        let boom = a.actor("b", "rec").ask(Boom, Duration::from_secs(20)).await;
+        assert!(
+            matches!(
+                boom,
+                Err(RemoteAskError::NodeUnreachable(_) | RemoteAskError::HandlerFailed(_))
+            ),
+            "{boom:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not at the timeout"
+        );
+        // Nothing of the dial loop survives the panic: only a restarted connection actor
+        // dials a again (a never dials b).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match b.actor("a", "rec").ask(Push(1), T).await {
+                Ok(()) => break,
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "b never reconnected: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(b.dialing(), [a.local_addr()]);
+        assert_eq!(
+            a.actor("b", "rec").ask(Seen, T).await.unwrap(),
+            Vec::<u64>::new()
+        );
+        assert_eq!(b.actor("a", "rec").ask(Seen, T).await.unwrap(), [1]);
     });
 }
 
