@@ -12,6 +12,9 @@ use cadre_runtime::testkit::run;
 use cadre_runtime::{ChildSpec, Runtime, SupervisorSpec};
 use serde::{Deserialize, Serialize};
 
+mod common;
+use common::eventually_within;
+
 const T: Duration = Duration::from_secs(5);
 
 /// Records every number it is told; answers with the list.
@@ -499,11 +502,7 @@ fn a_crashed_connection_actor_is_restarted_and_dials_again() {
     run(async {
         let (a, b, _) = connected().await;
         // b dialed a; a takes the connection as its own once its side of the handshake ends.
-        let deadline = tokio::time::Instant::now() + T;
-        while a.peers() != ["b"] {
-            assert!(tokio::time::Instant::now() < deadline, "a never saw b");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually_within("a sees b", T, || async { a.peers() == ["b"] }).await;
         // A frame whose message panics when decoded crashes b's connection (its task reads
         // it: b's recorder has not been asked anything over it yet, so it does not read the
         // connection). a's ask, which b's recorder would have answered, fails at once: its
@@ -524,17 +523,10 @@ fn a_crashed_connection_actor_is_restarted_and_dials_again() {
         );
         // Nothing of the dial loop survives the panic: only a restarted connection actor
         // dials a again (a never dials b).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match b.actor("a", "rec").ask(Push(1), T).await {
-                Ok(()) => break,
-                Err(e) => assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "b never reconnected: {e}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually_within("b reconnects", Duration::from_secs(10), || async {
+            b.actor("a", "rec").ask(Push(1), T).await.is_ok()
+        })
+        .await;
         assert_eq!(b.dialing(), [a.local_addr()]);
         assert_eq!(
             a.actor("b", "rec").ask(Seen, T).await.unwrap(),

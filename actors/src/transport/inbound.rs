@@ -23,8 +23,9 @@
 //! it was handed — and leaves the socket waking the task; it registers that before the answer
 //! goes out, at the cost of one registration. An actor that read tells leaves the socket to
 //! the task too once it has read all there was: it is busy with them, and the task reads what
-//! comes meanwhile (as it would for an actor that is not idle). An asker that gives up hands the socket back
-//! too (waking the task if data already waits); so does an actor's feed when it is released.
+//! comes meanwhile (as it would for an actor that is not idle). An asker that gives up hands
+//! the socket back too (waking the task if data already waits); so does an actor's feed when
+//! it is released.
 //! A frame a reader cannot deliver at once (a full lane) and the end of the connection are
 //! handed to the task, which alone waits on them.
 
@@ -70,7 +71,9 @@ pub(crate) struct Inbound {
 /// connection's task set to watch that it reads; the task itself when no reader holds it.
 struct Relay {
     /// The last reader to hold the socket (kept, so that the next turn of the same reader
-    /// clones no waker), and whether it holds it now.
+    /// clones no waker), and whether it holds it now (a reader, not the task, is the one the
+    /// socket wakes when data arrives: it is *lent*). Set and cleared under the read state's
+    /// lock.
     reader: Mutex<Option<Waker>>,
     reading: AtomicBool,
     task: Mutex<Option<Waker>>,
@@ -127,14 +130,10 @@ struct ReadState {
     stalled: Option<WaitDelivery>,
     /// How the connection ended, as an asker found it: for the task to end with.
     ended: Option<Result<(), ConnError>>,
-    /// A reader (an asker or an idle actor), not the task, is the one the socket wakes when
-    /// data arrives; the relay then holds its waker.
-    lent: bool,
-    /// The task's watch over a woken reader (made on first use), whether it is set, and the
-    /// relay's count of wake-ups when it was.
+    /// The task's watch over a woken reader (made on first use), and the relay's count of
+    /// wake-ups when its current period was set (`None`: not set).
     watch: Option<Pin<Box<Sleep>>>,
-    watch_set: bool,
-    watch_fires: u64,
+    watch_from: Option<u64>,
     /// The relay's count of wake-ups when a reader last started reading: a higher count means
     /// data came that no reader has read since.
     read_fires: u64,
@@ -209,10 +208,8 @@ impl Inbound {
                 cache: None,
                 stalled: None,
                 ended: None,
-                lent: false,
                 watch: None,
-                watch_set: false,
-                watch_fires: 0,
+                watch_from: None,
                 read_fires: 0,
             })),
         }
@@ -250,14 +247,14 @@ impl Inbound {
                     drop_messages(conn.inner, conn.node, lost);
                 }
             }
-            if st.lent && !self.watch(st, cx) {
+            if self.lent() && !self.watch(st, cx) {
                 // A reader holds the socket and reads what comes.
                 return Poll::Pending;
             }
             // No reader holds the socket, or one does but has not read what came: read it.
-            self.unlend(st);
+            self.unlend();
             self.relay.watching.store(false, SeqCst);
-            st.watch_set = false;
+            st.watch_from = None;
             match st.pump(conn, cx, Reader::Task) {
                 Pumped::Drained | Pumped::Delivered | Pumped::Answered => return Poll::Pending,
                 Pumped::Stalled => continue,
@@ -279,19 +276,21 @@ impl Inbound {
             let watch = st
                 .watch
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(WATCH)));
-            if !st.watch_set {
-                // Set right after the previous period ended, the timer needs no wake-up of the
-                // runtime (it is not earlier than the runtime's next wake-up).
-                watch.as_mut().reset(Instant::now() + WATCH);
-                st.watch_set = true;
-                st.watch_fires = relay.fires.load(SeqCst);
-            }
+            let from = match st.watch_from {
+                Some(from) => from,
+                None => {
+                    // Set right after the previous period ended, the timer needs no wake-up of
+                    // the runtime (it is not earlier than the runtime's next wake-up).
+                    watch.as_mut().reset(Instant::now() + WATCH);
+                    *st.watch_from.insert(relay.fires.load(SeqCst))
+                }
+            };
             if watch.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            st.watch_set = false;
+            st.watch_from = None;
             let fires = relay.fires.load(SeqCst);
-            if fires != st.watch_fires {
+            if fires != from {
                 continue; // the socket woke a reader again: watch another period
             }
             if fires != st.read_fires {
@@ -307,9 +306,13 @@ impl Inbound {
         }
     }
 
+    /// Whether a reader holds the socket (the relay wakes it rather than the task).
+    fn lent(&self) -> bool {
+        self.relay.reading.load(SeqCst)
+    }
+
     /// No reader holds the socket any more: the relay wakes the task.
-    fn unlend(&self, st: &mut ReadState) {
-        st.lent = false;
+    fn unlend(&self) {
         self.relay.reading.store(false, SeqCst);
     }
 
@@ -331,7 +334,6 @@ impl Inbound {
         keep(&self.relay.reader, cx.waker());
         self.relay.reading.store(true, SeqCst);
         st.read_fires = self.relay.fires.load(SeqCst);
-        st.lent = true;
         let mut relayed = Context::from_waker(&self.relay_waker);
         let reader = match id {
             Some(id) => Reader::Asker(id, cx.waker()),
@@ -342,14 +344,14 @@ impl Inbound {
             Pumped::Delivered => {
                 // The socket wakes the task while the actor handles what came (the relay is
                 // registered, and no reader holds it now).
-                self.unlend(st);
+                self.unlend();
                 return Turn::Handed;
             }
             Pumped::Answered => {
                 // The socket wakes the task from now on (through the relay, which no reader
                 // holds now; a reader that reads again takes it back without registering
                 // anew), or the task reads at once if more is there.
-                self.unlend(st);
+                self.unlend();
                 if st.rd.as_ref().poll_read_ready(&mut relayed).is_ready() {
                     self.wake_task();
                 }
@@ -360,7 +362,7 @@ impl Inbound {
             Pumped::Stalled => {}
             Pumped::Ended(end) => st.ended = Some(end),
         }
-        self.give_to_task(st);
+        self.give_to_task();
         Turn::Handed
     }
 
@@ -374,10 +376,10 @@ impl Inbound {
         let Some(st) = st else {
             return;
         };
-        if !st.lent {
+        if !self.lent() {
             return;
         }
-        self.unlend(st);
+        self.unlend();
         if let Some(task) = self.relay.task.lock().as_ref() {
             let mut tcx = Context::from_waker(task);
             if st.rd.as_ref().poll_read_ready(&mut tcx).is_ready() {
@@ -387,8 +389,8 @@ impl Inbound {
     }
 
     /// The task takes over: it reads again (after what it must wait on).
-    fn give_to_task(&self, st: &mut ReadState) {
-        self.unlend(st);
+    fn give_to_task(&self) {
+        self.unlend();
         self.wake_task();
     }
 

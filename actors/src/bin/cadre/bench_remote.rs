@@ -61,23 +61,17 @@ pub(crate) struct Options {
 /// side), not an allocation and copy per message in the sending loop.
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
-struct Blob(#[serde(with = "blob_bytes")] Cow<'static, [u8]>);
+struct Blob(
+    #[serde(
+        serialize_with = "serde_bytes::serialize",
+        deserialize_with = "owned_bytes"
+    )]
+    Cow<'static, [u8]>,
+);
 
-/// A `Cow` of bytes as a MessagePack `bin`, decoded into a buffer of its own.
-mod blob_bytes {
-    use std::borrow::Cow;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Cow<'static, [u8]>, D::Error> {
-        serde_bytes::ByteBuf::deserialize(d).map(|b| Cow::Owned(b.into_vec()))
-    }
+/// A MessagePack `bin` decoded into a buffer of its own.
+fn owned_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Cow<'static, [u8]>, D::Error> {
+    serde_bytes::ByteBuf::deserialize(d).map(|b| Cow::Owned(b.into_vec()))
 }
 impl RemoteMessage for Blob {
     const TAG: &'static str = "bench.blob";
