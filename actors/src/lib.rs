@@ -2,7 +2,7 @@
 //!
 //! Every actor of a cadre node, each a thin driver around a core from `cadre-cluster`: the node
 //! root, the transport, membership, pub/sub, the status-store shard replicas, the node agent,
-//! the task master and workers; and the `cadre` binary.
+//! the task master and workers. The `cadre` binary is the `cadre-cli` package (`actors/cli/`).
 //!
 //! # Layout
 //! - [`transport`]: the listener and connection actors, and [`Node`], the handle that
