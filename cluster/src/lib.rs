@@ -2,7 +2,7 @@
 //!
 //! What a cadre cluster agrees on and how, with no actix and no sockets: wire messages and the
 //! handshake, the membership core, the discovery view, the status-store state machine, and the
-//! task scheduling and drain state machines.
+//! task scheduler, and the node agent's rules.
 //!
 //! Every core here has the shape `handle(input, now) -> effects`: time, randomness and I/O
 //! come in as inputs and go out as effects, so each protocol is tested step by step without a
@@ -10,6 +10,8 @@
 //! cores and carry out what they ask.
 //!
 //! # Layout
+//! - [`agent`]: the node agent's key layout and records (status, commands, results), the
+//!   at-most-once rule for commands and the status reporter's timing.
 //! - [`wire`]: frames, the versioned envelope, and the authenticated handshake.
 //! - [`membership`]: SWIM gossip (foca) as a pure core, with authenticated datagrams.
 //! - [`discovery`]: the service directory, replicated by anti-entropy.
@@ -21,6 +23,7 @@
 
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod discovery;
 pub mod members;
 pub mod membership;
