@@ -619,3 +619,43 @@ fn start_failure_makes_run_root_fail() {
         "child `db` failed to start: error: no database"
     );
 }
+
+#[test]
+fn restart_child_restarts_a_nested_child_by_path_as_a_crash_and_names_a_wrong_path() {
+    run(async {
+        let log = Log::default();
+        let rt = Runtime::default();
+        let mut events = EventProbe::new(&rt);
+        let b = worker("b", &log);
+        let handle = b.actor_ref();
+        let inner = SupervisorSpec::new("inner").child(b);
+        let root = SupervisorSpec::new("root")
+            .child(worker("a", &log))
+            .child(inner)
+            .start(&rt)
+            .await
+            .unwrap();
+        assert_eq!(handle.ask(Ping, T).await.unwrap(), (1, 1));
+        assert_eq!(root.restart_child("inner/b", T).await.unwrap(), 1);
+        let e = events.expect("b exited", T, |e| exited(e, "b")).await;
+        assert_eq!(
+            e.kind,
+            EventKind::Exited {
+                generation: 1,
+                reason: ExitReason::Killed
+            }
+        );
+        events
+            .expect("b restarted", T, |e| started(e, "b", 2))
+            .await;
+        assert_eq!(handle.ask(Ping, T).await.unwrap(), (2, 1), "fresh state");
+        let err = root.restart_child("inner/nope", T).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "supervisor `root/inner` has no child `nope`"
+        );
+        let err = root.restart_child("a/x", T).await.unwrap_err();
+        assert_eq!(err.to_string(), "supervisor `root` has no child `a`");
+        root.stop(T).await.unwrap();
+    });
+}

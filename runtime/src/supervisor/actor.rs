@@ -407,6 +407,57 @@ impl Handler<WhichChildren> for SupervisorActor {
     }
 }
 
+/// Kills the running instance of the child `id` (an abnormal exit: the supervisor applies its
+/// policy as for a crash), or hands back the child's own supervisor handle to go further down.
+#[derive(Message)]
+#[rtype(result = "Killed")]
+pub(crate) struct KillChild {
+    pub(crate) id: String,
+    /// The path goes on below this child: answer with its supervisor handle.
+    pub(crate) descend: bool,
+}
+
+/// What [`KillChild`] did.
+pub(crate) enum Killed {
+    /// The instance of this generation was killed.
+    Killed(u64),
+    /// The child is a supervisor: go on below it.
+    Descend(crate::SupervisorRef),
+    /// No such child (or not a supervisor, when descending).
+    NoSuchChild,
+    /// The child has no running instance.
+    NotRunning,
+}
+
+impl Handler<KillChild> for SupervisorActor {
+    type Result = MessageResult<KillChild>;
+
+    fn handle(&mut self, msg: KillChild, _: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self
+            .children
+            .iter()
+            .map(|(_, e)| e)
+            .find(|e| *e.child.meta().id == *msg.id)
+        else {
+            return MessageResult(Killed::NoSuchChild);
+        };
+        if msg.descend {
+            return MessageResult(match entry.child.as_supervisor() {
+                Some(sup) => Killed::Descend(sup),
+                None => Killed::NoSuchChild,
+            });
+        }
+        match &entry.live {
+            Some(live) => {
+                tracing::info!(supervisor = %self.path, child = msg.id, generation = live.generation, "restarting a child on request");
+                live.spawned.kill();
+                MessageResult(Killed::Killed(live.generation))
+            }
+            None => MessageResult(Killed::NotRunning),
+        }
+    }
+}
+
 /// Stops the supervisor (and so its children, right to left).
 #[derive(Message)]
 #[rtype(result = "()")]

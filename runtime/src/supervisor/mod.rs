@@ -22,7 +22,9 @@ use crate::events::{EventKind, SupervisionEvent};
 use crate::exit::ExitReason;
 use crate::instance::{self, Early, InstanceEvent, Reporter, Spawned};
 use crate::runtime::Runtime;
-use actor::{AddChild, RemoveChild, StopSupervisor, SupervisorActor, WhichChildren};
+use actor::{
+    AddChild, KillChild, Killed, RemoveChild, StopSupervisor, SupervisorActor, WhichChildren,
+};
 pub use core::ChildInfo;
 use core::Kind;
 pub use spec::{Backoff, Child, ChildContext, ChildSpec, Intensity, Restart, Shutdown, Strategy};
@@ -43,6 +45,12 @@ pub enum SupervisorError {
     /// No answer within the timeout.
     #[error("no answer from supervisor `{0}` within {1:?}")]
     Timeout(Arc<str>, Duration),
+    /// No child at this path (`which_children` lists a supervisor's children).
+    #[error("supervisor `{0}` has no child `{1}`")]
+    NoSuchChild(Arc<str>, String),
+    /// The child at this path is not running (between instances, or ended): nothing to restart.
+    #[error("child `{0}` is not running")]
+    ChildNotRunning(String),
 }
 
 /// How to start a supervisor: its strategy, intensity and children, in start order.
@@ -239,6 +247,10 @@ impl ErasedChild for SupervisorSpec {
     fn last_generation(&self) -> u64 {
         self.slot.last_generation()
     }
+
+    fn as_supervisor(&self) -> Option<SupervisorRef> {
+        Some(self.handle())
+    }
 }
 
 impl From<SupervisorSpec> for Child {
@@ -291,6 +303,50 @@ impl SupervisorRef {
             .ask(WhichChildren, timeout)
             .await
             .map_err(|e| self.error(e))
+    }
+
+    /// Restarts the child at `path` (child ids below this supervisor, joined by `/`:
+    /// `store/shard-3`) by killing its running instance: an abnormal exit
+    /// ([`ExitReason::Killed`]), so its supervisor applies the child's restart type, its
+    /// strategy and its intensity as for a crash. Returns the generation that was killed.
+    ///
+    /// # Errors
+    /// [`SupervisorError::NoSuchChild`] when a step of the path names no child (or a child that
+    /// is not a supervisor), [`SupervisorError::ChildNotRunning`] when the child has no running
+    /// instance, or the supervisor's own errors within `timeout`.
+    pub async fn restart_child(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<u64, SupervisorError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut sup = self.clone();
+        let mut rest = path.trim_matches('/');
+        loop {
+            let (id, below) = match rest.split_once('/') {
+                Some((id, below)) => (id, Some(below)),
+                None => (rest, None),
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = KillChild {
+                id: id.to_owned(),
+                descend: below.is_some(),
+            };
+            let answer = sup.inner.ask(msg, left).await.map_err(|e| sup.error(e))?;
+            match (answer, below) {
+                (Killed::Killed(generation), _) => return Ok(generation),
+                (Killed::Descend(child), Some(below)) => {
+                    sup = child;
+                    rest = below;
+                }
+                (Killed::Descend(_), None) | (Killed::NoSuchChild, _) => {
+                    return Err(SupervisorError::NoSuchChild(sup.path(), id.to_owned()))
+                }
+                (Killed::NotRunning, _) => {
+                    return Err(SupervisorError::ChildNotRunning(path.to_owned()))
+                }
+            }
+        }
     }
 
     /// Stops the supervisor: its children stop right to left, each by its shutdown policy, then

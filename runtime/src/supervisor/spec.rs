@@ -216,6 +216,10 @@ pub(crate) trait ErasedChild: Send + Sync {
     fn slot_id(&self) -> usize;
     /// The last generation this child's handle has seen (0: never started).
     fn last_generation(&self) -> u64;
+    /// The child's handle as a supervisor, when it is one (to walk a path down the tree).
+    fn as_supervisor(&self) -> Option<crate::SupervisorRef> {
+        None
+    }
 }
 
 /// Anything a supervisor can supervise: a [`ChildSpec`], a nested
