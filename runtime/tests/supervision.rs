@@ -659,3 +659,29 @@ fn restart_child_restarts_a_nested_child_by_path_as_a_crash_and_names_a_wrong_pa
         root.stop(T).await.unwrap();
     });
 }
+
+#[test]
+fn a_child_started_into_a_running_supervisor_is_supervised_and_stops_first() {
+    run(async {
+        let log = Log::default();
+        let rt = Runtime::default();
+        let mut events = EventProbe::new(&rt);
+        let root = SupervisorSpec::new("root")
+            .child(worker("a", &log))
+            .start(&rt)
+            .await
+            .unwrap();
+        let b = worker("b", &log);
+        let handle = b.actor_ref();
+        root.start_child(b, T).await.unwrap();
+        assert_eq!(log.take(), ["start a", "start b"]);
+        handle.tell(Panic).unwrap();
+        events
+            .expect("b restarted", T, |e| started(e, "b", 2))
+            .await;
+        assert_eq!(handle.ask(Ping, T).await.unwrap(), (2, 1));
+        log.take();
+        root.stop(T).await.unwrap();
+        assert_eq!(log.take(), ["stop b", "stop a"]);
+    });
+}

@@ -305,6 +305,31 @@ impl SupervisorRef {
             .map_err(|e| self.error(e))
     }
 
+    /// Adds `child` to this running supervisor, at the right end of its children (as Erlang's
+    /// `supervisor:start_child`), and waits at most `timeout` until it has started. From then on
+    /// it is supervised as the others; it stops first (the rightmost). A child added this way
+    /// belongs to this instance of the supervisor: if the supervisor itself is restarted by its
+    /// parent, it starts again with its spec's children only.
+    ///
+    /// # Errors
+    /// [`SupervisorError::StartFailed`] if the child failed to start (it is not kept), or the
+    /// supervisor is not running, busy, or too slow.
+    pub async fn start_child(
+        &self,
+        child: impl Into<Child>,
+        timeout: Duration,
+    ) -> Result<(), SupervisorError> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.inner.tell(AddChild {
+            child: child.into(),
+            reply,
+        });
+        match self.call(rx, sent, timeout).await? {
+            Ok(()) => Ok(()),
+            Err(reason) => Err(SupervisorError::StartFailed(reason)),
+        }
+    }
+
     /// Restarts the child at `path` (child ids below this supervisor, joined by `/`:
     /// `store/shard-3`) by killing its running instance: an abnormal exit
     /// ([`ExitReason::Killed`]), so its supervisor applies the child's restart type, its
