@@ -14,6 +14,8 @@
 //!   ([`TaskWorkers`](tasks::TaskWorkers)) and the [`Master`](tasks::Master) that distributes
 //!   them, with at-least-once execution and exactly-once results.
 //! - [`store`]: the status store's shard replicas (openraft over redb).
+//! - [`agent`]: the node agent: status under a lease, commands through the store, the event
+//!   handler chain; and the client side ([`agent::issue`], [`agent::statuses`]).
 //! - [`node`]: a node process's [`NodeConfig`](node::NodeConfig) (file, environment, flags)
 //!   and where its cluster secret comes from.
 //!
@@ -25,6 +27,7 @@
 
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod membership;
 pub mod node;
 pub mod remote;

@@ -21,7 +21,7 @@ use serde::Serialize;
 pub(crate) struct Conn {
     /// The node to go through (its TCP address).
     #[arg(long, global = true, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
-    node: SocketAddr,
+    pub(crate) node: SocketAddr,
     /// The cluster's name.
     #[arg(long, global = true, default_value = "cadre")]
     cluster: String,
@@ -30,7 +30,7 @@ pub(crate) struct Conn {
     secret_file: Option<PathBuf>,
     /// Print JSON.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// `cadre kv`.
@@ -184,7 +184,10 @@ impl From<&KeyValue> for KvJson {
 }
 
 /// Connects to the node and runs `f` with the store through it.
-fn with_kv<T>(conn: &Conn, f: impl AsyncFnOnce(Kv) -> anyhow::Result<T>) -> anyhow::Result<T> {
+pub(crate) fn with_kv<T>(
+    conn: &Conn,
+    f: impl AsyncFnOnce(Kv) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let env = |k: &str| std::env::var(k).ok();
     let (secret, _) = secret::resolve(conn.secret_file.as_deref(), env)?;
     let (cluster, addr) = (conn.cluster.clone(), conn.node);

@@ -12,6 +12,7 @@ mod demo;
 mod kv_cmd;
 mod members_cmd;
 mod node_cmd;
+mod status_cmd;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,20 @@ enum Command {
     Kv(kv_cmd::KvOptions),
     /// The status store's leases: grant, keepalive, revoke, ttl.
     Lease(kv_cmd::LeaseOptions),
+    /// Every node's status as its agent reports it (state, CPU, memory, workers, report age).
+    ///
+    /// Example: `cadre status --node 127.0.0.1:7370 --watch`
+    Status(status_cmd::StatusOptions),
+    /// Run a management command on a node (or `all`) through the store; prints its result.
+    ///
+    /// Example: `cadre cmd n1 restart-actor node/view`
+    Cmd(status_cmd::CmdOptions),
+    /// Drain a node (shortcut for `cadre cmd NODE drain`).
+    Drain(status_cmd::ShortcutOptions),
+    /// Resize a node's task-worker pool (shortcut for `cadre cmd NODE scale-workers N`).
+    Scale(status_cmd::ShortcutOptions),
+    /// Change a node's log filter live (shortcut for `cadre cmd NODE log-level FILTER`).
+    LogLevel(status_cmd::ShortcutOptions),
     /// Measure cadre against baselines taken in the same run.
     Bench {
         #[command(subcommand)]
@@ -79,6 +94,11 @@ fn main() -> ExitCode {
         Command::Members(opts) => members_cmd::run(opts),
         Command::Kv(opts) => kv_cmd::run_kv(opts),
         Command::Lease(opts) => kv_cmd::run_lease(opts),
+        Command::Status(opts) => status_cmd::status(opts),
+        Command::Cmd(opts) => status_cmd::cmd(opts),
+        Command::Drain(opts) => status_cmd::shortcut("drain", opts),
+        Command::Scale(opts) => status_cmd::shortcut("scale-workers", opts),
+        Command::LogLevel(opts) => status_cmd::shortcut("log-level", opts),
         Command::Bench { what } => match what {
             Bench::Remote(opts) => bench_remote::run(opts),
             Bench::RemoteServe => bench_remote::serve(),

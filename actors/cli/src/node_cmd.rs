@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cadre_actors::node::{secret, ClusterNode, NodeConfig, Overrides};
+use cadre_actors::agent::LogControl;
+use cadre_actors::node::{secret, NodeBuilder, NodeConfig, Overrides};
 use cadre_runtime::Runtime;
 
 /// Options of `cadre node`.
@@ -49,15 +50,30 @@ fn profile(s: &str) -> Result<cadre_cluster::membership::Profile, String> {
     cadre_actors::node::config::parse_profile("--profile", s).map_err(|e| e.to_string())
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CADRE_LOG")
+/// Installs the log subscriber (filter from `CADRE_LOG`); returns how the `log-level` command
+/// changes its filter at run time.
+fn init_logs() -> LogControl {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CADRE_LOG")
         // openraft reports routine election races as warnings: keep its errors only.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=error"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
         .try_init();
+    std::sync::Arc::new(move |spec: &str| {
+        let filter =
+            EnvFilter::try_new(spec).map_err(|e| format!("`{spec}` is not a log filter: {e}"))?;
+        handle
+            .reload(filter)
+            .map_err(|e| format!("the log filter could not be changed: {e}"))
+    })
 }
 
 /// SIGTERM and Ctrl-C (SIGINT), listened for from the moment this is made: one that comes
@@ -86,7 +102,7 @@ impl ShutdownSignals {
 }
 
 pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
-    init_logs();
+    let log_control = init_logs();
     let env = |k: &str| std::env::var(k).ok();
     let flags = Overrides {
         name: opts.name,
@@ -112,7 +128,10 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         let mut signals = ShutdownSignals::listen()?;
         tracing::debug!("listening for SIGTERM and Ctrl-C");
         let runtime = Runtime::new(config.node_name(config.listen));
-        let node = ClusterNode::start(&config, secret, &runtime).await?;
+        let node = NodeBuilder::new(config.clone(), secret)
+            .log_control(log_control)
+            .start(&runtime)
+            .await?;
         tracing::info!(
             node = %node.name(),
             addr = %node.addr(),
@@ -123,6 +142,12 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         tokio::select! {
             signal = signals.recv() => {
                 tracing::info!(signal, "leaving the cluster");
+                node.leave(Duration::from_secs(5)).await;
+                tracing::info!("stopped");
+                Ok(())
+            }
+            () = node.stop_requested() => {
+                tracing::info!("asked to stop by a `stop` command; leaving the cluster");
                 node.leave(Duration::from_secs(5)).await;
                 tracing::info!("stopped");
                 Ok(())

@@ -18,18 +18,21 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::Actor;
+use cadre_cluster::agent::RunState;
 use cadre_cluster::discovery::{DirectoryEvent, Service};
 use cadre_cluster::membership::Profile;
+use cadre_cluster::store::LeaseId;
 use cadre_cluster::wire::Secret;
 use cadre_runtime::{ActorRef, ChildSpec, Runtime, SupervisorRef, SupervisorSpec};
 use tokio::sync::broadcast;
 
 use super::config::NodeConfig;
 use super::view::{
-    ClusterEvent, ClusterView, Deliver, Describe, Exchange, Leaving, ListMembers, Lookup,
-    LookupActor, MemberRow, NodeInfo, PushRecords, RegisterActor, RegisterService, SubscribeTopic,
-    TopicIndex, ADMIN,
+    ClusterEvent, ClusterView, Deliver, Describe, Exchange, Leaving, ListMembers, LocalServices,
+    Lookup, LookupActor, MemberRow, NodeInfo, PushRecords, RegisterActor, RegisterService,
+    SubscribeTopic, TopicIndex, ADMIN,
 };
+use crate::agent::{Agent, AgentConfig, AgentDeps, Farewell, GetState, FAREWELL};
 use crate::membership::{Gossip, GossipConfig, GossipError};
 use crate::remote::{Exposure, RemoteRef};
 use crate::store::gateway::{
@@ -143,6 +146,10 @@ pub struct ClusterNode {
     changes: broadcast::Sender<DirectoryEvent>,
     cluster_events: broadcast::Sender<ClusterEvent>,
     topic_index: TopicIndex,
+    started_ms: u64,
+    workers: Option<TaskWorkers>,
+    agent: Arc<OnceLock<ActorRef<Agent>>>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -156,7 +163,9 @@ impl std::fmt::Debug for ClusterNode {
 
 impl ClusterNode {
     /// Starts a node: the transport on `config.listen`, the gossip on the same address over UDP
-    /// (joining `config.seeds`), and the cluster view.
+    /// (joining `config.seeds`), the cluster view, the store's replicas on a `store` node, and
+    /// the node's agent. [`NodeBuilder`](super::NodeBuilder) adds task workers, chain handlers,
+    /// the user's own actors and a log control.
     ///
     /// # Errors
     /// [`ClusterNodeError`].
@@ -165,9 +174,9 @@ impl ClusterNode {
         secret: Secret,
         runtime: &Runtime,
     ) -> Result<ClusterNode, ClusterNodeError> {
-        Self::start_inner(config, secret, runtime, None)
+        super::NodeBuilder::new(config.clone(), secret)
+            .start(runtime)
             .await
-            .map(|(node, _)| node)
     }
 
     /// Starts a node that also runs tasks (it gets the role `worker`): as
@@ -184,17 +193,26 @@ impl ClusterNode {
         registry: TaskRegistry,
         workers: WorkerConfig,
     ) -> Result<(ClusterNode, TaskWorkers), ClusterNodeError> {
-        let (node, tasks) =
-            Self::start_inner(config, secret, runtime, Some((registry, workers))).await?;
-        Ok((node, tasks.expect("started with workers")))
+        let node = super::NodeBuilder::new(config.clone(), secret)
+            .workers(registry, workers)
+            .start(runtime)
+            .await?;
+        let workers = node.workers.clone().expect("started with workers");
+        Ok((node, workers))
     }
 
-    async fn start_inner(
+    pub(super) async fn start_inner(
         config: &NodeConfig,
         secret: Secret,
         runtime: &Runtime,
-        tasks: Option<(TaskRegistry, WorkerConfig)>,
-    ) -> Result<(ClusterNode, Option<TaskWorkers>), ClusterNodeError> {
+        parts: super::builder::Parts,
+    ) -> Result<ClusterNode, ClusterNodeError> {
+        let super::builder::Parts {
+            workers: tasks,
+            handlers,
+            log,
+            app: app_children,
+        } = parts;
         let name = config.node_name(config.listen);
         let (node, transport) = Node::prepare(config.transport(&name, secret.clone()))?;
         let addr = node.local_addr();
@@ -205,23 +223,25 @@ impl ClusterNode {
             cluster_size: 16,
             secret,
         })?;
+        let cluster_roles = {
+            // A node running task workers has the role `worker`, whatever it was given.
+            let mut roles = config.roles.clone();
+            if tasks.is_some() && !roles.iter().any(|r| r == "worker") {
+                roles.push("worker".into());
+            }
+            roles
+        };
         let me = NodeInfo {
             name: name.clone(),
             addr,
-            roles: {
-                // A node running task workers has the role `worker`, whatever it was given.
-                let mut roles = config.roles.clone();
-                if tasks.is_some() && !roles.iter().any(|r| r == "worker") {
-                    roles.push("worker".into());
-                }
-                roles
-            },
+            roles: cluster_roles.clone(),
             version: crate::VERSION.into(),
             started_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or_default(),
         };
+        let started_ms = me.started_ms;
         let exchange_every = match config.profile {
             Profile::Lan => Duration::from_secs(30),
             Profile::LocalTest => Duration::from_millis(500),
@@ -289,6 +309,12 @@ impl ClusterNode {
             root = root.child(spec);
             workers = Some((handle, kinds, capacity));
         }
+        // The user's own actors, under the node's `app` supervisor, started last.
+        let mut app_sup = SupervisorSpec::new("app");
+        for child in app_children {
+            app_sup = app_sup.child(child);
+        }
+        root = root.child(app_sup);
         let app = root.start(runtime).await.map_err(ClusterNodeError::Start)?;
         node.expose(ADMIN, view.clone())
             .accept::<Describe>()
@@ -311,6 +337,10 @@ impl ClusterNode {
             changes,
             cluster_events,
             topic_index,
+            started_ms,
+            workers: workers.as_ref().map(|(handle, _, _)| handle.clone()),
+            agent: Arc::new(OnceLock::new()),
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
         };
         // The store's front door, on every node; and on store nodes, the groups' bootstrap.
         let (c, shards, expect) = (
@@ -342,23 +372,43 @@ impl ClusterNode {
         if let Some(tx) = store_view {
             actix::spawn(track_store_nodes(cluster.clone(), tx));
         }
-        let Some((handle, kinds, capacity)) = workers else {
-            return Ok((cluster, None));
+        if let Some((handle, kinds, capacity)) = workers {
+            cluster
+                .node
+                .expose(TASKS_ACTOR, handle.actor())
+                .accept::<RunBatch>()
+                .accept::<CancelTasks>();
+            cluster
+                .register_service(Service {
+                    name: TASKS_SERVICE.into(),
+                    addr,
+                    tags: kinds,
+                    meta: [("capacity".to_string(), capacity.to_string())].into(),
+                })
+                .await;
+        }
+        // The agent, last: a child of the node's root like every other part of the node.
+        let deps = AgentDeps {
+            node: cluster.clone(),
+            runtime: runtime.clone(),
+            workers: cluster.workers.clone(),
+            log,
+            handlers,
+            config: AgentConfig {
+                period: Duration::from_millis(config.status_period_ms),
+                ttl: Duration::from_millis(config.status_ttl_ms),
+                cluster: config.cluster.clone(),
+                roles: cluster_roles,
+                shards: config.store_shards,
+            },
         };
-        cluster
-            .node
-            .expose(TASKS_ACTOR, handle.actor())
-            .accept::<RunBatch>()
-            .accept::<CancelTasks>();
-        cluster
-            .register_service(Service {
-                name: TASKS_SERVICE.into(),
-                addr,
-                tags: kinds,
-                meta: [("capacity".to_string(), capacity.to_string())].into(),
-            })
-            .await;
-        Ok((cluster, Some(handle)))
+        let agent = ChildSpec::new("agent", move || Agent::new(deps.clone()));
+        let agent_ref = agent.actor_ref();
+        cluster.app.start_child(agent, LOCAL).await.map_err(|e| {
+            ClusterNodeError::Start(cadre_runtime::ExitReason::error(e.to_string()))
+        })?;
+        let _ = cluster.agent.set(agent_ref);
+        Ok(cluster)
     }
 
     /// This node's id.
@@ -374,6 +424,49 @@ impl ClusterNode {
     /// The shard replicas this node hosts (a `store` node).
     pub fn store(&self) -> Option<&StoreNode> {
         self.store.as_ref()
+    }
+
+    /// The node's task workers, when it runs them.
+    pub fn workers(&self) -> Option<&TaskWorkers> {
+        self.workers.as_ref()
+    }
+
+    /// When this node started (ms since the epoch): its incarnation.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// The node's root supervisor (`node`): every part of the node is below it.
+    pub fn root(&self) -> &SupervisorRef {
+        &self.app
+    }
+
+    /// This node's own services, as its directory record holds them.
+    pub async fn local_services(&self) -> Vec<Service> {
+        self.view
+            .ask(LocalServices, LOCAL)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The agent's run state and the lease its status is bound to (none before its first
+    /// grant).
+    pub async fn agent_state(&self) -> Option<(RunState, Option<LeaseId>)> {
+        self.agent.get()?.ask(GetState, LOCAL).await.ok()
+    }
+
+    /// Asks the program running this node to stop it gracefully (the `stop` command does):
+    /// [`ClusterNode::stop_requested`] completes.
+    pub(crate) fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Completes once a graceful stop of this node was asked for through its agent (the
+    /// `stop` command). `cadre node` then leaves and exits 0; a program of its own should call
+    /// [`ClusterNode::leave`].
+    pub async fn stop_requested(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
     }
 
     /// The status store, as this node's actors use it.
@@ -558,6 +651,10 @@ impl ClusterNode {
     /// Leaves gracefully: tells every member (they show it as leaving, then left), gossips the
     /// leave, then stops everything.
     pub async fn leave(&self, timeout: Duration) {
+        // The agent writes `stopping` and revokes the node's lease first.
+        if let Some(agent) = self.agent.get() {
+            let _ = agent.ask(Farewell, FAREWELL.min(timeout)).await;
+        }
         let addr = self.addr();
         for row in self.members().await.iter().skip(1) {
             if let Ok(peer) = self

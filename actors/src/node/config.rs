@@ -32,6 +32,8 @@ pub const DEFAULT_PORT: u16 = 7370;
 /// | [`bootstrap_expect`](Self::bootstrap_expect) | `bootstrap_expect` | `CADRE_BOOTSTRAP_EXPECT` | `--bootstrap-expect` | 3 |
 /// | [`store_dead_after_ms`](Self::store_dead_after_ms) | `store_dead_after_ms` | `CADRE_STORE_DEAD_AFTER_MS` | — | 60 000 |
 /// | [`store_keep_revisions`](Self::store_keep_revisions) | `store_keep_revisions` | `CADRE_STORE_KEEP_REVISIONS` | — | 10 000 |
+/// | [`status_period_ms`](Self::status_period_ms) | `status_period_ms` | `CADRE_STATUS_PERIOD_MS` | — | 1 000 |
+/// | [`status_ttl_ms`](Self::status_ttl_ms) | `status_ttl_ms` | `CADRE_STATUS_TTL_MS` | — | 5 000 |
 ///
 /// The secret itself is never a flag (`ps` would show it): see [`crate::node::secret`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -74,6 +76,13 @@ pub struct NodeConfig {
     /// compacted by hand). Each shard's leader compacts the rest away through the log about
     /// once a second; a watch from an older revision gets `Compacted`.
     pub store_keep_revisions: u64,
+    /// How often the node's agent writes its status record to the store, in milliseconds (100
+    /// to 60 000).
+    pub status_period_ms: u64,
+    /// The TTL of the lease the status record is bound to, in milliseconds (at least twice
+    /// the period, at most 600 000): a node killed without a goodbye disappears from `cadre
+    /// status` this long after its last report.
+    pub status_ttl_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -94,6 +103,8 @@ impl Default for NodeConfig {
             bootstrap_expect: 3,
             store_dead_after_ms: 60_000,
             store_keep_revisions: crate::store::DEFAULT_KEEP_REVISIONS,
+            status_period_ms: 1_000,
+            status_ttl_ms: 5_000,
         }
     }
 }
@@ -256,6 +267,12 @@ impl NodeConfig {
             self.store_keep_revisions =
                 parse("CADRE_STORE_KEEP_REVISIONS", "store_keep_revisions", &v)?;
         }
+        if let Some(v) = get("CADRE_STATUS_PERIOD_MS") {
+            self.status_period_ms = parse("CADRE_STATUS_PERIOD_MS", "status_period_ms", &v)?;
+        }
+        if let Some(v) = get("CADRE_STATUS_TTL_MS") {
+            self.status_ttl_ms = parse("CADRE_STATUS_TTL_MS", "status_ttl_ms", &v)?;
+        }
         if let Some(v) = get("CADRE_HANDSHAKE_TIMEOUT_MS") {
             self.handshake_timeout_ms =
                 parse("CADRE_HANDSHAKE_TIMEOUT_MS", "handshake_timeout_ms", &v)?;
@@ -344,6 +361,16 @@ impl NodeConfig {
         }
         if self.store_dead_after_ms > 86_400_000 {
             return bad("store_dead_after_ms", "must be between 0 and 86400000");
+        }
+        if !(100..=60_000).contains(&self.status_period_ms) {
+            return bad("status_period_ms", "must be between 100 and 60000");
+        }
+        if self.status_ttl_ms < 2 * self.status_period_ms || self.status_ttl_ms > 600_000 {
+            let problem = format!(
+                "must be between twice status_period_ms ({}) and 600000",
+                2 * self.status_period_ms
+            );
+            return bad("status_ttl_ms", &problem);
         }
         Ok(())
     }

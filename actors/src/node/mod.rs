@@ -1,11 +1,13 @@
 //! A node: [`ClusterNode`] assembles the transport, the gossip and the cluster view with its
 //! service directory; its configuration ([`NodeConfig`]) and cluster secret ([`secret`]).
 
+mod builder;
 mod cluster_node;
 pub mod config;
 pub mod secret;
 pub mod view;
 
+pub use builder::NodeBuilder;
 pub use cluster_node::{
     ClusterNode, ClusterNodeError, ServiceWatch, Subscription, SubscriptionError,
 };

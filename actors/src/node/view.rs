@@ -535,6 +535,25 @@ impl Handler<LookupActor> for ClusterView {
     }
 }
 
+/// This node's own services, as in its directory record.
+#[derive(Message)]
+#[rtype(result = "Vec<Service>")]
+pub struct LocalServices;
+
+impl Handler<LocalServices> for ClusterView {
+    type Result = MessageResult<LocalServices>;
+    fn handle(&mut self, _: LocalServices, _: &mut Context<Self>) -> Self::Result {
+        let mine = self
+            .directory
+            .newer_than(&Digest::new())
+            .into_iter()
+            .filter(|r| r.node == self.me.name)
+            .flat_map(|r| r.services)
+            .collect();
+        MessageResult(mine)
+    }
+}
+
 impl Handler<Describe> for ClusterView {
     type Result = MessageResult<Describe>;
     fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {

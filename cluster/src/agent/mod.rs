@@ -128,7 +128,8 @@ impl RunState {
     }
 }
 
-/// A node's load, measured over the last report period.
+/// A node's load, measured over the last report period. `None`: not measured by the writer's
+/// version of cadre.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Load {
@@ -141,19 +142,19 @@ pub struct Load {
     /// Memory available on the host, in bytes.
     pub host_available_bytes: u64,
     /// Messages per second handled by the node's actors, sent locally.
-    pub local_msgs_per_sec: f64,
+    pub local_msgs_per_sec: Option<f64>,
     /// Messages per second received over the network (tells, asks and replies).
-    pub remote_in_per_sec: f64,
+    pub remote_in_per_sec: Option<f64>,
     /// Messages per second sent over the network.
-    pub remote_out_per_sec: f64,
+    pub remote_out_per_sec: Option<f64>,
     /// Remote ask round trips over the period: median, in microseconds (none without asks).
     pub ask_p50_us: Option<u64>,
     /// Remote ask round trips over the period: 99th percentile, in microseconds.
     pub ask_p99_us: Option<u64>,
     /// The deepest mailbox among the node's supervised actors, in messages.
-    pub deepest_mailbox: u64,
+    pub deepest_mailbox: Option<u64>,
     /// Actors alive (supervised instances running).
-    pub actors_alive: u64,
+    pub actors_alive: Option<u64>,
     /// Restarts by the node's supervisors over the last window (a minute).
     pub restarts_last_minute: u64,
     /// Task workers busy (holding a task).

@@ -420,7 +420,7 @@ pub(crate) struct KillChild {
 /// What [`KillChild`] did.
 pub(crate) enum Killed {
     /// The instance of this generation was killed.
-    Killed(u64),
+    Instance(u64),
     /// The child is a supervisor: go on below it.
     Descend(crate::SupervisorRef),
     /// No such child (or not a supervisor, when descending).
@@ -451,7 +451,7 @@ impl Handler<KillChild> for SupervisorActor {
             Some(live) => {
                 tracing::info!(supervisor = %self.path, child = msg.id, generation = live.generation, "restarting a child on request");
                 live.spawned.kill();
-                MessageResult(Killed::Killed(live.generation))
+                MessageResult(Killed::Instance(live.generation))
             }
             None => MessageResult(Killed::NotRunning),
         }

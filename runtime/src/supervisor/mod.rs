@@ -359,7 +359,7 @@ impl SupervisorRef {
             };
             let answer = sup.inner.ask(msg, left).await.map_err(|e| sup.error(e))?;
             match (answer, below) {
-                (Killed::Killed(generation), _) => return Ok(generation),
+                (Killed::Instance(generation), _) => return Ok(generation),
                 (Killed::Descend(child), Some(below)) => {
                     sup = child;
                     rest = below;

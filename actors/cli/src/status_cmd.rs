@@ -1,0 +1,256 @@
+//! `cadre status` (every node's status from the store) and `cadre cmd` with its shortcuts
+//! (`drain`, `scale`, `log-level`): management commands through the store.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail};
+use cadre_actors::agent::{self, Target};
+use cadre_cluster::agent::{CommandKind, CommandResult, ResultState, StatusRecord};
+
+use crate::kv_cmd::{with_kv, Conn};
+
+/// Options of `cadre status`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct StatusOptions {
+    #[command(flatten)]
+    conn: Conn,
+    /// Refresh every second until interrupted.
+    #[arg(long)]
+    watch: bool,
+}
+
+/// Options of `cadre cmd`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct CmdOptions {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    timing: Timing,
+    /// The node to run it on, or `all` for every node.
+    target: String,
+    /// The command: ping, log-level FILTER, scale-workers N, restart-actor PATH, drain, stop,
+    /// or a command of the node's own chain handlers.
+    command: String,
+    /// The command's arguments.
+    args: Vec<String>,
+}
+
+/// How long to wait.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// How long to wait for the result, in seconds.
+    #[arg(long, default_value_t = 15.0)]
+    timeout: f64,
+    /// The command is not run after this many seconds from now (its result is then `expired`).
+    #[arg(long, default_value_t = 60.0)]
+    deadline: f64,
+}
+
+/// Options of the shortcuts that take a node and fixed arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ShortcutOptions {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    timing: Timing,
+    /// The node (or `all`).
+    target: String,
+    /// The command's arguments.
+    args: Vec<String>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The status table, one node a line.
+pub(crate) fn table(records: &[StatusRecord], now_ms: u64) -> String {
+    let mut rows = vec![[
+        "NODE", "ROLES", "STATE", "CPU", "MEMORY", "MSGS/S", "ASK P99", "WORKERS", "AGE",
+    ]
+    .map(String::from)];
+    for r in records {
+        let l = &r.load;
+        let msgs = match (
+            l.local_msgs_per_sec,
+            l.remote_in_per_sec,
+            l.remote_out_per_sec,
+        ) {
+            (None, None, None) => "-".to_string(),
+            (a, b, c) => format!(
+                "{:.0}",
+                a.unwrap_or(0.0) + b.unwrap_or(0.0) + c.unwrap_or(0.0)
+            ),
+        };
+        let workers = if l.workers_busy + l.workers_idle == 0 {
+            "-".to_string()
+        } else {
+            format!("{}/{}", l.workers_busy, l.workers_busy + l.workers_idle)
+        };
+        rows.push([
+            r.node.clone(),
+            if r.roles.is_empty() {
+                "-".into()
+            } else {
+                r.roles.join(",")
+            },
+            r.state.as_str().into(),
+            format!("{:.1}%", l.process_cpu_percent),
+            mib(l.rss_bytes),
+            msgs,
+            l.ask_p99_us.map_or("-".into(), |us| format!("{us} µs")),
+            workers,
+            format!(
+                "{:.1}s",
+                now_ms.saturating_sub(r.reported_ms) as f64 / 1000.0
+            ),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub(crate) fn status(opts: StatusOptions) -> anyhow::Result<()> {
+    let (json, watch) = (opts.conn.json, opts.watch);
+    with_kv(&opts.conn, async move |kv| loop {
+        let records = agent::statuses(&kv).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&records)?);
+        } else {
+            if watch && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                print!("\x1b[2J\x1b[H");
+            }
+            if records.is_empty() {
+                println!("no node reports its status (are nodes running? the store needs nodes with `--roles store`)");
+            } else {
+                print!("{}", table(&records, now_ms()));
+            }
+        }
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    })
+}
+
+/// Runs `kind` on `target` and prints the result(s); fails when a result is not `ok`.
+fn run_command(conn: &Conn, timing: Timing, target: &str, kind: CommandKind) -> anyhow::Result<()> {
+    let json = conn.json;
+    let target = match target {
+        "all" => Target::All,
+        node => Target::Node(node.to_string()),
+    };
+    let timeout = Duration::from_secs_f64(timing.timeout.max(0.1));
+    let deadline = Duration::from_secs_f64(timing.deadline.max(0.1));
+    let results: Vec<CommandResult> = with_kv(conn, async move |kv| {
+        let nodes = match &target {
+            Target::Node(n) => vec![n.clone()],
+            Target::All => {
+                let nodes: Vec<String> = agent::statuses(&kv)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.node)
+                    .collect();
+                if nodes.is_empty() {
+                    bail!("no node reports its status: nothing to send a command to");
+                }
+                nodes
+            }
+        };
+        let issuer = format!("cadre-cli@{}", std::process::id());
+        let command = agent::issue(&kv, &target, kind, deadline, &issuer).await?;
+        let mut results = Vec::new();
+        for node in nodes {
+            results.push(agent::wait_result(&kv, &node, &command.id, timeout).await?);
+        }
+        Ok(results)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            println!("{}: {} {}", r.node, r.state.as_str(), r.message);
+        }
+    }
+    let failed: Vec<&CommandResult> = results
+        .iter()
+        .filter(|r| r.state != ResultState::Ok)
+        .collect();
+    match failed.as_slice() {
+        [] => Ok(()),
+        [one] => Err(anyhow!(
+            "`{}` on {}: {} ({})",
+            one.command,
+            one.node,
+            one.state.as_str(),
+            one.message
+        )),
+        many => Err(anyhow!(
+            "the command did not succeed on {} nodes",
+            many.len()
+        )),
+    }
+}
+
+pub(crate) fn cmd(opts: CmdOptions) -> anyhow::Result<()> {
+    let kind = CommandKind::parse(&opts.command, &opts.args).map_err(|e| anyhow!(e))?;
+    run_command(&opts.conn, opts.timing, &opts.target, kind)
+}
+
+/// `cadre drain|scale|log-level NODE ARGS…`.
+pub(crate) fn shortcut(name: &str, opts: ShortcutOptions) -> anyhow::Result<()> {
+    let kind = CommandKind::parse(name, &opts.args).map_err(|e| anyhow!(e))?;
+    run_command(&opts.conn, opts.timing, &opts.target, kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_table_is_aligned_and_shows_what_is_not_measured_as_a_dash() {
+        let mut a = StatusRecord {
+            node: "s0".into(),
+            roles: vec!["store".into()],
+            reported_ms: 9_000,
+            ..StatusRecord::default()
+        };
+        a.load.process_cpu_percent = 2.25;
+        a.load.rss_bytes = 30 * 1024 * 1024;
+        let mut b = StatusRecord {
+            node: "worker-long-name".into(),
+            state: cadre_cluster::agent::RunState::Normal,
+            reported_ms: 9_500,
+            ..StatusRecord::default()
+        };
+        b.load.workers_busy = 1;
+        b.load.workers_idle = 3;
+        b.load.ask_p99_us = Some(120);
+        let out = table(&[a, b], 10_000);
+        let expected = "\
+NODE              ROLES  STATE     CPU   MEMORY  MSGS/S  ASK P99  WORKERS  AGE
+s0                store  starting  2.2%  30 MiB  -       -        -        1.0s
+worker-long-name  -      normal    0.0%  0 MiB   -       120 µs   1/4      0.5s
+";
+        assert_eq!(out, expected);
+    }
+}
