@@ -57,7 +57,8 @@ fn is_prime(n: u64) -> bool {
     true
 }
 
-fn registry() -> TaskRegistry {
+/// The task kinds of the demo, also hosted by `cadre node --roles worker`.
+pub(crate) fn registry() -> TaskRegistry {
     TaskRegistry::new()
         .sync::<CountPrimes, _, _>(|(lo, hi)| {
             if lo > hi {

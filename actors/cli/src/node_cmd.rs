@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cadre_actors::agent::LogControl;
 use cadre_actors::node::{secret, NodeBuilder, NodeConfig, Overrides};
+use cadre_actors::tasks::WorkerConfig;
 use cadre_runtime::Runtime;
 
 /// Options of `cadre node`.
@@ -18,7 +19,9 @@ pub(crate) struct Options {
     /// A node to join through (repeat for several).
     #[arg(long = "seed")]
     seeds: Vec<SocketAddr>,
-    /// This node's roles, comma-separated (e.g. `store,worker`).
+    /// This node's roles, comma-separated (e.g. `store,worker`): `store` holds replicas of the
+    /// status store; `worker` runs task workers for the built-in task kinds
+    /// (`demo.count_primes`, `demo.noop`).
     #[arg(long, value_delimiter = ',')]
     roles: Option<Vec<String>>,
     /// This node's name (default `node-<port>`).
@@ -128,10 +131,12 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         let mut signals = ShutdownSignals::listen()?;
         tracing::debug!("listening for SIGTERM and Ctrl-C");
         let runtime = Runtime::new(config.node_name(config.listen));
-        let node = NodeBuilder::new(config.clone(), secret)
-            .log_control(log_control)
-            .start(&runtime)
-            .await?;
+        let mut builder = NodeBuilder::new(config.clone(), secret).log_control(log_control);
+        if config.roles.iter().any(|r| r == "worker") {
+            // A worker node hosts task workers for the built-in kinds (the demo's).
+            builder = builder.workers(crate::demo::registry(), WorkerConfig::default());
+        }
+        let node = builder.start(&runtime).await?;
         tracing::info!(
             node = %node.name(),
             addr = %node.addr(),

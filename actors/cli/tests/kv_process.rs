@@ -51,7 +51,7 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
     let mut watch = Guard(
         Command::new(env!("CARGO_BIN_EXE_cadre"))
             .args([
-                "kv", "--node", &addrs[2], "watch", "nodes/", "--count", "1", "--json",
+                "kv", "--node", &addrs[2], "watch", "apps/", "--count", "1", "--json",
             ])
             .env("CADRE_SECRET", "process-test-secret")
             .env("HOME", &home)
@@ -76,7 +76,7 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
             "--node",
             &addrs[1],
             "put",
-            "nodes/n1/status",
+            "apps/n1/status",
             "up",
             "--json",
         ],
@@ -84,10 +84,7 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
     );
     let rev: serde_json::Value = serde_json::from_str(&put).unwrap();
     assert_eq!(
-        ok(
-            &["kv", "--node", &addrs[0], "get", "nodes/n1/status"],
-            &home
-        ),
+        ok(&["kv", "--node", &addrs[0], "get", "apps/n1/status"], &home),
         "up\n"
     );
 
@@ -104,7 +101,7 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
     };
     let event: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(event["kind"], "PUT");
-    assert_eq!(event["key"], "nodes/n1/status");
+    assert_eq!(event["key"], "apps/n1/status");
     assert_eq!(event["value"], "up");
     assert_eq!(event["revision"], rev["revision"]);
 
@@ -116,9 +113,9 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
             &addrs[2],
             "txn",
             "--cmp",
-            "nodes/n1/status:value=up",
+            "apps/n1/status:value=up",
             "--put",
-            "nodes/n1/status=busy",
+            "apps/n1/status=busy",
             "--json",
         ],
         &home,
@@ -126,7 +123,7 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
     assert!(txn.contains("\"succeeded\":true"), "{txn}");
     let lease: serde_json::Value = serde_json::from_str(&ok(
         &[
-            "lease", "--node", &addrs[0], "grant", "60000", "--group", "nodes/n1", "--json",
+            "lease", "--node", &addrs[0], "grant", "60000", "--group", "apps/n1", "--json",
         ],
         &home,
     ))
@@ -138,7 +135,7 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
             "--node",
             &addrs[1],
             "put",
-            "nodes/n1/addr",
+            "apps/n1/addr",
             "x",
             "--lease",
             &id,
@@ -148,20 +145,13 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
     let ttl = ok(&["lease", "--node", &addrs[2], "ttl", &id, "--json"], &home);
     assert!(ttl.contains("\"ttl_ms\":60000"), "{ttl}");
     ok(&["lease", "--node", &addrs[2], "revoke", &id], &home);
-    let gone = cadre(&["kv", "--node", &addrs[0], "get", "nodes/n1/addr"], &home);
+    let gone = cadre(&["kv", "--node", &addrs[0], "get", "apps/n1/addr"], &home);
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
 
     // Compaction: a watch from before it is refused with the reason.
     let now: serde_json::Value = serde_json::from_str(&ok(
-        &[
-            "kv",
-            "--node",
-            &addrs[0],
-            "get",
-            "nodes/n1/status",
-            "--json",
-        ],
+        &["kv", "--node", &addrs[0], "get", "apps/n1/status", "--json"],
         &home,
     ))
     .unwrap();
@@ -174,20 +164,12 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
             "compact",
             &rev,
             "--key",
-            "nodes/n1/status",
+            "apps/n1/status",
         ],
         &home,
     );
     let old = cadre(
-        &[
-            "kv",
-            "--node",
-            &addrs[2],
-            "watch",
-            "nodes/n1/",
-            "--rev",
-            "1",
-        ],
+        &["kv", "--node", &addrs[2], "watch", "apps/n1/", "--rev", "1"],
         &home,
     );
     assert!(!old.status.success());
@@ -199,7 +181,7 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
 
     // Bad input: a clear error, and the nodes keep serving.
     let bad = cadre(
-        &["kv", "--node", &addrs[0], "del", "--prefix", "nodes/"],
+        &["kv", "--node", &addrs[0], "del", "--prefix", "apps/"],
         &home,
     );
     assert!(!bad.status.success());
@@ -211,16 +193,13 @@ fn three_store_processes_serve_kv_round_trips_and_watches() {
             &addrs[0],
             "txn",
             "--cmp",
-            "nodes/n1/status:size=1",
+            "apps/n1/status:size=1",
         ],
         &home,
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not one of"));
     assert_eq!(
-        ok(
-            &["kv", "--node", &addrs[1], "get", "nodes/n1/status"],
-            &home
-        ),
+        ok(&["kv", "--node", &addrs[1], "get", "apps/n1/status"], &home),
         "busy\n"
     );
     drop(procs);
@@ -268,7 +247,7 @@ fn a_store_process_that_lost_its_data_directory_rejoins_as_a_new_member() {
     s2.listening_addr();
     s0.expect_line(&["store groups formed"]);
     for i in 0..8 {
-        let key = format!("nodes/n{i}/status");
+        let key = format!("apps/n{i}/status");
         ok(&["kv", "--node", &a1, "put", &key, &format!("v{i}")], &home);
     }
 
@@ -290,7 +269,7 @@ fn a_store_process_that_lost_its_data_directory_rejoins_as_a_new_member() {
         );
     }
     for i in 0..8 {
-        let key = format!("nodes/n{i}/status");
+        let key = format!("apps/n{i}/status");
         assert_eq!(
             ok(&["kv", "--node", &a2, "get", &key], &home),
             format!("v{i}\n")

@@ -201,9 +201,12 @@ impl Agent {
             reporter::Effect::Report { lease, state } => {
                 let record = self.record(state);
                 let report = report(self.deps.clone(), lease, record);
-                ctx.spawn(report.into_actor(self).map(|result, act, ctx| {
+                ctx.spawn(report.into_actor(self).map(move |result, act, ctx| {
                     let input = match result {
-                        Ok(()) => reporter::Input::Reported,
+                        Ok(()) => {
+                            tracing::debug!(state = state.as_str(), lease, "status reported");
+                            reporter::Input::Reported
+                        }
                         Err((reason, lease_lost)) => reporter::Input::Failed { reason, lease_lost },
                     };
                     act.feed_reporter(input, ctx);

@@ -22,9 +22,20 @@ impl NodeProc {
 
     /// As [`NodeProc::start`], with the log filter `log` (`CADRE_LOG`).
     pub fn start_logging(args: &[&str], home: &std::path::Path, log: &str) -> NodeProc {
+        Self::start_with_env(args, home, log, &[])
+    }
+
+    /// As [`NodeProc::start_logging`], with more environment variables.
+    pub fn start_with_env(
+        args: &[&str],
+        home: &std::path::Path,
+        log: &str,
+        env: &[(&str, &str)],
+    ) -> NodeProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cadre"))
             .arg("node")
             .args(args)
+            .envs(env.iter().copied())
             .env("CADRE_SECRET", "process-test-secret")
             .env("HOME", home)
             .env_remove("XDG_CONFIG_HOME")
