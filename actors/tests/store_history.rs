@@ -15,6 +15,7 @@ use common::{eventually_within, TempDir};
 mod common;
 
 const KEEP: u64 = 20;
+const SHARDS: u16 = 4;
 const PREFIX: &[u8] = b"hist/g/";
 
 async fn start(dir: &TempDir) -> ClusterNode {
@@ -25,7 +26,9 @@ async fn start(dir: &TempDir) -> ClusterNode {
         roles: vec!["store".into()],
         profile: Profile::LocalTest,
         data_dir: Some(dir.0.clone()),
-        store_shards: 1,
+        // Four shards: the test's keys and the node's own status (written by its agent every
+        // period) are in different shards, so the test's shard counts only the test's writes.
+        store_shards: SHARDS,
         bootstrap_expect: 1,
         store_keep_revisions: KEEP,
         ..NodeConfig::default()
@@ -68,6 +71,11 @@ async fn next_revisions(watch: &mut cadre_actors::store::KvWatchStream, n: usize
 #[test]
 fn the_leader_compacts_history_beyond_what_it_keeps_and_a_watcher_keeping_up_loses_nothing() {
     run(async {
+        use cadre_cluster::store::routing::shard_of;
+        assert_ne!(
+            shard_of(PREFIX, SHARDS),
+            shard_of(b"nodes/history/status", SHARDS)
+        );
         let dir = TempDir::new();
         let node = start(&dir).await;
         let kv = node.kv();

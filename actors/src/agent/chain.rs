@@ -10,7 +10,7 @@
 //! - **Order.** Handlers see each event in the order above, and events in the order the agent
 //!   received them. A user handler sits after the built-in observers (audit log, fault
 //!   reporter, status) and before the command executor, so it can take a command of its own
-//!   ([`CommandKind::Custom`]) or override a built-in one by answering it and returning
+//!   ([`CommandKind::Custom`](cadre_cluster::agent::CommandKind::Custom)) or override a built-in one by answering it and returning
 //!   [`Flow::Stop`].
 //! - **Panic isolation.** A handler that panics is replaced by a fresh one from its factory;
 //!   the event still goes on to the rest of the chain. More than
