@@ -281,8 +281,8 @@ fn a_dead_holders_lease_expires_and_watchers_see_its_keys_deleted() {
             Some(Response::LeaseGranted { id, ttl_ms: 800 })
         );
         let watcher = client(&nodes[1]);
-        let mut watch = watcher.watch(0, b"nodes/", 0).await.unwrap();
-        for key in ["nodes/app/status", "nodes/app/addr"] {
+        let mut watch = watcher.watch(0, b"apps/", 0).await.unwrap();
+        for key in ["apps/app/status", "apps/app/addr"] {
             holder
                 .write(
                     0,
@@ -314,7 +314,7 @@ fn a_dead_holders_lease_expires_and_watchers_see_its_keys_deleted() {
             .read(
                 0,
                 RangeRequest {
-                    key: b"nodes/app/".to_vec(),
+                    key: b"apps/app/".to_vec(),
                     prefix: true,
                     ..RangeRequest::default()
                 },
@@ -350,13 +350,13 @@ fn a_dead_holders_lease_expires_and_watchers_see_its_keys_deleted() {
         deleted.sort();
         assert_eq!(
             deleted.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(),
-            ["nodes/app/addr", "nodes/app/status"]
+            ["apps/app/addr", "apps/app/status"]
         );
         let gone = watcher
             .read(
                 0,
                 RangeRequest {
-                    key: b"nodes/app/".to_vec(),
+                    key: b"apps/app/".to_vec(),
                     prefix: true,
                     ..RangeRequest::default()
                 },

@@ -100,7 +100,7 @@ async fn placed_on(nodes: &[&ClusterNode], names: &[&str]) -> bool {
 }
 
 fn key(i: usize) -> Vec<u8> {
-    format!("nodes/n{i}/status").into_bytes()
+    format!("apps/n{i}/status").into_bytes()
 }
 
 /// Writes `n` more keys through `via`, counting them in `written`.
@@ -175,7 +175,7 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
             .expect("the test needs a shard s3 is not in");
         let idle = s3.store().unwrap().replica(outside).unwrap().clone();
         match idle
-            .ask(serializable(b"nodes/", true), Duration::from_secs(5))
+            .ask(serializable(b"apps/", true), Duration::from_secs(5))
             .await
         {
             Ok(Err(ReplicaError::NotVoter(_))) => {}
@@ -206,7 +206,7 @@ fn a_later_store_node_takes_its_share_and_a_dead_one_is_replaced_losing_nothing(
         })
         .await;
         all_there(&s2, written).await;
-        s2.kv().put(b"nodes/after/status", b"ok").await.unwrap();
+        s2.kv().put(b"apps/after/status", b"ok").await.unwrap();
         s1.leave(Duration::from_secs(5)).await;
         s2.leave(Duration::from_secs(5)).await;
         s3.leave(Duration::from_secs(5)).await;
@@ -233,7 +233,7 @@ async fn replica_has_all(node: &ClusterNode, shard: u16, written: usize) -> bool
     let Some(replica) = node.store().and_then(|s| s.replica(shard)) else {
         return false;
     };
-    let read = serializable(b"nodes/", true);
+    let read = serializable(b"apps/", true);
     matches!(replica.ask(read, Duration::from_secs(5)).await, Ok(Ok(r)) if r.kvs.len() == mine)
 }
 
