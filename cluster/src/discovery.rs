@@ -132,6 +132,27 @@ impl Directory {
         }
     }
 
+    /// The directory of node `me` in its `incarnation`, resuming its own record `kept` (as the
+    /// node's view saved it before it restarted): the same services, actors and topics, at a
+    /// higher version than any peer has of it, so peers take the record again. A record of
+    /// another node or incarnation is ignored (the directory starts empty, as [`Directory::new`]).
+    pub fn resume(me: &str, incarnation: u64, kept: Option<NodeRecord>) -> Self {
+        let mut dir = Directory::new(me, incarnation);
+        if let Some(mut rec) = kept.filter(|r| r.node == me && r.incarnation == incarnation) {
+            rec.version += 1;
+            *dir.mine() = rec;
+        }
+        dir
+    }
+
+    /// This node's own record.
+    pub fn own_record(&self) -> NodeRecord {
+        self.records
+            .get(&self.me)
+            .cloned()
+            .expect("own record always present")
+    }
+
     fn mine(&mut self) -> &mut NodeRecord {
         self.records
             .get_mut(&self.me)
@@ -459,5 +480,29 @@ mod tests {
             [DirectoryEvent::ServiceRemoved { .. }]
         ));
         assert!(a.deregister("x").is_empty());
+    }
+    #[test]
+    fn a_resumed_directory_offers_its_services_again_at_a_version_peers_take() {
+        let mut before = Directory::new("a", 7);
+        before.register(svc("db", 1));
+        before.register_actor("counter");
+        let kept = before.own_record();
+        // A peer holds the record as it was.
+        let mut peer = Directory::new("b", 1);
+        peer.merge(before.newer_than(&Digest::new()));
+        let resumed = Directory::resume("a", 7, Some(kept.clone()));
+        let mine = resumed.own_record();
+        assert_eq!(
+            (mine.services.clone(), mine.actors.clone()),
+            (kept.services.clone(), kept.actors.clone())
+        );
+        assert!(mine.version > kept.version);
+        // The peer's digest is behind: the resumed record is newer for it.
+        assert_eq!(resumed.newer_than(&peer.digest()), vec![mine]);
+        // Another incarnation's record is not resumed.
+        assert!(Directory::resume("a", 8, Some(kept))
+            .own_record()
+            .services
+            .is_empty());
     }
 }

@@ -23,14 +23,15 @@ use cadre_cluster::discovery::{DirectoryEvent, Service};
 use cadre_cluster::membership::Profile;
 use cadre_cluster::store::LeaseId;
 use cadre_cluster::wire::Secret;
-use cadre_runtime::{ActorRef, ChildSpec, Runtime, SupervisorRef, SupervisorSpec};
+use cadre_runtime::{ActorRef, ChildSpec, Restart, Runtime, SupervisorRef, SupervisorSpec};
 use tokio::sync::broadcast;
 
 use super::config::NodeConfig;
+use super::duty::Duty;
 use super::view::{
     ClusterEvent, ClusterView, Deliver, Describe, Exchange, Leaving, ListMembers, LocalServices,
     Lookup, LookupActor, MemberRow, NodeInfo, PushRecords, RegisterActor, RegisterService,
-    SubscribeTopic, TopicIndex, ADMIN,
+    SharedViewKeep, SubscribeTopic, TopicIndex, ADMIN,
 };
 use crate::agent::{Agent, AgentConfig, AgentDeps, Farewell, GetState, FAREWELL};
 use crate::membership::{Gossip, GossipConfig, GossipError};
@@ -63,6 +64,10 @@ pub enum ClusterNodeError {
     /// The node's own tree did not start.
     #[error("the node did not start: {0}")]
     Start(cadre_runtime::ExitReason),
+}
+
+fn start_failed(e: cadre_runtime::SupervisorError) -> ClusterNodeError {
+    ClusterNodeError::Start(cadre_runtime::ExitReason::error(e.to_string()))
 }
 
 /// A subscription to a topic ([`ClusterNode::subscribe`]).
@@ -138,7 +143,6 @@ impl ServiceWatch {
 pub struct ClusterNode {
     name: String,
     store: Option<StoreNode>,
-    gateway: Arc<OnceLock<SupervisorRef>>,
     node: Node,
     gossip: Gossip,
     view: ActorRef<ClusterView>,
@@ -256,6 +260,7 @@ impl ClusterNode {
             cluster_events.clone(),
             topic_index.clone(),
         );
+        let keep = SharedViewKeep::default();
         let spec = ChildSpec::new("view", move || {
             ClusterView::new(
                 me.clone(),
@@ -265,6 +270,7 @@ impl ClusterNode {
                 e.clone(),
                 t.clone(),
                 exchange_every,
+                keep.clone(),
             )
         });
         let view = spec.actor_ref();
@@ -329,7 +335,6 @@ impl ClusterNode {
         let cluster = ClusterNode {
             name,
             store: store.clone(),
-            gateway: Arc::new(OnceLock::new()),
             node,
             gossip,
             view,
@@ -351,11 +356,11 @@ impl ClusterNode {
         let gateway = ChildSpec::new("gateway", move || StoreGateway::new(c.clone(), shards))
             .mailbox(16 * 1024);
         let gateway_ref = gateway.actor_ref();
-        let gateway_sup = SupervisorSpec::new("store-gateway")
-            .child(gateway)
-            .start(runtime)
+        cluster
+            .app
+            .start_child(gateway, LOCAL)
             .await
-            .map_err(ClusterNodeError::Start)?;
+            .map_err(start_failed)?;
         cluster
             .node
             .expose(STORE, gateway_ref.clone())
@@ -365,12 +370,32 @@ impl ClusterNode {
             .accept::<KvKeepAlive>()
             .accept::<KvTimeToLive>()
             .accept::<KvWatch>();
-        let _ = cluster.gateway.set(gateway_sup);
+        // The store's duties, supervised: the groups' bootstrap (work that ends: restarted
+        // only after a failure) and the tracking of store nodes for placement (always on).
         if let Some(s) = store {
-            actix::spawn(bootstrap(cluster.clone(), s, shards, expect));
+            let c = cluster.clone();
+            let duty = ChildSpec::new("store-bootstrap", move || {
+                let (c, s) = (c.clone(), s.clone());
+                Duty::new(move || bootstrap(c.clone(), s.clone(), shards, expect))
+            })
+            .restart(Restart::Transient);
+            cluster
+                .app
+                .start_child(duty, LOCAL)
+                .await
+                .map_err(start_failed)?;
         }
         if let Some(tx) = store_view {
-            actix::spawn(track_store_nodes(cluster.clone(), tx));
+            let (c, tx) = (cluster.clone(), Arc::new(tx));
+            let duty = ChildSpec::new("store-tracker", move || {
+                let (c, tx) = (c.clone(), tx.clone());
+                Duty::new(move || track_store_nodes(c.clone(), tx.clone()))
+            });
+            cluster
+                .app
+                .start_child(duty, LOCAL)
+                .await
+                .map_err(start_failed)?;
         }
         if let Some((handle, kinds, capacity)) = workers {
             cluster
@@ -666,20 +691,12 @@ impl ClusterNode {
             }
         }
         self.gossip.announce_leave(timeout).await;
-        self.stop_gateway(timeout).await;
         let _ = self.app.stop(timeout).await;
     }
 
     /// Stops everything without telling anyone (as a crash looks to peers).
     pub async fn crash(&self) {
-        self.stop_gateway(Duration::from_secs(1)).await;
         let _ = self.app.stop(Duration::from_secs(1)).await;
-    }
-
-    async fn stop_gateway(&self, timeout: Duration) {
-        if let Some(g) = self.gateway.get() {
-            let _ = g.stop(timeout).await;
-        }
     }
 
     /// Waits until the node's root has ended, and returns why (an abnormal reason means an

@@ -4,6 +4,7 @@
 mod builder;
 mod cluster_node;
 pub mod config;
+mod duty;
 pub mod secret;
 pub mod view;
 

@@ -192,6 +192,18 @@ pub(crate) struct LookupActor(pub(crate) String);
 /// Topic → the nodes with subscribers for it; written by the view, read by publishers.
 pub type TopicIndex = std::sync::Arc<parking_lot::RwLock<BTreeMap<String, Vec<String>>>>;
 
+/// What a node's view keeps across its own restarts: its own directory record and its local
+/// topic subscribers. A restarted view resumes them, so the node's services stay discoverable
+/// and its subscriptions keep receiving.
+#[derive(Default)]
+pub struct ViewKeep {
+    mine: Option<NodeRecord>,
+    topics: BTreeMap<String, broadcast::Sender<std::sync::Arc<Vec<u8>>>>,
+}
+
+/// A node's [`ViewKeep`], shared between the instances of its view.
+pub type SharedViewKeep = std::sync::Arc<parking_lot::Mutex<ViewKeep>>;
+
 /// The cluster view actor.
 pub struct ClusterView {
     me: NodeInfo,
@@ -205,6 +217,7 @@ pub struct ClusterView {
     topic_index: TopicIndex,
     /// Local subscribers, by topic.
     topics: BTreeMap<String, broadcast::Sender<std::sync::Arc<Vec<u8>>>>,
+    keep: SharedViewKeep,
 }
 
 /// Events buffered per topic for a subscriber that falls behind (it then sees `Lagged`).
@@ -212,7 +225,9 @@ const TOPIC_BUFFER: usize = 4096;
 
 impl ClusterView {
     /// A view for the node described by `me`, publishing directory changes on `changes` and
-    /// running an anti-entropy exchange with a random member every `exchange_every`.
+    /// running an anti-entropy exchange with a random member every `exchange_every`; it resumes
+    /// what `keep` holds from an earlier instance.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: NodeInfo,
         node: Node,
@@ -221,9 +236,15 @@ impl ClusterView {
         cluster_events: broadcast::Sender<ClusterEvent>,
         topic_index: TopicIndex,
         exchange_every: Duration,
+        keep: SharedViewKeep,
     ) -> Self {
+        let (mine, topics) = {
+            let k = keep.lock();
+            (k.mine.clone(), k.topics.clone())
+        };
         ClusterView {
-            directory: Directory::new(&me.name, me.started_ms),
+            directory: Directory::resume(&me.name, me.started_ms, mine),
+            keep,
             me,
             node,
             gossip,
@@ -232,8 +253,15 @@ impl ClusterView {
             cluster_events,
             exchange_every,
             topic_index,
-            topics: BTreeMap::new(),
+            topics,
         }
+    }
+
+    /// Saves what a restarted instance resumes.
+    fn save(&self) {
+        let mut k = self.keep.lock();
+        k.mine = Some(self.directory.own_record());
+        k.topics = self.topics.clone();
     }
 
     fn publish(&self, events: Vec<DirectoryEvent>) {
@@ -268,8 +296,10 @@ impl ClusterView {
         });
     }
 
-    /// Pushes this node's own record to every member (after a local change).
+    /// Pushes this node's own record to every member (after a local change), and saves it for
+    /// a restarted instance.
     fn push_mine(&self) {
+        self.save();
         let mine: Vec<NodeRecord> = self
             .directory
             .newer_than(&Digest::new())
@@ -381,8 +411,15 @@ impl Actor for ClusterView {
         });
         let mut events = self.gossip.subscribe();
         let me = ctx.address();
+        let gossip = self.gossip.clone();
+        // A restarted view: publish the topics it kept, and learn the members already up (they
+        // send no new event) before following the gossip's events.
+        self.index_topics();
         ctx.spawn(
             async move {
+                for member in gossip.members().await {
+                    me.do_send(Event(MemberEvent::Up(member)));
+                }
                 loop {
                     match events.recv().await {
                         Ok(e) => me.do_send(Event(e)),

@@ -405,7 +405,10 @@ const TRACK_EVERY: Duration = Duration::from_millis(500);
 
 /// Keeps `tx` current with the store nodes this node sees up and down (with when each was
 /// first seen down), for its replicas' placement duty. Ends when no replica listens any more.
-pub(crate) async fn track_store_nodes(cluster: ClusterNode, tx: watch::Sender<StoreView>) {
+pub(crate) async fn track_store_nodes(
+    cluster: ClusterNode,
+    tx: std::sync::Arc<watch::Sender<StoreView>>,
+) {
     let mut events = cluster.events();
     while !tx.is_closed() {
         let rows = cluster.members().await;

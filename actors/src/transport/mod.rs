@@ -3,10 +3,11 @@
 //!
 //! # Supervision
 //! ```text
-//! transport (one-for-one)
-//! ├── listener       accepts connections; each becomes a temporary connection actor
-//! └── connections    pool: dialers (permanent; reconnect with backoff) and accepted
-//!                    connections (temporary: the peer redials)
+//! transport (rest-for-one)
+//! ├── connections    pool: dialers (transient; reconnect with backoff) and accepted
+//! │                  connections (temporary: the peer redials)
+//! ├── redialer       starts again the dialers of a restarted pool (it restarts empty)
+//! └── listener       accepts connections; each becomes a temporary connection actor
 //! ```
 //!
 //! # Sending
@@ -197,6 +198,68 @@ pub(crate) struct Stats {
     pub(crate) dropped: AtomicU64,
 }
 
+/// The child spec of the dialer of `addr`.
+fn dialer_spec(
+    inner: &Arc<TransportInner>,
+    addr: SocketAddr,
+    dial: &Arc<Dial>,
+) -> ChildSpec<Connection> {
+    let (inner, d) = (inner.clone(), dial.clone());
+    ChildSpec::new(format!("dial-{addr}"), move || {
+        Connection::dialer(inner.clone(), addr, d.clone())
+    })
+    .restart(Restart::Transient)
+    .shutdown(Shutdown::Timeout(Duration::from_secs(1)))
+}
+
+/// Starts again, in a restarted connection pool, the dialer of every address the node still
+/// dials (a pool restarts empty). Runs on each of its own starts, which follow the pool's.
+struct Redialer {
+    inner: Arc<TransportInner>,
+}
+
+impl Actor for Redialer {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        use actix::{ActorFutureExt, AsyncContext, WrapFuture};
+        let lost: Vec<(SocketAddr, Arc<Dial>)> = self
+            .inner
+            .dials
+            .lock()
+            .iter()
+            .filter(|(_, d)| {
+                d.handle
+                    .lock()
+                    .as_ref()
+                    .is_none_or(|h| h.exit_reason().is_some())
+            })
+            .map(|(a, d)| (*a, d.clone()))
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let redial = async move {
+            for (addr, dial) in lost {
+                let spec = dialer_spec(&inner, addr, &dial);
+                match inner
+                    .connections
+                    .add_child(spec, Duration::from_secs(5))
+                    .await
+                {
+                    Ok(handle) => *dial.handle.lock() = Some(handle),
+                    Err(e) => {
+                        tracing::warn!(%addr, error = %e, "could not start a dialer again");
+                        inner.forget_dial(addr, &dial);
+                    }
+                }
+            }
+        };
+        ctx.spawn(redial.into_actor(self).map(|(), _, _| ()));
+    }
+}
+
 /// What the transport's actors share.
 pub(crate) struct TransportInner {
     pub(crate) config: TransportConfig,
@@ -346,7 +409,15 @@ impl Node {
             Listener::new(li.clone(), socket)
         })
         .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
-        let spec = SupervisorSpec::new("transport").child(listener).child(pool);
+        let ri = inner.clone();
+        let redialer = ChildSpec::new("redialer", move || Redialer { inner: ri.clone() });
+        // The pool first (the listener hands it connections); the redialer after it restarts
+        // with it and starts its dialers again; the listener last, alone when it fails.
+        let spec = SupervisorSpec::new("transport")
+            .strategy(cadre_runtime::Strategy::RestForOne)
+            .child(pool)
+            .child(redialer)
+            .child(listener);
         let supervisor = spec.handle();
         Ok((
             Node {
@@ -412,12 +483,7 @@ impl Node {
             }
         }
         if fresh {
-            let (inner, d) = (self.inner.clone(), dial.clone());
-            let spec = ChildSpec::new(format!("dial-{addr}"), move || {
-                Connection::dialer(inner.clone(), addr, d.clone())
-            })
-            .restart(Restart::Transient)
-            .shutdown(Shutdown::Timeout(Duration::from_secs(1)));
+            let spec = dialer_spec(&self.inner, addr, &dial);
             match self.inner.connections.add_child(spec, timeout).await {
                 Ok(handle) => *dial.handle.lock() = Some(handle),
                 Err(e) => {
