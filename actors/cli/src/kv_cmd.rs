@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, bail};
 use cadre_actors::node::{secret, DEFAULT_PORT};
 use cadre_actors::store::{Kv, KvError};
 use cadre_actors::{Node, TransportConfig};
@@ -200,7 +200,13 @@ pub(crate) fn with_kv<T>(
         let peer = node
             .connect(addr, Duration::from_secs(5))
             .await
-            .with_context(|| format!("cannot reach the node at {addr}"))?;
+            .map_err(|e| match e {
+                cadre_actors::TransportError::Connect { reason, .. } => anyhow!(
+                    "no node answers at {addr} ({reason}): is `cadre node` running there? \
+                     (--node ADDR names the node to go through)"
+                ),
+                other => anyhow!(other),
+            })?;
         let out = f(Kv::through(node.clone(), &peer)).await;
         node.shutdown(Duration::from_secs(2)).await.ok();
         out

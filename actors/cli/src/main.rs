@@ -46,20 +46,26 @@ enum Command {
     Kv(kv_cmd::KvOptions),
     /// The status store's leases: grant, keepalive, revoke, ttl.
     Lease(kv_cmd::LeaseOptions),
-    /// Every node's status as its agent reports it (state, CPU, memory, workers, report age).
+    /// Every node's status as its agent reports it: roles, state, CPU, memory, messages per
+    /// second and ask latency (`-` where not measured yet), task workers busy of all, and the
+    /// age of its last report.
     ///
     /// Example: `cadre status --node 127.0.0.1:7370 --watch`
     Status(status_cmd::StatusOptions),
     /// Run a management command on a node (or `all`) through the store; prints its result.
     ///
-    /// Example: `cadre cmd n1 restart-actor node/view`
+    /// Example: `cadre cmd --node 127.0.0.1:7370 n1 restart-actor node/view`
     Cmd(status_cmd::CmdOptions),
-    /// Drain a node (shortcut for `cadre cmd NODE drain`).
-    Drain(status_cmd::ShortcutOptions),
-    /// Resize a node's task-worker pool (shortcut for `cadre cmd NODE scale-workers N`).
-    Scale(status_cmd::ShortcutOptions),
-    /// Change a node's log filter live (shortcut for `cadre cmd NODE log-level FILTER`).
-    LogLevel(status_cmd::ShortcutOptions),
+    /// Drain a node (`cadre cmd NODE drain`): not available in this version yet.
+    Drain(status_cmd::DrainOptions),
+    /// Resize a node's task-worker pool (`cadre cmd NODE scale-workers N`).
+    ///
+    /// Example: `cadre scale --node 127.0.0.1:7370 w1 4`
+    Scale(status_cmd::ScaleOptions),
+    /// Change a node's log filter live (`cadre cmd NODE log-level FILTER`).
+    ///
+    /// Example: `cadre log-level --node 127.0.0.1:7370 w1 debug`
+    LogLevel(status_cmd::LogLevelOptions),
     /// Measure cadre against baselines taken in the same run.
     Bench {
         #[command(subcommand)]
@@ -96,9 +102,9 @@ fn main() -> ExitCode {
         Command::Lease(opts) => kv_cmd::run_lease(opts),
         Command::Status(opts) => status_cmd::status(opts),
         Command::Cmd(opts) => status_cmd::cmd(opts),
-        Command::Drain(opts) => status_cmd::shortcut("drain", opts),
-        Command::Scale(opts) => status_cmd::shortcut("scale-workers", opts),
-        Command::LogLevel(opts) => status_cmd::shortcut("log-level", opts),
+        Command::Drain(opts) => status_cmd::drain(opts),
+        Command::Scale(opts) => status_cmd::scale(opts),
+        Command::LogLevel(opts) => status_cmd::log_level(opts),
         Command::Bench { what } => match what {
             Bench::Remote(opts) => bench_remote::run(opts),
             Bench::RemoteServe => bench_remote::serve(),

@@ -28,8 +28,8 @@ pub(crate) struct CmdOptions {
     timing: Timing,
     /// The node to run it on, or `all` for every node.
     target: String,
-    /// The command: ping, log-level FILTER, scale-workers N, restart-actor PATH, drain, stop,
-    /// or a command of the node's own chain handlers.
+    /// The command: ping, log-level FILTER, scale-workers N, restart-actor PATH, stop, drain
+    /// (not available yet), or a command of the node's own chain handlers.
     command: String,
     /// The command's arguments.
     args: Vec<String>,
@@ -46,17 +46,41 @@ pub(crate) struct Timing {
     deadline: f64,
 }
 
-/// Options of the shortcuts that take a node and fixed arguments.
+/// Options of `cadre scale`.
 #[derive(clap::Args, Debug)]
-pub(crate) struct ShortcutOptions {
+pub(crate) struct ScaleOptions {
     #[command(flatten)]
     conn: Conn,
     #[command(flatten)]
     timing: Timing,
     /// The node (or `all`).
     target: String,
-    /// The command's arguments.
-    args: Vec<String>,
+    /// The number of task workers the node should run.
+    workers: usize,
+}
+
+/// Options of `cadre log-level`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct LogLevelOptions {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    timing: Timing,
+    /// The node (or `all`).
+    target: String,
+    /// A tracing filter, as `RUST_LOG` takes it: `debug`, `info,cadre_actors::store=debug`.
+    filter: String,
+}
+
+/// Options of `cadre drain`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct DrainOptions {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    timing: Timing,
+    /// The node.
+    target: String,
 }
 
 fn now_ms() -> u64 {
@@ -152,7 +176,8 @@ pub(crate) fn status(opts: StatusOptions) -> anyhow::Result<()> {
     })
 }
 
-/// Runs `kind` on `target` and prints the result(s); fails when a result is not `ok`.
+/// Runs `kind` on `target` and prints the result(s): each `ok` one on stdout; a failed one is
+/// the command's error (on stderr, with a non-zero exit).
 fn run_command(conn: &Conn, timing: Timing, target: &str, kind: CommandKind) -> anyhow::Result<()> {
     let json = conn.json;
     let target = match target {
@@ -162,20 +187,23 @@ fn run_command(conn: &Conn, timing: Timing, target: &str, kind: CommandKind) -> 
     let timeout = Duration::from_secs_f64(timing.timeout.max(0.1));
     let deadline = Duration::from_secs_f64(timing.deadline.max(0.1));
     let results: Vec<CommandResult> = with_kv(conn, async move |kv| {
-        let nodes = match &target {
-            Target::Node(n) => vec![n.clone()],
-            Target::All => {
-                let nodes: Vec<String> = agent::statuses(&kv)
-                    .await?
-                    .into_iter()
-                    .map(|r| r.node)
-                    .collect();
-                if nodes.is_empty() {
-                    bail!("no node reports its status: nothing to send a command to");
+        let known: Vec<String> = agent::statuses(&kv)
+            .await?
+            .into_iter()
+            .map(|r| r.node)
+            .collect();
+        let nodes =
+            match &target {
+                Target::Node(n) if !known.contains(n) => bail!(
+                "no node `{n}` reports its status (nodes that do: {}); `cadre status` lists them",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ),
+                Target::Node(n) => vec![n.clone()],
+                Target::All if known.is_empty() => {
+                    bail!("no node reports its status: nothing to send a command to")
                 }
-                nodes
-            }
-        };
+                Target::All => known,
+            };
         let issuer = format!("cadre-cli@{}", std::process::id());
         let command = agent::issue(&kv, &target, kind, deadline, &issuer).await?;
         let mut results = Vec::new();
@@ -184,29 +212,34 @@ fn run_command(conn: &Conn, timing: Timing, target: &str, kind: CommandKind) -> 
         }
         Ok(results)
     })?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-    } else {
-        for r in &results {
-            println!("{}: {} {}", r.node, r.state.as_str(), r.message);
-        }
-    }
     let failed: Vec<&CommandResult> = results
         .iter()
         .filter(|r| r.state != ResultState::Ok)
         .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            if r.state == ResultState::Ok {
+                println!("{}: ok {}", r.node, r.message);
+            } else if results.len() > 1 {
+                println!("{}: {} {}", r.node, r.state.as_str(), r.message);
+            }
+        }
+    }
     match failed.as_slice() {
         [] => Ok(()),
-        [one] => Err(anyhow!(
-            "`{}` on {}: {} ({})",
+        [one] if results.len() == 1 => Err(anyhow!(
+            "`{}` on {}: {}: {}",
             one.command,
             one.node,
             one.state.as_str(),
             one.message
         )),
         many => Err(anyhow!(
-            "the command did not succeed on {} nodes",
-            many.len()
+            "the command did not succeed on {} of {} nodes",
+            many.len(),
+            results.len()
         )),
     }
 }
@@ -216,10 +249,22 @@ pub(crate) fn cmd(opts: CmdOptions) -> anyhow::Result<()> {
     run_command(&opts.conn, opts.timing, &opts.target, kind)
 }
 
-/// `cadre drain|scale|log-level NODE ARGS…`.
-pub(crate) fn shortcut(name: &str, opts: ShortcutOptions) -> anyhow::Result<()> {
-    let kind = CommandKind::parse(name, &opts.args).map_err(|e| anyhow!(e))?;
+pub(crate) fn scale(opts: ScaleOptions) -> anyhow::Result<()> {
+    let kind = CommandKind::ScaleWorkers {
+        workers: opts.workers,
+    };
     run_command(&opts.conn, opts.timing, &opts.target, kind)
+}
+
+pub(crate) fn log_level(opts: LogLevelOptions) -> anyhow::Result<()> {
+    let kind = CommandKind::LogLevel {
+        filter: opts.filter,
+    };
+    run_command(&opts.conn, opts.timing, &opts.target, kind)
+}
+
+pub(crate) fn drain(opts: DrainOptions) -> anyhow::Result<()> {
+    run_command(&opts.conn, opts.timing, &opts.target, CommandKind::Drain)
 }
 
 #[cfg(test)]

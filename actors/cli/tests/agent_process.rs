@@ -173,9 +173,24 @@ fn five_node_processes_report_status_and_carry_out_commands_through_the_store() 
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown command `bogus`"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "the reason is printed once, as the error"
+    );
+    // A node that does not exist: said at once, nothing left in the store for it.
+    let started = Instant::now();
+    let out = cadre(&["cmd", "--node", &seed, "nosuch", "ping"], &home);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no node `nosuch` reports its status"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let out = cadre(&["scale", "--node", &seed, "n3", "many"], &home);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`many` is not a number"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'many'"));
     ok(
         &[
             "kv",

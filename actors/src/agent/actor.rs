@@ -92,6 +92,8 @@ pub(crate) struct Agent {
     round: u64,
     synced: bool,
     sync_failures: u32,
+    /// The store was reachable once (an outage after that is worth a warning).
+    reached: bool,
 }
 
 impl Agent {
@@ -135,6 +137,7 @@ impl Agent {
             round: 0,
             synced: false,
             sync_failures: 0,
+            reached: false,
             deps,
         }
     }
@@ -220,16 +223,24 @@ impl Agent {
             }
             reporter::Effect::Reachability(why) => {
                 match &why {
-                    None => tracing::info!(
-                        period = ?self.deps.config.period,
-                        ttl = ?self.deps.config.ttl,
-                        "reporting this node's status to the store"
+                    None => {
+                        self.reached = true;
+                        tracing::info!(
+                            period = ?self.deps.config.period,
+                            ttl = ?self.deps.config.ttl,
+                            "reporting this node's status to the store"
+                        )
+                    }
+                    // At start the store may still be forming: no cause for alarm yet.
+                    Some(reason) if !self.reached => tracing::info!(
+                        %reason,
+                        "waiting for the store to report this node's status (it forms once \
+                         `bootstrap_expect` nodes started with `--roles store` are up)"
                     ),
                     Some(reason) => tracing::warn!(
                         %reason,
                         "the store is unreachable: this node's status is not reported; \
-                         retrying with backoff (a cluster needs nodes started with \
-                         `--roles store`, as many as `bootstrap_expect`)"
+                         retrying with backoff"
                     ),
                 }
                 self.dispatch(AgentEvent::StoreReachability(why), ctx);

@@ -254,6 +254,16 @@ struct WatchInbox {
 
 impl Actor for WatchInbox {
     type Context = Context<Self>;
+
+    /// Ends (normally) once its stream is dropped, instead of lingering until the node stops.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let tx = self.tx.clone();
+        ctx.spawn(
+            async move { tx.closed().await }
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
+        );
+    }
 }
 
 impl Handler<KvWatchUpdate> for WatchInbox {

@@ -27,6 +27,16 @@ struct Inbox {
 
 impl Actor for Inbox {
     type Context = Context<Self>;
+
+    /// Ends (normally) once its watch is dropped, instead of lingering until the node stops.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let tx = self.tx.clone();
+        ctx.spawn(
+            async move { tx.closed().await }
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
+        );
+    }
 }
 
 impl Handler<WatchEvents> for Inbox {

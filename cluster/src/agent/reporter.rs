@@ -10,7 +10,8 @@
 //! ```
 //!
 //! # Guarantees
-//! - One grant or report in flight at a time; exactly one timer pending after each answer.
+//! - One grant or report in flight at a time, and at most one timer pending: a report made
+//!   early (for a change of state) does not start a second cycle of reports.
 //! - A report keeps the lease alive, then writes the record under it. A keep-alive that fails
 //!   drops the lease (it may have expired): the next attempt grants a new one, and the record
 //!   moves to it.
@@ -101,6 +102,8 @@ pub struct Reporter {
     reachable: Option<bool>,
     failures: u32,
     stopped: bool,
+    /// A [`Effect::Schedule`] is pending (its `Tick` has not come yet).
+    timer: bool,
 }
 
 impl Reporter {
@@ -115,6 +118,18 @@ impl Reporter {
             reachable: None,
             failures: 0,
             stopped: false,
+            timer: false,
+        }
+    }
+
+    /// After an answer: the next attempt at once if the state changed meanwhile, else a timer
+    /// unless one is pending already.
+    fn next(&mut self, delay: Duration, effects: &mut Vec<Effect>) {
+        if self.dirty {
+            effects.push(self.attempt());
+        } else if !self.timer {
+            self.timer = true;
+            effects.push(Effect::Schedule(delay));
         }
     }
 
@@ -154,6 +169,7 @@ impl Reporter {
         }
         match input {
             Input::Tick => {
+                self.timer = false;
                 if self.in_flight {
                     return Vec::new();
                 }
@@ -174,11 +190,7 @@ impl Reporter {
                     self.reachable = Some(true);
                     effects.push(Effect::Reachability(None));
                 }
-                if self.dirty {
-                    effects.push(self.attempt());
-                } else {
-                    effects.push(Effect::Schedule(self.config.period));
-                }
+                self.next(self.config.period, &mut effects);
                 effects
             }
             Input::Failed { reason, lease_lost } => {
@@ -192,7 +204,8 @@ impl Reporter {
                     effects.push(Effect::Reachability(Some(reason)));
                 }
                 self.failures = self.failures.saturating_add(1);
-                effects.push(Effect::Schedule(self.backoff()));
+                let backoff = self.backoff();
+                self.next(backoff, &mut effects);
                 effects
             }
             Input::State(state) => {
@@ -369,5 +382,41 @@ mod tests {
         assert_eq!(r.state(), RunState::Stopping);
         assert!(r.handle(Input::Tick).is_empty());
         assert!(r.handle(Input::Reported).is_empty());
+    }
+
+    #[test]
+    fn a_state_change_reported_early_does_not_start_a_second_cycle_of_timers() {
+        let mut r = reporter();
+        r.handle(Input::Tick);
+        r.handle(Input::Granted(7));
+        assert_eq!(
+            r.handle(Input::Reported),
+            vec![Effect::Reachability(None), Effect::Schedule(PERIOD)]
+        );
+        // The timer is pending; a change of state reports at once, and its answer arms no
+        // second timer.
+        assert_eq!(
+            r.handle(Input::State(RunState::Normal)),
+            vec![Effect::Report {
+                lease: 7,
+                state: RunState::Normal
+            }]
+        );
+        assert!(r.handle(Input::Reported).is_empty());
+        // The pending timer fires: one report, one timer again.
+        assert_eq!(
+            r.handle(Input::Tick),
+            vec![Effect::Report {
+                lease: 7,
+                state: RunState::Normal
+            }]
+        );
+        assert_eq!(r.handle(Input::Reported), vec![Effect::Schedule(PERIOD)]);
+        // A tick that finds a report in flight leaves the next timer to its answer.
+        r.handle(Input::Tick);
+        r.handle(Input::State(RunState::Draining));
+        r.handle(Input::Reported);
+        assert!(r.handle(Input::Tick).is_empty(), "in flight");
+        assert_eq!(r.handle(Input::Reported), vec![Effect::Schedule(PERIOD)]);
     }
 }
