@@ -356,7 +356,10 @@ impl<A: Actor> ActorRef<A> {
     {
         let msg = match self.cached() {
             Some(tx) => match tx.try_send(msg, true) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    crate::stats::add(crate::stats::Metric::LocalSent, 1);
+                    return Ok(());
+                }
                 Err(SendError::Full(m)) => return Err(TellError::Full(m)),
                 // That instance just ended: ask the slot what runs now.
                 Err(SendError::Closed(m)) => m,
@@ -376,7 +379,10 @@ impl<A: Actor> ActorRef<A> {
         let state = self.slot.state.read();
         match self.sender(&state) {
             Some(tx) => match tx.try_send(msg, true) {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    crate::stats::add(crate::stats::Metric::LocalSent, 1);
+                    Ok(())
+                }
                 Err(SendError::Full(m)) => Err(TellError::Full(m)),
                 Err(SendError::Closed(m)) => Err(self.not_running(&state, m)),
             },
@@ -423,6 +429,7 @@ impl<A: Actor> ActorRef<A> {
                 }
             }
         };
+        crate::stats::add(crate::stats::Metric::LocalSent, 1);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(AskError::ActorDied),
@@ -503,7 +510,9 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
     {
         let (lane, msgs) = self.lane(msgs)?;
         lane.push(Batch::new(msgs, count))
-            .map_err(|r| self.refused(r).map(Batch::into_inner))
+            .map_err(|r| self.refused(r).map(Batch::into_inner))?;
+        crate::stats::add(crate::stats::Metric::LocalSent, count as u64);
+        Ok(())
     }
 
     /// Waits until the running instance's batch lane has room for a batch of `size` messages
@@ -568,7 +577,9 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
             .lane(AskJob::new(msg, timeout, reply))
             .map_err(|e| e.map(AskJob::into_parts))?;
         lane.push_fed(job, feed)
-            .map_err(|r| self.refused(r).map(AskJob::into_parts))
+            .map_err(|r| self.refused(r).map(AskJob::into_parts))?;
+        crate::stats::add(crate::stats::Metric::LocalSent, 1);
+        Ok(())
     }
 }
 

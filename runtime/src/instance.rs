@@ -132,6 +132,7 @@ impl InstanceCtl {
         if self.finished.replace(true) {
             return;
         }
+        crate::stats::add(crate::stats::Metric::Alive, 1u64.wrapping_neg());
         let acked = self.ack.replace(Ack::Sent) == Ack::Sent;
         if !acked && reason.is_normal() {
             self.emit(InstanceEvent::Started(Ok(())));
@@ -407,6 +408,7 @@ where
     }
     let weak: std::sync::Weak<dyn MarkDown> = Arc::downgrade(slot) as _;
     let ctl = InstanceCtl::new(report, key, weak, generation);
+    crate::stats::add(crate::stats::Metric::Alive, 1);
     let span = tracing::info_span!("actor", name = %slot.path(), node = %node, generation);
     let mut instance = Instance {
         fut: Some(ctx.into_future(actor)),

@@ -48,6 +48,7 @@
 //! - `lane.rs`: the batch lane, a second queue into an actor that runs whole batches inside its
 //!   context (installed in an instance on first use).
 //! - [`Registry`], [`Runtime`], [`SupervisionEvent`]: names, the per-node context, events.
+//! - [`stats`]: per-thread counters of messages, remote asks and instances alive.
 //! - `testkit` (feature `testkit`): probes, expectations with timeouts, and runners for
 //!   actor-level tests, with tokio's virtual time where it works under actix.
 //!
@@ -121,6 +122,7 @@ mod instance;
 mod lane;
 mod registry;
 mod runtime;
+pub mod stats;
 pub mod supervisor;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -94,6 +94,8 @@ pub(crate) struct Agent {
     sync_failures: u32,
     /// The store was reachable once (an outage after that is worth a warning).
     reached: bool,
+    /// The runtime's counters at the last record, and when.
+    counters: (cadre_runtime::stats::Snapshot, Instant),
 }
 
 impl Agent {
@@ -138,6 +140,7 @@ impl Agent {
             synced: false,
             sync_failures: 0,
             reached: false,
+            counters: (cadre_runtime::stats::snapshot(), Instant::now()),
             deps,
         }
     }
@@ -254,6 +257,10 @@ impl Agent {
     fn record(&mut self, state: RunState) -> StatusRecord {
         let host = self.host.sample();
         let restarts = self.board.lock().restarts_within(Instant::now());
+        let (now, at) = (cadre_runtime::stats::snapshot(), Instant::now());
+        let window = now.since(&self.counters.0, at.duration_since(self.counters.1));
+        let alive = now.get(cadre_runtime::stats::Metric::Alive);
+        self.counters = (now, at);
         let node = &self.deps.node;
         StatusRecord {
             version: RECORD_VERSION,
@@ -278,6 +285,12 @@ impl Agent {
                 rss_bytes: host.rss_bytes,
                 host_available_bytes: host.host_available_bytes,
                 restarts_last_minute: restarts,
+                local_msgs_per_sec: Some(window.local_per_sec),
+                remote_in_per_sec: Some(window.remote_in_per_sec),
+                remote_out_per_sec: Some(window.remote_out_per_sec),
+                ask_p50_us: window.ask_p50_us,
+                ask_p99_us: window.ask_p99_us,
+                actors_alive: Some(alive),
                 ..Load::default()
             },
         }

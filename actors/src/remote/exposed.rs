@@ -109,6 +109,7 @@ where
         // Its weight in the lane's bound: every message takes at least one byte, so a peer
         // cannot make a frame look heavier than it is (nor lighter than one message).
         let weight = (count as usize).min(bodies.len()).max(1);
+        cadre_runtime::stats::add(cadre_runtime::stats::Metric::RemoteIn, u64::from(count));
         // The whole frame goes to the actor as one item of its batch lane.
         deliver(
             &self.actor,
@@ -120,6 +121,7 @@ where
     }
 
     fn ask_bytes(&self, tag: &str, body: &[u8], timeout: Duration, replier: Replier) -> Delivery {
+        cadre_runtime::stats::add(cadre_runtime::stats::Metric::RemoteIn, 1);
         let msg: M = match decode_body(body) {
             Ok(msg) => msg,
             Err(detail) => {

@@ -1,5 +1,6 @@
 //! [`RemoteRef`]: an actor by node and name, wherever it runs.
 
+use cadre_runtime::stats::{self, Metric};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -232,8 +233,13 @@ impl RemoteRef {
         let Some(link) = self.link() else {
             return Err(RemoteTellError::NodeUnreachable(msg));
         };
-        let sent = link.tell(&self.name, M::TAG, &msg);
-        sent.map_err(|e| tell_error(e, msg))
+        match link.tell(&self.name, M::TAG, &msg) {
+            Ok(()) => {
+                stats::add(Metric::RemoteOut, 1);
+                Ok(())
+            }
+            Err(e) => Err(tell_error(e, msg)),
+        }
     }
 
     /// Sends, waiting for room in the connection's buffer when it is full.
@@ -265,6 +271,9 @@ impl RemoteRef {
             return Err(RemoteTellError::NodeUnreachable(msg));
         };
         let sent = link.tell_wait(&self.name, M::TAG, &msg).await;
+        if sent.is_ok() {
+            stats::add(Metric::RemoteOut, 1);
+        }
         sent.map_err(|e| tell_error(e, msg))
     }
 
@@ -330,9 +339,12 @@ impl RemoteRef {
                 QueueError::Encode(e) => RemoteAskError::Encode(e.to_string()),
             });
         }
+        stats::add(Metric::RemoteOut, 1);
+        let sent_at = std::time::Instant::now();
         // The link's expiry task answers `TimedOut` at the deadline: no timer per ask.
         match answer.await {
             Some(Answer::Reply(Ok(bytes))) => {
+                stats::record_ask(sent_at.elapsed());
                 decode_body::<M::Result>(&bytes).map_err(RemoteAskError::Decode)
             }
             Some(Answer::Reply(Err(remote))) => Err(remote.into()),
