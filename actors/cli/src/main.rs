@@ -2,6 +2,7 @@
 
 #[allow(unsafe_code)] // a global allocator is an unsafe trait; see the module's proof
 mod alloc;
+mod bench_agent;
 mod bench_gossip;
 mod bench_kv;
 mod bench_remote;
@@ -89,6 +90,8 @@ enum Bench {
     Tasks(bench_tasks::Options),
     /// Status-store puts (1 and 64 clients) and watch latency, three store processes.
     Kv(bench_kv::Options),
+    /// The node agent's CPU cost: five idle node processes with agents off, then on.
+    Agent(bench_agent::Options),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
             Bench::Gossip(opts) => bench_gossip::run(opts),
             Bench::Tasks(opts) => bench_tasks::run(opts),
             Bench::Kv(opts) => bench_kv::run(opts),
+            Bench::Agent(opts) => bench_agent::run(opts),
         },
     };
     match result {

@@ -413,6 +413,9 @@ impl ClusterNode {
                 .await;
         }
         // The agent, last: a child of the node's root like every other part of the node.
+        if !config.agent {
+            return Ok(cluster);
+        }
         let deps = AgentDeps {
             node: cluster.clone(),
             runtime: runtime.clone(),

@@ -34,6 +34,7 @@ pub const DEFAULT_PORT: u16 = 7370;
 /// | [`store_keep_revisions`](Self::store_keep_revisions) | `store_keep_revisions` | `CADRE_STORE_KEEP_REVISIONS` | — | 10 000 |
 /// | [`status_period_ms`](Self::status_period_ms) | `status_period_ms` | `CADRE_STATUS_PERIOD_MS` | — | 1 000 |
 /// | [`status_ttl_ms`](Self::status_ttl_ms) | `status_ttl_ms` | `CADRE_STATUS_TTL_MS` | — | 5 000 |
+/// | [`agent`](Self::agent) | `agent` | `CADRE_AGENT` (`true`/`false`) | — | `true` |
 ///
 /// The secret itself is never a flag (`ps` would show it): see [`crate::node::secret`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -83,6 +84,10 @@ pub struct NodeConfig {
     /// the period, at most 600 000): a node killed without a goodbye disappears from `cadre
     /// status` this long after its last report.
     pub status_ttl_ms: u64,
+    /// Whether the node runs its agent (status, commands, the event handler chain). A node
+    /// without one is not in `cadre status` and takes no commands; turn it off only to measure
+    /// what the agent costs.
+    pub agent: bool,
 }
 
 impl Default for NodeConfig {
@@ -105,6 +110,7 @@ impl Default for NodeConfig {
             store_keep_revisions: crate::store::DEFAULT_KEEP_REVISIONS,
             status_period_ms: 1_000,
             status_ttl_ms: 5_000,
+            agent: true,
         }
     }
 }
@@ -269,6 +275,9 @@ impl NodeConfig {
         }
         if let Some(v) = get("CADRE_STATUS_PERIOD_MS") {
             self.status_period_ms = parse("CADRE_STATUS_PERIOD_MS", "status_period_ms", &v)?;
+        }
+        if let Some(v) = get("CADRE_AGENT") {
+            self.agent = parse("CADRE_AGENT", "agent", &v)?;
         }
         if let Some(v) = get("CADRE_STATUS_TTL_MS") {
             self.status_ttl_ms = parse("CADRE_STATUS_TTL_MS", "status_ttl_ms", &v)?;
