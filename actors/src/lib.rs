@@ -35,6 +35,20 @@ pub mod store;
 pub mod tasks;
 pub mod transport;
 
+pub use cadre_cluster::wire::{EmptySecret, Secret};
+
+/// What a program built on cadre usually needs, in one `use cadre_actors::prelude::*;`.
+pub mod prelude {
+    pub use crate::agent::{AgentEvent, ChainCx, ChainHandler, Flow};
+    pub use crate::node::{ClusterNode, NodeBuilder, NodeConfig};
+    pub use crate::store::{Kv, KvError};
+    pub use crate::tasks::{Master, MasterConfig, Task, TaskRegistry, WorkerConfig};
+    pub use crate::{RemoteMessage, RemoteRef, Secret};
+    pub use cadre_runtime::{
+        ActorRef, ChildSpec, PoolSpec, Restart, Runtime, Strategy, SupervisorSpec,
+    };
+}
+
 pub use remote::{
     Exposure, RemoteAskError, RemoteError, RemoteMessage, RemoteRef, RemoteTellError,
 };

@@ -4,3 +4,8 @@
 //! command that runs it.
 
 #![deny(missing_docs)]
+
+/// The README's Rust blocks, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct Readme;

@@ -127,7 +127,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     if opts.nodes < 2 || opts.rounds == 0 {
         bail!("--nodes must be at least 2 and --rounds at least 1");
     }
-    let secret = Secret::new(b"bench-gossip".to_vec()).map_err(|e| anyhow!(e))?;
+    let secret = Secret::new(b"bench-gossip".to_vec())?;
     if let Some(seconds) = opts.saturate {
         let downs = System::new().block_on(saturated(&opts, &secret, seconds))?;
         println!(

@@ -172,7 +172,7 @@ fn bench(opts: &Options, dir: &std::path::Path) -> anyhow::Result<()> {
             profile: Profile::LocalTest,
             ..NodeConfig::default()
         };
-        let secret = Secret::new(secret.into_bytes()).map_err(|e| anyhow!(e))?;
+        let secret = Secret::new(secret.into_bytes())?;
         let node = ClusterNode::start(&config, secret, &Runtime::new("bench")).await?;
         let kv = node.kv();
         // Warm up: until every shard answers.

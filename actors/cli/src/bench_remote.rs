@@ -130,7 +130,7 @@ fn loopback() -> SocketAddr {
 
 /// Starts a transport node named `name` in the bench cluster, on a loopback port.
 async fn bench_node(name: &str, secret: String, rt: &Runtime) -> anyhow::Result<Node> {
-    let secret = Secret::new(secret.into_bytes()).map_err(|e| anyhow!(e))?;
+    let secret = Secret::new(secret.into_bytes())?;
     let config = TransportConfig::new("bench", name, loopback(), secret);
     Ok(Node::start(config, rt).await?)
 }

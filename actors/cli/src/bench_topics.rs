@@ -58,7 +58,7 @@ async fn start(name: &str, seeds: Vec<std::net::SocketAddr>) -> anyhow::Result<C
         profile: Profile::LocalTest,
         ..NodeConfig::default()
     };
-    let secret = Secret::new(b"bench-topics".to_vec()).map_err(|e| anyhow!(e))?;
+    let secret = Secret::new(b"bench-topics".to_vec())?;
     Ok(ClusterNode::start(&config, secret, &Runtime::new(name)).await?)
 }
 

@@ -140,7 +140,7 @@ fn node_config(name: &str, seeds: Vec<SocketAddr>) -> NodeConfig {
 
 fn secret_from_env() -> anyhow::Result<Secret> {
     let hex = std::env::var(SECRET_ENV).context("the demo secret is missing")?;
-    Secret::new(hex.into_bytes()).map_err(|e| anyhow!(e))
+    Secret::new(hex.into_bytes()).map_err(anyhow::Error::from)
 }
 
 /// A worker process: a node with the demo's task kinds; runs until its stdin closes.
@@ -237,7 +237,7 @@ pub(crate) async fn local_cluster(
     let rt = Runtime::new("master");
     let node = ClusterNode::start(
         &node_config("master", vec![]),
-        Secret::new(secret.clone().into_bytes()).map_err(|e| anyhow!(e))?,
+        Secret::new(secret.clone().into_bytes())?,
         &rt,
     )
     .await?;

@@ -454,6 +454,37 @@ impl ClusterNode {
         self.store.as_ref()
     }
 
+    /// Waits (at most `timeout`) until the status store answers through this node: a
+    /// linearizable read of the node's own keys succeeds. A store forms once
+    /// `bootstrap_expect` nodes with the role `store` are up.
+    ///
+    /// # Errors
+    /// The store's last answer, when it did not answer in time.
+    pub async fn store_ready(&self, timeout: Duration) -> Result<(), crate::store::KvError> {
+        let kv = self.kv();
+        let probe = cadre_cluster::store::RangeRequest {
+            key: format!("nodes/{}/", self.name).into_bytes(),
+            prefix: true,
+            limit: 1,
+            keys_only: true,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let last = match tokio::time::timeout(left, kv.range(probe.clone(), false)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e,
+                Err(_) => crate::store::KvError::Unavailable(format!(
+                    "the store did not answer within {timeout:?}"
+                )),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+        }
+    }
+
     /// The node's task workers, when it runs them.
     pub fn workers(&self) -> Option<&TaskWorkers> {
         self.workers.as_ref()

@@ -115,6 +115,25 @@ impl Default for NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// A node called `name` for a cluster on this machine: it listens on any free port of
+    /// 127.0.0.1, with the gossip's fast `local_test` timers, its data (for the `store` role)
+    /// under the system's temporary directory, and the store formed by the first store node
+    /// (`bootstrap_expect` 1). Set `seeds` to join others, and `roles` as needed.
+    pub fn local(name: &str) -> NodeConfig {
+        NodeConfig {
+            name: Some(name.into()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            profile: cadre_cluster::membership::Profile::LocalTest,
+            data_dir: Some(
+                std::env::temp_dir().join(format!("cadre-{}-{name}", std::process::id())),
+            ),
+            bootstrap_expect: 1,
+            ..NodeConfig::default()
+        }
+    }
+}
+
 /// A configuration value that is wrong, naming where it came from and which field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration ({source_name}): `{field}` {problem}")]

@@ -41,6 +41,11 @@ pub enum KvError {
 }
 
 /// The status store through one node's gateway. Cheap to clone.
+///
+/// Every request waits at most 30 s (finding a shard's leader and retrying where that is safe
+/// included) and then fails with [`KvError::Unavailable`]; a cluster whose store has not formed
+/// yet answers within that time once it has. [`ClusterNode::store_ready`](crate::node::ClusterNode::store_ready)
+/// waits for the store first.
 #[derive(Clone, Debug)]
 pub struct Kv {
     transport: Node,
@@ -293,6 +298,18 @@ impl KvWatchStream {
     /// The next update; `None` once the gateway stopped sending.
     pub async fn next(&mut self) -> Option<KvWatchUpdate> {
         self.rx.recv().await
+    }
+}
+
+/// The updates as a stream (with `futures`' `StreamExt`: `while let Some(u) = watch.next().await`).
+impl futures_core::Stream for KvWatchStream {
+    type Item = KvWatchUpdate;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<KvWatchUpdate>> {
+        self.rx.poll_recv(cx)
     }
 }
 

@@ -114,15 +114,20 @@ pub enum RejectReason {
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
 
+/// A cluster secret of no bytes was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster secret is empty: give every node of the cluster the same non-empty secret")]
+pub struct EmptySecret;
+
 impl Secret {
     /// A secret of these bytes.
     ///
     /// # Errors
-    /// An empty secret is refused.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, &'static str> {
+    /// [`EmptySecret`]: an empty secret is refused.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, EmptySecret> {
         let bytes = bytes.into();
         if bytes.is_empty() {
-            Err("the cluster secret is empty")
+            Err(EmptySecret)
         } else {
             Ok(Secret(bytes))
         }

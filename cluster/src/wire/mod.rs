@@ -43,6 +43,7 @@ pub use envelope::{
 };
 pub use frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME};
 pub use handshake::{
-    Handshake, HandshakeError, Hello, Peer, RejectReason, Secret, Step, PROTOCOL_VERSION,
+    EmptySecret, Handshake, HandshakeError, Hello, Peer, RejectReason, Secret, Step,
+    PROTOCOL_VERSION,
 };
 pub use open_tell::OpenTell;
