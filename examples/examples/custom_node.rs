@@ -146,10 +146,9 @@ fn main() -> anyhow::Result<()> {
             result.message
         );
 
-        if seed.is_some() {
+        if let Some(seed) = seed {
             println!(
-                "joined; stop me with `cadre cmd --node {} {} stop` or Ctrl-C",
-                seed.unwrap(),
+                "joined; stop me with `cadre cmd --node {seed} {} stop` or Ctrl-C",
                 node.name()
             );
             tokio::select! {
