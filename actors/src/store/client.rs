@@ -20,6 +20,9 @@ use super::storage::Applied;
 use super::watch::StoreWatch;
 use crate::{Node, RemoteAskError};
 
+/// The last failure of a request that found no replica of its shard to try.
+pub(crate) const NO_REPLICA: &str = "no replica known";
+
 /// Why a store request failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreClientError {
@@ -121,7 +124,7 @@ impl StoreClient {
     /// # Errors
     /// [`StoreClientError`].
     pub async fn write(&self, shard: u16, request: Request) -> Result<Applied, StoreClientError> {
-        let mut last = String::from("no replica known");
+        let mut last = String::from(NO_REPLICA);
         for n in 0..self.attempts {
             let Some(node) = self.target(shard, n) else {
                 break;
@@ -271,7 +274,7 @@ impl StoreClient {
         M: crate::RemoteMessage<Result = Result<T, ReplicaError>>,
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
-        let mut last = String::from("no replica known");
+        let mut last = String::from(NO_REPLICA);
         for n in 0..self.attempts {
             let Some(node) = self.target(shard, n) else {
                 break;

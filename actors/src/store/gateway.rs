@@ -17,15 +17,15 @@ use std::time::Duration;
 use actix::prelude::*;
 use cadre_cluster::members::MemberState;
 use cadre_cluster::store::{
-    routing, Compare, DeleteRequest, LeaseId, Op, RangeRequest, RangeResponse, Request, Revision,
-    WatchUpdate,
+    routing, Compare, DeleteRequest, LeaseId, Op, RangeRequest, RangeResponse, Request, Response,
+    Revision, WatchUpdate,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::replica::{Initialize, StoreView};
 use super::storage::Applied;
-use super::{StoreClient, StoreNode};
+use super::{KvError, StoreClient, StoreNode};
 use crate::node::ClusterNode;
 use crate::RemoteMessage;
 
@@ -36,7 +36,7 @@ pub const STORE: &str = "store";
 #[derive(Serialize, Deserialize, Debug)]
 pub struct KvWrite(pub Request);
 impl Message for KvWrite {
-    type Result = Result<Applied, String>;
+    type Result = Result<Applied, KvError>;
 }
 impl RemoteMessage for KvWrite {
     const TAG: &'static str = "kv.write";
@@ -51,7 +51,7 @@ pub struct KvRead {
     pub serializable: bool,
 }
 impl Message for KvRead {
-    type Result = Result<RangeResponse, String>;
+    type Result = Result<RangeResponse, KvError>;
 }
 impl RemoteMessage for KvRead {
     const TAG: &'static str = "kv.read";
@@ -61,7 +61,7 @@ impl RemoteMessage for KvRead {
 #[derive(Serialize, Deserialize, Debug)]
 pub struct KvKeepAlive(pub LeaseId);
 impl Message for KvKeepAlive {
-    type Result = Result<u64, String>;
+    type Result = Result<u64, KvError>;
 }
 impl RemoteMessage for KvKeepAlive {
     const TAG: &'static str = "kv.keepalive";
@@ -71,7 +71,7 @@ impl RemoteMessage for KvKeepAlive {
 #[derive(Serialize, Deserialize, Debug)]
 pub struct KvTimeToLive(pub LeaseId);
 impl Message for KvTimeToLive {
-    type Result = Result<(u64, u64), String>;
+    type Result = Result<(u64, u64), KvError>;
 }
 impl RemoteMessage for KvTimeToLive {
     const TAG: &'static str = "kv.ttl";
@@ -92,7 +92,7 @@ pub struct KvWatch {
     pub name: String,
 }
 impl Message for KvWatch {
-    type Result = Result<(), String>;
+    type Result = Result<(), KvError>;
 }
 impl RemoteMessage for KvWatch {
     const TAG: &'static str = "kv.watch";
@@ -121,7 +121,7 @@ pub struct KvCompact {
     pub revision: Revision,
 }
 impl Message for KvCompact {
-    type Result = Result<Applied, String>;
+    type Result = Result<Applied, KvError>;
 }
 impl RemoteMessage for KvCompact {
     const TAG: &'static str = "kv.compact";
@@ -137,24 +137,27 @@ pub fn shards_of_prefix(prefix: &[u8], shards: u16) -> Vec<u16> {
     }
 }
 
-fn one_shard(keys: &[&[u8]], shards: u16) -> Result<u16, String> {
+fn one_shard(keys: &[&[u8]], shards: u16) -> Result<u16, KvError> {
     let mut found: Option<u16> = None;
     for key in keys {
         let s = routing::shard_of(key, shards);
         if found.is_some_and(|f| f != s) {
-            return Err(
+            return Err(KvError::Invalid(
                 "the keys of one transaction must be in one shard (one group: the same first two \
                  `/` segments)"
                     .into(),
-            );
+            ));
         }
         found = Some(s);
     }
-    found.ok_or_else(|| "a transaction needs at least one key".into())
+    found.ok_or_else(|| KvError::Invalid("a transaction needs at least one key".into()))
 }
 
 /// The shard a write goes to.
-pub fn shard_of_request(request: &Request, shards: u16) -> Result<u16, String> {
+///
+/// # Errors
+/// [`KvError::Invalid`] when it cannot go to one shard.
+pub fn shard_of_request(request: &Request, shards: u16) -> Result<u16, KvError> {
     match request {
         Request::Put(p) => Ok(routing::shard_of(&p.key, shards)),
         Request::Delete(DeleteRequest { key, prefix, .. }) => {
@@ -165,11 +168,11 @@ pub fn shard_of_request(request: &Request, shards: u16) -> Result<u16, String> {
             };
             match touched[..] {
                 [s] => Ok(s),
-                _ => Err(format!(
+                _ => Err(KvError::Invalid(format!(
                     "a prefix delete must stay within one group (two `/` segments, e.g. \
                      `nodes/n1/`): `{}` spans every shard",
                     String::from_utf8_lossy(key)
-                )),
+                ))),
             }
         }
         Request::Txn(t) => {
@@ -190,13 +193,15 @@ pub fn shard_of_request(request: &Request, shards: u16) -> Result<u16, String> {
         Request::LeaseGrant { id, .. } | Request::LeaseRevoke { id } => {
             let s = routing::shard_of_lease(*id);
             if s >= shards {
-                return Err(format!(
+                return Err(KvError::Invalid(format!(
                     "lease {id} names shard {s}, beyond the {shards} shards"
-                ));
+                )));
             }
             Ok(s)
         }
-        Request::Compact { .. } => Err("compaction is per shard: not served by key".into()),
+        Request::Compact { .. } => Err(KvError::Invalid(
+            "compaction is per shard: not served by key".into(),
+        )),
     }
 }
 
@@ -255,8 +260,8 @@ impl StoreGateway {
     /// each shard refreshed first when stale.
     fn serve<T: 'static>(
         &self,
-        f: impl AsyncFnOnce(&StoreClient, u16) -> Result<T, String> + 'static,
-    ) -> ResponseFuture<Result<T, String>> {
+        f: impl AsyncFnOnce(&StoreClient, u16) -> Result<T, KvError> + 'static,
+    ) -> ResponseFuture<Result<T, KvError>> {
         let (cluster, client, shards) = (self.cluster.clone(), self.client.clone(), self.shards);
         Box::pin(async move {
             // The groups' members change rarely (the client moves on from an unreachable
@@ -279,30 +284,30 @@ impl Actor for StoreGateway {
 }
 
 impl Handler<KvWrite> for StoreGateway {
-    type Result = ResponseFuture<Result<Applied, String>>;
+    type Result = ResponseFuture<Result<Applied, KvError>>;
     fn handle(&mut self, m: KvWrite, _: &mut Context<Self>) -> Self::Result {
         self.serve(async move |c, shards| {
             let shard = shard_of_request(&m.0, shards)?;
-            c.write(shard, m.0).await.map_err(|e| e.to_string())
+            applied(shard, c.write(shard, m.0).await?)
         })
     }
 }
 
 impl Handler<KvCompact> for StoreGateway {
-    type Result = ResponseFuture<Result<Applied, String>>;
+    type Result = ResponseFuture<Result<Applied, KvError>>;
     fn handle(&mut self, m: KvCompact, _: &mut Context<Self>) -> Self::Result {
         self.serve(async move |c, shards| {
             let shard = routing::shard_of(&m.key, shards);
             let compact = Request::Compact {
                 revision: m.revision,
             };
-            c.write(shard, compact).await.map_err(|e| e.to_string())
+            applied(shard, c.write(shard, compact).await?)
         })
     }
 }
 
 impl Handler<KvRead> for StoreGateway {
-    type Result = ResponseFuture<Result<RangeResponse, String>>;
+    type Result = ResponseFuture<Result<RangeResponse, KvError>>;
     fn handle(&mut self, m: KvRead, _: &mut Context<Self>) -> Self::Result {
         self.serve(async move |c, shards| {
             let targets = if m.range.prefix {
@@ -317,10 +322,7 @@ impl Handler<KvRead> for StoreGateway {
                 revision: 0,
             };
             for shard in &targets {
-                let r = c
-                    .read(*shard, m.range.clone(), !m.serializable)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let r = c.read(*shard, m.range.clone(), !m.serializable).await?;
                 merged.kvs.extend(r.kvs);
                 merged.count += r.count;
                 // One shard: its revision; several: none is meaningful for all.
@@ -336,52 +338,60 @@ impl Handler<KvRead> for StoreGateway {
     }
 }
 
-fn lease_shard(id: LeaseId, shards: u16) -> Result<u16, String> {
+fn lease_shard(id: LeaseId, shards: u16) -> Result<u16, KvError> {
     let s = routing::shard_of_lease(id);
     if s >= shards {
-        return Err(format!(
+        return Err(KvError::Invalid(format!(
             "lease {id} names shard {s}, beyond the {shards} shards"
-        ));
+        )));
     }
     Ok(s)
 }
 
+/// A write's outcome: the state machine's refusal is an error.
+fn applied(shard: u16, applied: Applied) -> Result<Applied, KvError> {
+    match &applied.response {
+        Some(Response::Error(e)) => Err(KvError::Refused {
+            shard,
+            detail: e.to_string(),
+        }),
+        _ => Ok(applied),
+    }
+}
+
 impl Handler<KvKeepAlive> for StoreGateway {
-    type Result = ResponseFuture<Result<u64, String>>;
+    type Result = ResponseFuture<Result<u64, KvError>>;
     fn handle(&mut self, m: KvKeepAlive, _: &mut Context<Self>) -> Self::Result {
         self.serve(async move |c, shards| {
             let shard = lease_shard(m.0, shards)?;
             c.keep_alive(shard, m.0)
                 .await
                 .map(|d| d.as_millis() as u64)
-                .map_err(|e| e.to_string())
+                .map_err(KvError::from)
         })
     }
 }
 
 impl Handler<KvTimeToLive> for StoreGateway {
-    type Result = ResponseFuture<Result<(u64, u64), String>>;
+    type Result = ResponseFuture<Result<(u64, u64), KvError>>;
     fn handle(&mut self, m: KvTimeToLive, _: &mut Context<Self>) -> Self::Result {
         self.serve(async move |c, shards| {
             let shard = lease_shard(m.0, shards)?;
             c.time_to_live(shard, m.0)
                 .await
                 .map(|(l, t)| (l.as_millis() as u64, t.as_millis() as u64))
-                .map_err(|e| e.to_string())
+                .map_err(KvError::from)
         })
     }
 }
 
 impl Handler<KvWatch> for StoreGateway {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), KvError>>;
     fn handle(&mut self, m: KvWatch, _: &mut Context<Self>) -> Self::Result {
         let target = self.cluster.transport().actor(&m.node, &m.name);
         self.serve(async move |c, shards| {
             for shard in shards_of_prefix(&m.prefix, shards) {
-                let mut watch = c
-                    .watch(shard, &m.prefix, m.start)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut watch = c.watch(shard, &m.prefix, m.start).await?;
                 let target = target.clone();
                 actix::spawn(async move {
                     while let Ok(update) = watch.next().await {

@@ -29,15 +29,85 @@ use crate::{Node, RemoteRef};
 /// How long one request may take (retries to find a leader included).
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Why a store request failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a store request failed, and what the caller can do about it. It travels from the
+/// gateway that served the request to the caller as it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum KvError {
-    /// The store answered with an error (not the leader anywhere, refused, uncertain).
-    #[error("{0}")]
-    Store(String),
-    /// The gateway node did not answer.
+    /// The request cannot be served as given (the keys of a transaction in several shards, a
+    /// prefix delete across shards, a lease id of a shard the cluster does not have): change it.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No store node is known to this node: none runs, or the store has not formed yet.
+    /// Nothing was applied. Start nodes with `--roles store` (the store forms once
+    /// `bootstrap_expect` of them are up), or wait for them.
+    #[error(
+        "shard {shard}: no store node is known ({detail}): the store runs on nodes started with          `--roles store`, and forms once `bootstrap_expect` of them are up"
+    )]
+    NoStore {
+        /// The shard.
+        shard: u16,
+        /// What was tried.
+        detail: String,
+    },
+    /// Store nodes are known but none answered as the shard's leader in time (an election, a
+    /// minority partition). Nothing was applied: retry later.
+    #[error("shard {shard}: no leader answered after {attempts} attempts ({last}); nothing was applied: retry later")]
+    NoLeader {
+        /// The shard.
+        shard: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The write may or may not have been applied (its answer was lost): read what it wrote
+    /// before repeating it, unless repeating it is safe.
+    #[error("shard {shard}: the outcome is unknown ({detail}): read the keys before repeating the write")]
+    Uncertain {
+        /// The shard.
+        shard: u16,
+        /// What happened.
+        detail: String,
+    },
+    /// The shard refused the request; nothing changed (a lease that does not exist, a compacted
+    /// revision, a key or value over its limit, a lease that exists already).
+    #[error("shard {shard}: {detail}")]
+    Refused {
+        /// The shard.
+        shard: u16,
+        /// Why.
+        detail: String,
+    },
+    /// The node the request went through did not answer, or answered nothing in time.
     #[error("the node did not answer: {0}")]
     Unavailable(String),
+}
+
+impl From<super::StoreClientError> for KvError {
+    fn from(e: super::StoreClientError) -> Self {
+        use super::StoreClientError as E;
+        match e {
+            E::NoLeader {
+                shard,
+                attempts,
+                last,
+            } if last == super::client::NO_REPLICA => KvError::NoStore {
+                shard,
+                detail: format!("{attempts} attempts"),
+            },
+            E::NoLeader {
+                shard,
+                attempts,
+                last,
+            } => KvError::NoLeader {
+                shard,
+                attempts,
+                last,
+            },
+            E::Uncertain { shard, detail } => KvError::Uncertain { shard, detail },
+            E::Refused { shard, detail } => KvError::Refused { shard, detail },
+        }
+    }
 }
 
 /// The status store through one node's gateway. Cheap to clone.
@@ -72,12 +142,15 @@ impl Kv {
             .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
-    /// Applies a write (put, delete, transaction, lease grant or revoke).
+    /// Applies a write (put, delete, transaction, lease grant or revoke). A write the state
+    /// machine refused (a lease that does not exist, a lease id taken) is an error,
+    /// [`KvError::Refused`], never an `Ok` carrying the refusal. A transaction whose comparisons
+    /// failed is not refused: its response says `succeeded: false`.
     ///
     /// # Errors
     /// [`KvError`].
     pub async fn write(&self, request: Request) -> Result<Applied, KvError> {
-        self.call(KvWrite(request)).await?.map_err(KvError::Store)
+        self.call(KvWrite(request)).await?
     }
 
     /// Puts `key`; returns the shard's revision after it.
@@ -105,12 +178,9 @@ impl Kv {
                 key: key.to_vec(),
                 revision,
             })
-            .await?
-            .map_err(KvError::Store)?;
-        match applied.response {
-            Some(cadre_cluster::store::Response::Error(e)) => Err(KvError::Store(e.to_string())),
-            _ => Ok(()),
-        }
+            .await??;
+        let _ = applied;
+        Ok(())
     }
 
     /// Reads (linearizable unless `serializable`).
@@ -127,7 +197,6 @@ impl Kv {
             serializable,
         })
         .await?
-        .map_err(KvError::Store)
     }
 
     /// The key-value of `key`, linearizable.
@@ -183,13 +252,23 @@ impl Kv {
         group: &[u8],
         shards: u16,
     ) -> Result<LeaseId, KvError> {
-        let id = routing::lease_id(routing::lease_shard(group, shards), fastrand::u64(1..));
+        let shard = routing::lease_shard(group, shards);
+        let id = routing::lease_id(shard, fastrand::u64(1..));
         let grant = Request::LeaseGrant {
             id,
             ttl_ms: ttl.as_millis().max(1) as u64,
         };
-        self.write(grant).await?;
-        Ok(id)
+        match self.write(grant).await?.response {
+            Some(cadre_cluster::store::Response::LeaseGranted { id: granted, .. })
+                if granted == id =>
+            {
+                Ok(id)
+            }
+            other => Err(KvError::Refused {
+                shard,
+                detail: format!("the grant was answered with {other:?}"),
+            }),
+        }
     }
 
     /// Keeps a lease alive for another TTL; returns the TTL.
@@ -197,7 +276,7 @@ impl Kv {
     /// # Errors
     /// [`KvError`] (an unknown or expired lease among them).
     pub async fn keep_alive(&self, id: LeaseId) -> Result<Duration, KvError> {
-        let ms = self.call(KvKeepAlive(id)).await?.map_err(KvError::Store)?;
+        let ms = self.call(KvKeepAlive(id)).await??;
         Ok(Duration::from_millis(ms))
     }
 
@@ -214,7 +293,7 @@ impl Kv {
     /// # Errors
     /// [`KvError`].
     pub async fn time_to_live(&self, id: LeaseId) -> Result<(Duration, Duration), KvError> {
-        let (left, ttl) = self.call(KvTimeToLive(id)).await?.map_err(KvError::Store)?;
+        let (left, ttl) = self.call(KvTimeToLive(id)).await??;
         Ok((Duration::from_millis(left), Duration::from_millis(ttl)))
     }
 
@@ -235,11 +314,7 @@ impl Kv {
             node: self.transport.id().to_string(),
             name: name.clone(),
         };
-        if let Err(e) = self
-            .call(watch)
-            .await
-            .and_then(|r| r.map_err(KvError::Store))
-        {
+        if let Err(e) = self.call(watch).await.and_then(|r| r) {
             self.transport.unexpose(&name);
             return Err(e);
         }

@@ -113,7 +113,7 @@ impl StoreWatch {
                 .actor(&node, &replica_name(self.shard))
                 .tell(WatchCancel(id));
         }
-        let mut last = String::from("no replica known");
+        let mut last = String::from(super::client::NO_REPLICA);
         for _ in 0..40 {
             let node = self.replicas[self.turn % self.replicas.len().max(1)].clone();
             self.turn += 1;
