@@ -965,8 +965,29 @@ impl Actor for ShardReplica {
         ctx.wait(
             async move { Raft::new(id, config, network, log, state).await }
                 .into_actor(self)
-                .map(|raft, act, _| match raft {
-                    Ok(raft) => act.raft = Some(RaftGuard(raft)),
+                .map(|raft, act, ctx| match raft {
+                    Ok(raft) => {
+                        // A fatal error stops Raft for good (a storage failure, a panic in its
+                        // core): the replica fails with it, so that its supervisor restarts it
+                        // (or escalates), instead of answering as a member that can do nothing.
+                        let mut metrics = raft.metrics();
+                        let fatal = async move {
+                            loop {
+                                if let Err(fatal) = &metrics.borrow().running_state {
+                                    return Some(fatal.to_string());
+                                }
+                                if metrics.changed().await.is_err() {
+                                    return None; // Raft's metrics are gone: it was shut down
+                                }
+                            }
+                        };
+                        ctx.spawn(fatal.into_actor(act).map(|fatal, act, _| {
+                            if let Some(fatal) = fatal {
+                                panic!("shard {} raft stopped: {fatal}", act.shard);
+                            }
+                        }));
+                        act.raft = Some(RaftGuard(raft));
+                    }
                     Err(e) => panic!("shard {} raft: {e}", act.shard),
                 }),
         );

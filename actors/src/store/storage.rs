@@ -232,7 +232,20 @@ impl Disk {
         let c = committed.clone();
         let thread = std::thread::Builder::new()
             .name("cadre-store-writer".into())
-            .spawn(move || writer(w, rx, c))
+            .spawn(move || {
+                // A panic here is logged with its message; every write after it fails ("the
+                // store's writer has stopped"), Raft stops on the storage error, and each
+                // replica fails with it (see the replica's fatal watch), up the node's tree.
+                let run = std::panic::AssertUnwindSafe(|| writer(w, rx, c));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %message, "the store's writer thread panicked: the store on this node fails");
+                }
+            })
             .map_err(redb::Error::Io)?;
         Ok(Disk {
             db,
