@@ -54,6 +54,50 @@ pub struct Gossip {
     events: broadcast::Sender<MemberEvent>,
     local_addr: SocketAddr,
     supervisor: SupervisorRef,
+    faults: Faults,
+}
+
+/// What the fault injector does to the datagrams between this node and one peer, both ways
+/// (for tests: [`Gossip::inject`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LinkFault {
+    /// Drop every datagram, both ways (a partition).
+    pub cut: bool,
+    /// Drop each outgoing datagram with this probability (0 to 1).
+    pub drop: f64,
+    /// Delay each outgoing datagram by up to this long (drawn uniformly, so they also reorder).
+    pub delay: Duration,
+}
+
+/// The fault injector's state: faults by peer gossip address, and its seeded randomness.
+#[derive(Clone, Default)]
+struct Faults(Arc<parking_lot::Mutex<FaultState>>);
+
+#[derive(Default)]
+struct FaultState {
+    links: std::collections::HashMap<SocketAddr, LinkFault>,
+    rng: Option<fastrand::Rng>,
+}
+
+impl Faults {
+    /// Whether a datagram from `peer` is dropped (a cut link drops both ways; random drops
+    /// and delays apply on the way out).
+    fn verdict_in(&self, peer: SocketAddr) -> bool {
+        self.0.lock().links.get(&peer).is_some_and(|f| f.cut)
+    }
+
+    /// What happens to a datagram to `peer`: `None` drops it, else its delay.
+    fn verdict(&self, peer: SocketAddr) -> Option<Duration> {
+        let mut state = self.0.lock();
+        let Some(fault) = state.links.get(&peer).copied() else {
+            return Some(Duration::ZERO);
+        };
+        let rng = state.rng.get_or_insert_with(|| fastrand::Rng::with_seed(0));
+        if fault.cut || (fault.drop > 0.0 && rng.f64() < fault.drop) {
+            return None;
+        }
+        Some(fault.delay.mul_f64(rng.f64()))
+    }
 }
 
 impl std::fmt::Debug for Gossip {
@@ -114,7 +158,10 @@ impl Gossip {
         )));
         let shared = Arc::new(socket);
         let ev = events.clone();
+        let faults = Faults::default();
+        let f = faults.clone();
         let spec = ChildSpec::new("membership", move || MembershipActor {
+            faults: f.clone(),
             socket: shared
                 .try_clone()
                 .expect("a bound socket can be duplicated"),
@@ -138,6 +185,7 @@ impl Gossip {
                 events,
                 local_addr,
                 supervisor,
+                faults,
             },
             tree,
         ))
@@ -146,6 +194,23 @@ impl Gossip {
     /// The UDP address peers gossip with.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Fault injection, for tests: applies `fault` to the datagrams between this node and the
+    /// member gossiping at `peer` (both ways; `LinkFault::default()` heals the link). Drops and
+    /// delays are drawn from a generator seeded by [`Gossip::seed_faults`] (0 by default).
+    pub fn inject(&self, peer: SocketAddr, fault: LinkFault) {
+        let mut state = self.faults.0.lock();
+        if fault == LinkFault::default() {
+            state.links.remove(&peer);
+        } else {
+            state.links.insert(peer, fault);
+        }
+    }
+
+    /// Seeds the fault injector's random drops and delays.
+    pub fn seed_faults(&self, seed: u64) {
+        self.faults.0.lock().rng = Some(fastrand::Rng::with_seed(seed));
     }
 
     /// Member events from now on.
@@ -204,6 +269,7 @@ pub struct MembershipActor {
     next_timer: u64,
     armed: Option<(Instant, SpawnHandle)>,
     out: Option<mpsc::Sender<Outgoing>>,
+    faults: Faults,
 }
 
 impl MembershipActor {
@@ -318,15 +384,26 @@ impl Actor for MembershipActor {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(SEND_QUEUE);
         self.out = Some(tx);
         let writer = socket.clone();
+        let faults = self.faults.clone();
         ctx.spawn(
             async move {
                 while let Some(item) = rx.recv().await {
                     match item {
-                        Outgoing::Datagram(to, bytes) => {
-                            if let Err(e) = writer.send_to(&bytes, to).await {
-                                tracing::debug!(%to, reason = %e, "gossip send failed");
+                        Outgoing::Datagram(to, bytes) => match faults.verdict(to) {
+                            None => {} // dropped by the fault injector
+                            Some(delay) if !delay.is_zero() => {
+                                let writer = writer.clone();
+                                actix::spawn(async move {
+                                    tokio::time::sleep(delay).await;
+                                    let _ = writer.send_to(&bytes, to).await;
+                                });
                             }
-                        }
+                            Some(_) => {
+                                if let Err(e) = writer.send_to(&bytes, to).await {
+                                    tracing::debug!(%to, reason = %e, "gossip send failed");
+                                }
+                            }
+                        },
                         Outgoing::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -337,11 +414,13 @@ impl Actor for MembershipActor {
         );
         // The reader: hands each datagram to this actor.
         let me = ctx.address();
+        let faults = self.faults.clone();
         ctx.spawn(
             async move {
                 let mut buf = vec![0u8; 65_536];
                 loop {
                     match socket.recv_from(&mut buf).await {
+                        Ok((_, from)) if faults.verdict_in(from) => {} // dropped by the injector
                         Ok((n, from)) => {
                             if me
                                 .try_send(Datagram {
