@@ -25,6 +25,7 @@ mod common;
 
 const PERIOD_MS: u64 = 200;
 const TTL_MS: u64 = 1_000;
+const LONG_TTL_MS: u64 = 20_000;
 const T: Duration = Duration::from_secs(20);
 
 fn config(
@@ -32,6 +33,16 @@ fn config(
     dir: &TempDir,
     roles: &[&str],
     seeds: Vec<std::net::SocketAddr>,
+) -> NodeConfig {
+    config_ttl(name, dir, roles, seeds, TTL_MS)
+}
+
+fn config_ttl(
+    name: &str,
+    dir: &TempDir,
+    roles: &[&str],
+    seeds: Vec<std::net::SocketAddr>,
+    ttl_ms: u64,
 ) -> NodeConfig {
     NodeConfig {
         name: Some(name.into()),
@@ -44,7 +55,7 @@ fn config(
         store_shards: 2,
         bootstrap_expect: 1,
         status_period_ms: PERIOD_MS,
-        status_ttl_ms: TTL_MS,
+        status_ttl_ms: ttl_ms,
         ..NodeConfig::default()
     }
 }
@@ -89,6 +100,11 @@ struct Cluster {
 /// A store node (`s0`, the store alone) and a worker node (`w1`) with a chain handler and a
 /// log control of its own.
 async fn cluster() -> Cluster {
+    cluster_ttl(TTL_MS).await
+}
+
+/// As [`cluster`], the worker's status under a lease of `ttl_ms`.
+async fn cluster_ttl(ttl_ms: u64) -> Cluster {
     let dir = TempDir::new();
     let store = ClusterNode::start(
         &config("s0", &dir, &["store"], vec![]),
@@ -101,22 +117,25 @@ async fn cluster() -> Cluster {
     let filters = Arc::new(Mutex::new(Vec::new()));
     let (c, f) = (counted.clone(), filters.clone());
     let registry = TaskRegistry::new().sync::<Noop, _, _>(|()| Ok::<_, String>(()));
-    let worker = NodeBuilder::new(config("w1", &dir, &[], vec![store.addr()]), secret())
-        .workers(
-            registry,
-            WorkerConfig {
-                workers: 2,
-                ..WorkerConfig::default()
-            },
-        )
-        .handler(move || Counter(c.clone()))
-        .log_control(Arc::new(move |filter: &str| {
-            f.lock().push(filter.to_owned());
-            Ok(())
-        }))
-        .start(&Runtime::new("w1"))
-        .await
-        .unwrap();
+    let worker = NodeBuilder::new(
+        config_ttl("w1", &dir, &[], vec![store.addr()], ttl_ms),
+        secret(),
+    )
+    .workers(
+        registry,
+        WorkerConfig {
+            workers: 2,
+            ..WorkerConfig::default()
+        },
+    )
+    .handler(move || Counter(c.clone()))
+    .log_control(Arc::new(move |filter: &str| {
+        f.lock().push(filter.to_owned());
+        Ok(())
+    }))
+    .start(&Runtime::new("w1"))
+    .await
+    .unwrap();
     Cluster {
         _dir: dir,
         store,
@@ -140,7 +159,8 @@ async fn command(kv: &Kv, node: &str, kind: CommandKind) -> CommandResult {
 #[test]
 fn every_node_reports_its_status_under_a_lease_and_a_leave_takes_it_away_at_once() {
     run(async {
-        let c = cluster().await;
+        // A long TTL: gone at once means revoked, not expired.
+        let c = cluster_ttl(LONG_TTL_MS).await;
         let kv = c.store.kv();
         eventually_within("both nodes report normal", T, || async {
             let s = statuses(&kv).await;
@@ -188,7 +208,7 @@ fn every_node_reports_its_status_under_a_lease_and_a_leave_takes_it_away_at_once
         })
         .await;
         assert!(
-            left.elapsed() < Duration::from_millis(TTL_MS),
+            left.elapsed() < Duration::from_millis(LONG_TTL_MS / 4),
             "{:?}",
             left.elapsed()
         );
@@ -288,7 +308,10 @@ fn commands_run_once_with_a_result_and_bad_ones_get_an_error_that_says_why() {
             v.running && v.generation == 2
         })
         .await;
-        assert!(!c.worker.members().await.is_empty());
+        assert!(
+            c.worker.members().await.iter().any(|m| m.id == "s0"),
+            "the restarted view knows the other node"
+        );
         let r = command(
             &kv,
             "w1",

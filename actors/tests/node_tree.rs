@@ -148,6 +148,17 @@ async fn whole(
         s.len() == 2 && s.iter().all(|r| r.reported_ms > since)
     })
     .await;
+    // Commands still reach both agents (their command watches survived, or were renewed).
+    for node in ["s0", "w1"] {
+        let target = agent::Target::Node(node.into());
+        let kind = cadre_cluster::agent::CommandKind::Ping;
+        let command = agent::issue(&kv, &target, kind, T, "test").await.unwrap();
+        let result = agent::wait_result(&kv, node, &command.id, T).await;
+        assert!(
+            result.as_ref().is_ok_and(|r| r.message == "pong"),
+            "{what}: a command to {node}: {result:?}"
+        );
+    }
 }
 
 #[test]

@@ -50,14 +50,42 @@ impl Local {
     }
 }
 
-/// Every thread's counters (a thread's stay after it ends: their counts still count).
+/// The counters of the threads running now.
 static ALL: Mutex<Vec<Arc<Local>>> = Mutex::new(Vec::new());
 
+/// The counts of the threads that ended, folded together (so that threads that come and go,
+/// as a blocking pool's do, leave nothing behind but these sums).
+static RETIRED: Mutex<Retired> = Mutex::new(Retired {
+    counts: [0; METRICS],
+    asks: [0; BUCKETS],
+});
+
+struct Retired {
+    counts: [u64; METRICS],
+    asks: [u64; BUCKETS],
+}
+
+/// A thread's counters, registered while the thread lives.
+struct Handle(Arc<Local>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        ALL.lock().retain(|l| !Arc::ptr_eq(l, &self.0));
+        let mut retired = RETIRED.lock();
+        for (sum, c) in retired.counts.iter_mut().zip(&self.0.counts) {
+            *sum = sum.wrapping_add(c.load(Relaxed));
+        }
+        for (sum, c) in retired.asks.iter_mut().zip(&self.0.asks) {
+            *sum = sum.wrapping_add(c.load(Relaxed));
+        }
+    }
+}
+
 thread_local! {
-    static LOCAL: Arc<Local> = {
+    static LOCAL: Handle = {
         let local = Arc::new(Local::new());
         ALL.lock().push(local.clone());
-        local
+        Handle(local)
     };
 }
 
@@ -66,7 +94,7 @@ thread_local! {
 pub fn add(metric: Metric, n: u64) {
     let _ = LOCAL.try_with(|l| {
         // Only this thread writes its counters: a load and a store, no atomic add.
-        let c = &l.counts[metric as usize];
+        let c = &l.0.counts[metric as usize];
         c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
     });
 }
@@ -96,7 +124,7 @@ fn bucket_top(i: usize) -> u64 {
 pub fn record_ask(round_trip: Duration) {
     let us = round_trip.as_micros().min(u128::from(u64::MAX)) as u64;
     let _ = LOCAL.try_with(|l| {
-        let c = &l.asks[bucket(us)];
+        let c = &l.0.asks[bucket(us)];
         c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
     });
 }
@@ -110,11 +138,14 @@ pub struct Snapshot {
 
 /// Sums every thread's counters now.
 pub fn snapshot() -> Snapshot {
-    let all = ALL.lock();
-    let mut s = Snapshot {
-        counts: [0; METRICS],
-        asks: vec![0; BUCKETS],
+    // Retired first, then the live threads: a thread that retires in between may be missed by
+    // this one snapshot (its Handle leaves ALL before it adds to RETIRED), never counted twice.
+    let (counts, asks) = {
+        let r = RETIRED.lock();
+        (r.counts, r.asks.to_vec())
     };
+    let all = ALL.lock();
+    let mut s = Snapshot { counts, asks };
     for l in all.iter() {
         for (sum, c) in s.counts.iter_mut().zip(&l.counts) {
             *sum = sum.wrapping_add(c.load(Relaxed));
@@ -144,9 +175,16 @@ pub struct Window {
 }
 
 impl Snapshot {
-    /// The value of `metric` (for a gauge such as [`Metric::Alive`]).
+    /// The count of `metric` (wrapping).
     pub fn get(&self, metric: Metric) -> u64 {
         self.counts[metric as usize]
+    }
+
+    /// The value of a gauge such as [`Metric::Alive`], counted up and down, possibly on
+    /// different threads: a sum read while one thread's decrement is seen and another's
+    /// increment not yet reads as zero, not as a wrapped huge number.
+    pub fn gauge(&self, metric: Metric) -> u64 {
+        (self.get(metric) as i64).max(0) as u64
     }
 
     /// Rates and quantiles between `earlier` and this snapshot, `elapsed` apart.
@@ -239,5 +277,32 @@ mod tests {
         assert!((5_000..=6_250).contains(&p99), "{p99}");
         let none = snapshot();
         assert_eq!(none.since(&none, Duration::from_secs(1)).ask_p50_us, None);
+    }
+
+    #[test]
+    fn the_counts_of_a_thread_that_ended_stay_and_its_counters_go() {
+        let threads = || ALL.lock().len();
+        let before = snapshot();
+        let live_before = threads();
+        std::thread::spawn(|| add(Metric::LocalSent, 1_000))
+            .join()
+            .unwrap();
+        let after = snapshot();
+        assert!(
+            after
+                .get(Metric::LocalSent)
+                .wrapping_sub(before.get(Metric::LocalSent))
+                >= 1_000
+        );
+        assert!(
+            threads() <= live_before,
+            "the ended thread's counters are gone from the list"
+        );
+        // A gauge read while an instance's start and end are counted on different threads.
+        let g = Snapshot {
+            counts: [0, 0, 0, 1u64.wrapping_neg()],
+            asks: vec![0; BUCKETS],
+        };
+        assert_eq!(g.gauge(Metric::Alive), 0);
     }
 }

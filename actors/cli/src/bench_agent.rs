@@ -176,7 +176,12 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        let mid = v.len() / 2;
+        if v.len() % 2 == 0 {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        }
     };
     let (a, b) = (median(&mut off), median(&mut on));
     println!(

@@ -206,9 +206,25 @@ fn run_command(conn: &Conn, timing: Timing, target: &str, kind: CommandKind) -> 
             };
         let issuer = format!("cadre-cli@{}", std::process::id());
         let command = agent::issue(&kv, &target, kind, deadline, &issuer).await?;
+        // Every node's result at once, each within the timeout; one that does not come is an
+        // error of its own, not the loss of the others.
+        let waits = nodes
+            .iter()
+            .map(|node| agent::wait_result(&kv, node, &command.id, timeout));
+        let outcomes = futures_util::future::join_all(waits).await;
         let mut results = Vec::new();
-        for node in nodes {
-            results.push(agent::wait_result(&kv, &node, &command.id, timeout).await?);
+        for (node, outcome) in nodes.into_iter().zip(outcomes) {
+            results.push(outcome.unwrap_or_else(|e| CommandResult {
+                version: 0,
+                id: command.id.clone(),
+                node,
+                command: command.kind.name().to_string(),
+                state: ResultState::Failed,
+                message: e.to_string(),
+                received_ms: 0,
+                finished_ms: 0,
+                claimer: String::new(),
+            }));
         }
         Ok(results)
     })?;

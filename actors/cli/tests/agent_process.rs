@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{temp_home, NodeProc, T};
 
 const PERIOD_MS: &str = "300";
-const TTL_MS: u64 = 1_500;
+const TTL_MS: u64 = 4_000;
 
 fn cadre(args: &[&str], home: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cadre"))

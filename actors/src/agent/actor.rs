@@ -12,8 +12,8 @@ use cadre_cluster::agent::{
     self as records, CommandResult, Load, ResultState, RunState, StatusRecord, RECORD_VERSION,
 };
 use cadre_cluster::store::{
-    CmpOp, Compare, CompareTarget, DeleteRequest, LeaseId, Op, PutRequest, RangeRequest, Request,
-    Response, Revision, TxnRequest, WatchUpdate,
+    CmpOp, Compare, CompareTarget, DeleteRequest, LeaseId, Op, OpResponse, PutRequest,
+    RangeRequest, Request, Response, Revision, TxnRequest, WatchUpdate,
 };
 use cadre_runtime::SupervisionEvent;
 use futures_util::StreamExt;
@@ -96,6 +96,8 @@ pub(crate) struct Agent {
     reached: bool,
     /// The runtime's counters at the last record, and when.
     counters: (cadre_runtime::stats::Snapshot, Instant),
+    /// The command watches of the current round (cancelled when a new round starts).
+    watches: Vec<SpawnHandle>,
 }
 
 impl Agent {
@@ -128,7 +130,10 @@ impl Agent {
         };
         Agent {
             reporter: Reporter::new(config),
-            book: CommandBook::new(deps.node.name()),
+            book: CommandBook::new(
+                deps.node.name(),
+                &format!("{}-{:016x}", deps.node.started_ms(), fastrand::u64(..)),
+            ),
             chain: Chain::new(&factories),
             board,
             host: HostSampler::new(),
@@ -141,6 +146,7 @@ impl Agent {
             sync_failures: 0,
             reached: false,
             counters: (cadre_runtime::stats::snapshot(), Instant::now()),
+            watches: Vec::new(),
             deps,
         }
     }
@@ -206,7 +212,15 @@ impl Agent {
             }
             reporter::Effect::Report { lease, state } => {
                 let record = self.record(state);
-                let report = report(self.deps.clone(), lease, record);
+                // Bounded well within the lease's TTL: a report that hangs is a failed one (the
+                // lease may be gone: the next attempt grants a new one).
+                let (limit, deps) = (self.deps.config.ttl / 2, self.deps.clone());
+                let report = async move {
+                    match tokio::time::timeout(limit, report(deps, lease, record)).await {
+                        Ok(done) => done,
+                        Err(_) => Err((format!("the report took longer than {limit:?}"), true)),
+                    }
+                };
                 ctx.spawn(report.into_actor(self).map(move |result, act, ctx| {
                     let input = match result {
                         Ok(()) => {
@@ -220,8 +234,7 @@ impl Agent {
             }
             reporter::Effect::Schedule(after) => {
                 ctx.run_later(after, |act, ctx| {
-                    act.feed_reporter(reporter::Input::Tick, ctx);
-                    act.feed_book(commands::Input::Tick, ctx);
+                    act.feed_reporter(reporter::Input::Tick, ctx)
                 });
             }
             reporter::Effect::Reachability(why) => {
@@ -259,7 +272,7 @@ impl Agent {
         let restarts = self.board.lock().restarts_within(Instant::now());
         let (now, at) = (cadre_runtime::stats::snapshot(), Instant::now());
         let window = now.since(&self.counters.0, at.duration_since(self.counters.1));
-        let alive = now.get(cadre_runtime::stats::Metric::Alive);
+        let alive = now.gauge(cadre_runtime::stats::Metric::Alive);
         self.counters = (now, at);
         let node = &self.deps.node;
         StatusRecord {
@@ -316,14 +329,39 @@ impl Agent {
                             op: CmpOp::Eq,
                             target: CompareTarget::Version(0),
                         }],
-                        success: vec![put(key, &result)?],
-                        failure: Vec::new(),
+                        success: vec![put(key.clone(), &result)?],
+                        // Lost: read what is there (this agent's own claim whose answer was
+                        // lost, an earlier agent's, or a final result).
+                        failure: vec![Op::Range(RangeRequest {
+                            key,
+                            ..RangeRequest::default()
+                        })],
                     };
-                    succeeded(kv.txn(txn).await)
+                    let applied = kv.txn(txn).await.map_err(|e| e.to_string())?;
+                    match applied.response {
+                        Some(Response::Write {
+                            succeeded: true, ..
+                        }) => Ok((true, None)),
+                        Some(Response::Write { responses, .. }) => {
+                            let found = match responses.into_iter().next() {
+                                Some(OpResponse::Range(r)) => {
+                                    r.kvs.into_iter().next().and_then(|kv| {
+                                        let rev = kv.mod_revision;
+                                        records::decode::<CommandResult>(&kv.value)
+                                            .ok()
+                                            .map(|r| (r, rev))
+                                    })
+                                }
+                                _ => None,
+                            };
+                            Ok((false, found))
+                        }
+                        other => Err(format!("unexpected answer {other:?}")),
+                    }
                 };
-                ctx.spawn(claim.into_actor(self).map(move |won, act, ctx| {
-                    let input = match won {
-                        Ok(won) => commands::Input::Claimed { id, won },
+                ctx.spawn(claim.into_actor(self).map(move |claimed, act, ctx| {
+                    let input = match claimed {
+                        Ok((won, found)) => commands::Input::Claimed { id, won, found },
                         Err(reason) => {
                             tracing::debug!(%id, %reason, "a command's claim was not written; retrying");
                             commands::Input::WriteFailed { id }
@@ -354,11 +392,23 @@ impl Agent {
                     ),
                 }
             }
-            commands::Effect::Record { result, delete } => {
+            commands::Effect::Record {
+                result,
+                delete,
+                only_if,
+            } => {
                 let kv = self.kv();
                 let key = records::result_key(self.me(), &result.id).into_bytes();
                 let record = result.clone();
                 let write = async move {
+                    let compare = only_if
+                        .map(|rev| Compare {
+                            key: key.clone(),
+                            op: CmpOp::Eq,
+                            target: CompareTarget::ModRevision(rev),
+                        })
+                        .into_iter()
+                        .collect();
                     let mut success = vec![put(key, &record)?];
                     if let Some(key) = delete {
                         success.push(Op::Delete(DeleteRequest {
@@ -368,10 +418,11 @@ impl Agent {
                         }));
                     }
                     let txn = TxnRequest {
-                        compare: Vec::new(),
+                        compare,
                         success,
                         failure: Vec::new(),
                     };
+                    // A failed comparison: the result moved on meanwhile; nothing to record.
                     succeeded(kv.txn(txn).await).map(|_| ())
                 };
                 ctx.spawn(write.into_actor(self).map(move |written, act, ctx| match written {
@@ -451,6 +502,7 @@ impl Agent {
                             id: r.id,
                             state: r.state,
                             command: r.command,
+                            revision: kv.mod_revision,
                         },
                         ctx,
                     ),
@@ -469,6 +521,9 @@ impl Agent {
                     ctx,
                 );
             }
+            for handle in act.watches.drain(..) {
+                ctx.cancel_future(handle);
+            }
             for watch in [own_watch, all_watch] {
                 let updates = futures_util::stream::unfold(watch, |mut w| async move {
                     w.next().await.map(|u| (u, w))
@@ -480,7 +535,7 @@ impl Agent {
                 .chain(futures_util::stream::once(async move {
                     Incoming::WatchEnded { round }
                 }));
-                ctx.add_stream(updates);
+                act.watches.push(ctx.add_stream(updates));
             }
             if !act.synced {
                 act.synced = true;
@@ -576,6 +631,10 @@ impl Actor for Agent {
                 .map(Incoming::Supervision),
         );
         self.feed_reporter(reporter::Input::Tick, ctx);
+        // Failed command writes are retried every period, whatever the reports do.
+        ctx.run_interval(self.deps.config.period, |act, ctx| {
+            act.feed_book(commands::Input::Tick, ctx)
+        });
         self.sync(ctx);
     }
 }

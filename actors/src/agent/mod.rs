@@ -17,7 +17,7 @@
 //! ```text
 //! nodes/{node}/status          StatusRecord, bound to the node's lease
 //! nodes/{node}/commands/{id}   a command for that node, deleted once its result is recorded
-//! nodes/{node}/results/{id}    its result (kept; delete the prefix to clear them)
+//! nodes/{node}/results/{id}    its result (kept: it is what keeps its command from running again)
 //! commands/all/{id}            a command for every node (kept; each writes its own result)
 //! ```
 //! Values are MessagePack maps ([`cadre_cluster::agent::encode`]).

@@ -111,6 +111,21 @@ impl RemoteMessage for KvWatchUpdate {
     const TAG: &'static str = "kv.watch.update";
 }
 
+/// The end of a [`KvWatch`]'s updates from one shard (the watch could not go on: its
+/// replicas are gone, or the history it needs was compacted away). The watcher lists and
+/// watches again.
+#[derive(Message, Serialize, Deserialize, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct KvWatchEnded {
+    /// The shard.
+    pub shard: u16,
+    /// Why.
+    pub reason: String,
+}
+impl RemoteMessage for KvWatchEnded {
+    const TAG: &'static str = "kv.watch.ended";
+}
+
 /// Compact the history before `revision` of the shard holding `key`'s group.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct KvCompact {
@@ -394,10 +409,20 @@ impl Handler<KvWatch> for StoreGateway {
                 let mut watch = c.watch(shard, &m.prefix, m.start).await?;
                 let target = target.clone();
                 actix::spawn(async move {
-                    while let Ok(update) = watch.next().await {
-                        let msg = KvWatchUpdate { shard, update };
-                        if target.tell_wait(msg).await.is_err() {
-                            return; // the watcher is gone
+                    loop {
+                        match watch.next().await {
+                            Ok(update) => {
+                                let msg = KvWatchUpdate { shard, update };
+                                if target.tell_wait(msg).await.is_err() {
+                                    return; // the watcher is gone
+                                }
+                            }
+                            Err(e) => {
+                                // Say so: a watcher must not wait for updates that never come.
+                                let reason = e.to_string();
+                                let _ = target.tell_wait(KvWatchEnded { shard, reason }).await;
+                                return;
+                            }
                         }
                     }
                 });

@@ -21,7 +21,8 @@ use cadre_cluster::store::{
 use tokio::sync::mpsc;
 
 use super::gateway::{
-    KvCompact, KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWatchUpdate, KvWrite, STORE,
+    KvCompact, KvKeepAlive, KvRead, KvTimeToLive, KvWatch, KvWatchEnded, KvWatchUpdate, KvWrite,
+    STORE,
 };
 use super::storage::Applied;
 use crate::{Node, RemoteRef};
@@ -41,7 +42,7 @@ pub enum KvError {
     /// Nothing was applied. Start nodes with `--roles store` (the store forms once
     /// `bootstrap_expect` of them are up), or wait for them.
     #[error(
-        "shard {shard}: no store node is known ({detail}): the store runs on nodes started with          `--roles store`, and forms once `bootstrap_expect` of them are up"
+        "shard {shard}: no store node is known ({detail}): the store runs on nodes started with `--roles store`, and forms once `bootstrap_expect` of them are up"
     )]
     NoStore {
         /// The shard.
@@ -93,7 +94,7 @@ impl From<super::StoreClientError> for KvError {
                 last,
             } if last == super::client::NO_REPLICA => KvError::NoStore {
                 shard,
-                detail: format!("{attempts} attempts"),
+                detail: format!("no store node among this node's members after {attempts} looks"),
             },
             E::NoLeader {
                 shard,
@@ -307,7 +308,8 @@ impl Kv {
         let name = format!("kv.watcher.{:016x}", fastrand::u64(..));
         self.transport
             .expose(&name, inbox)
-            .accept::<KvWatchUpdate>();
+            .accept::<KvWatchUpdate>()
+            .accept::<KvWatchEnded>();
         let watch = KvWatch {
             prefix: prefix.to_vec(),
             start,
@@ -362,6 +364,15 @@ impl Handler<KvWatchUpdate> for WatchInbox {
     }
 }
 
+impl Handler<KvWatchEnded> for WatchInbox {
+    type Result = ();
+    fn handle(&mut self, m: KvWatchEnded, ctx: &mut Context<Self>) {
+        tracing::debug!(shard = m.shard, reason = %m.reason, "a watch ended");
+        // Gone with its senders: the stream ends (`None`) once it has taken what came before.
+        ctx.stop();
+    }
+}
+
 /// The updates of a [`Kv::watch`], each with its shard.
 pub struct KvWatchStream {
     rx: mpsc::Receiver<KvWatchUpdate>,
@@ -370,7 +381,8 @@ pub struct KvWatchStream {
 }
 
 impl KvWatchStream {
-    /// The next update; `None` once the gateway stopped sending.
+    /// The next update; `None` once the watch ended (one of its shards' watches could not go
+    /// on, or the gateway's node is gone): list and watch again.
     pub async fn next(&mut self) -> Option<KvWatchUpdate> {
         self.rx.recv().await
     }

@@ -115,7 +115,13 @@ impl StoreWatch {
         }
         let mut last = String::from(super::client::NO_REPLICA);
         for _ in 0..40 {
-            let node = self.replicas[self.turn % self.replicas.len().max(1)].clone();
+            let Some(node) = self
+                .replicas
+                .get(self.turn % self.replicas.len().max(1))
+                .cloned()
+            else {
+                break; // no replica known: nothing to try
+            };
             self.turn += 1;
             if !self.transport.is_reachable(&node) {
                 last = format!("{node} unreachable");

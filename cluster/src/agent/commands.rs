@@ -40,6 +40,8 @@ pub enum Input {
         state: ResultState,
         /// The result's command name (kept in an `interrupted` record).
         command: String,
+        /// The result's mod revision (an `interrupted` record replaces exactly it).
+        revision: u64,
     },
     /// A command key seen, listed or watched: the key and its value.
     Seen {
@@ -48,12 +50,15 @@ pub enum Input {
         /// The value (a [`Command`], if well formed).
         value: Vec<u8>,
     },
-    /// The claim of `id` was written (`won`), or found a result there already (`!won`).
+    /// The claim of `id` was written (`won`), or found a result there already (`!won`, with
+    /// that result and its mod revision when it could be read).
     Claimed {
         /// The command id.
         id: String,
         /// Whether this agent's claim was written.
         won: bool,
+        /// The result found instead, and its mod revision.
+        found: Option<(CommandResult, u64)>,
     },
     /// The command ran.
     Finished {
@@ -93,13 +98,17 @@ pub enum Effect {
         command: Command,
     },
     /// Overwrite the result with the final one and, in the same transaction, delete the
-    /// command's key when it is the node's own (`delete`); feed back
-    /// [`Input::Written`] (or [`Input::WriteFailed`]).
+    /// command's key when it is the node's own (`delete`); only if the result's mod revision is
+    /// still `only_if`, when given (an `interrupted` record replaces exactly the claim it saw).
+    /// Feed back [`Input::Written`] (or [`Input::WriteFailed`]; a failed comparison is written
+    /// too: the result moved on).
     Record {
         /// The final result.
         result: CommandResult,
         /// The node's own command key, deleted with it.
         delete: Option<Vec<u8>>,
+        /// The mod revision the result must still have.
+        only_if: Option<u64>,
     },
 }
 
@@ -126,24 +135,57 @@ struct Entry {
     own_key: Option<Vec<u8>>,
     /// A write failed: redo it at the next tick.
     retry: bool,
+    /// The mod revision the final record must replace (an `interrupted` one).
+    only_if: Option<u64>,
 }
 
 /// The commands one node's agent has seen, and where each stands.
 #[derive(Debug)]
 pub struct CommandBook {
     node: String,
+    claimer: String,
     own_prefix: Vec<u8>,
     entries: HashMap<String, Entry>,
 }
 
 impl CommandBook {
-    /// The book of node `node`'s agent.
-    pub fn new(node: &str) -> CommandBook {
+    /// The book of node `node`'s agent instance `claimer` (a token unique to the instance).
+    pub fn new(node: &str, claimer: &str) -> CommandBook {
         CommandBook {
             node: node.into(),
+            claimer: claimer.into(),
             own_prefix: super::commands_prefix(node).into_bytes(),
             entries: HashMap::new(),
         }
+    }
+
+    /// Records `id` as interrupted (a claim of an earlier agent, `revision`), replacing exactly
+    /// that claim and deleting the node's own command key.
+    fn interrupt(&mut self, id: String, command: &str, revision: u64, now_ms: u64) -> Vec<Effect> {
+        let result = self.result(
+            &id,
+            command,
+            ResultState::Interrupted,
+            "the node's agent restarted while it ran: not run again, its effect is unknown".into(),
+            now_ms,
+        );
+        let delete = Some(super::command_key(&self.node, &id).into_bytes());
+        self.entries.insert(
+            id,
+            Entry {
+                phase: Phase::Recording,
+                result: result.clone(),
+                command: None,
+                own_key: delete.clone(),
+                retry: false,
+                only_if: Some(revision),
+            },
+        );
+        vec![Effect::Record {
+            result,
+            delete,
+            only_if: Some(revision),
+        }]
     }
 
     /// How many commands are claimed or running.
@@ -171,13 +213,19 @@ impl CommandBook {
             message,
             received_ms: now_ms,
             finished_ms: if state.is_final() { now_ms } else { 0 },
+            claimer: self.claimer.clone(),
         }
     }
 
     /// Feeds one input; returns what to do, in order.
     pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Effect> {
         match input {
-            Input::Recorded { id, state, command } => {
+            Input::Recorded {
+                id,
+                state,
+                command,
+                revision,
+            } => {
                 if self.entries.contains_key(&id) {
                     return Vec::new();
                 }
@@ -187,41 +235,34 @@ impl CommandBook {
                     return Vec::new();
                 }
                 // An earlier agent claimed it and did not finish: record that, never rerun.
-                let result = self.result(
-                    &id,
-                    &command,
-                    ResultState::Interrupted,
-                    "the node's agent restarted while it ran: not run again, its effect is unknown"
-                        .into(),
-                    now_ms,
-                );
-                self.entries.insert(
-                    id,
-                    Entry {
-                        phase: Phase::Recording,
-                        result: result.clone(),
-                        command: None,
-                        own_key: None,
-                        retry: false,
-                    },
-                );
-                vec![Effect::Record {
-                    result,
-                    delete: None,
-                }]
+                self.interrupt(id, &command, revision, now_ms)
             }
             Input::Seen { key, value } => self.seen(key, &value, now_ms),
-            Input::Claimed { id, won } => {
+            Input::Claimed { id, won, found } => {
+                let claimer = self.claimer.clone();
                 let Some(entry) = self.entries.get_mut(&id) else {
                     return Vec::new();
                 };
                 if entry.phase != Phase::Claiming {
                     return Vec::new();
                 }
-                if !won {
-                    // A result was there already: this command was handled before.
-                    entry.phase = Phase::Done;
-                    return Vec::new();
+                // A claim retried after its answer was lost finds itself: it was won.
+                let mine = found
+                    .as_ref()
+                    .is_some_and(|(r, _)| r.claimer == claimer && r.state == entry.result.state);
+                if !won && !mine {
+                    match found {
+                        // An earlier agent's claim, still running: it died running it.
+                        Some((r, revision)) if r.state == ResultState::Running => {
+                            let command = r.command.clone();
+                            return self.interrupt(id, &command, revision, now_ms);
+                        }
+                        // A result was there already: this command was handled before.
+                        _ => {
+                            entry.phase = Phase::Done;
+                            return Vec::new();
+                        }
+                    }
                 }
                 match (&entry.command, entry.result.state) {
                     (Some(command), ResultState::Running) => {
@@ -238,6 +279,7 @@ impl CommandBook {
                                 vec![Effect::Record {
                                     result: entry.result.clone(),
                                     delete: Some(key),
+                                    only_if: None,
                                 }]
                             }
                             None => {
@@ -266,6 +308,7 @@ impl CommandBook {
                 vec![Effect::Record {
                     result: entry.result.clone(),
                     delete: entry.own_key.clone(),
+                    only_if: None,
                 }]
             }
             Input::Written { id } => {
@@ -305,6 +348,7 @@ impl CommandBook {
                         _ => Effect::Record {
                             result: entry.result.clone(),
                             delete: entry.own_key.clone(),
+                            only_if: entry.only_if,
                         },
                     });
                 }
@@ -320,6 +364,7 @@ impl CommandBook {
             command: None,
             own_key: None,
             retry: false,
+            only_if: None,
         }
     }
 
@@ -392,6 +437,7 @@ impl CommandBook {
                 command,
                 own_key,
                 retry: false,
+                only_if: None,
             },
         );
         vec![Effect::Claim { result }]
@@ -435,7 +481,7 @@ mod tests {
 
     #[test]
     fn a_command_runs_after_its_claim_is_won_and_its_result_deletes_it() {
-        let mut book = CommandBook::new("n1");
+        let mut book = CommandBook::new("n1", "me");
         let effects = book.handle(seen("c1", CommandKind::Ping, NOW + 5000), NOW);
         assert_eq!(
             claim_state(&effects),
@@ -447,6 +493,7 @@ mod tests {
             Input::Claimed {
                 id: "c1".into(),
                 won: true,
+                found: None,
             },
             NOW + 1,
         );
@@ -464,7 +511,12 @@ mod tests {
             },
             NOW + 2,
         );
-        let [Effect::Record { result, delete }] = effects.as_slice() else {
+        let [Effect::Record {
+            result,
+            delete,
+            only_if: None,
+        }] = effects.as_slice()
+        else {
             panic!("one record: {effects:?}");
         };
         assert_eq!(result.state, ResultState::Ok);
@@ -480,7 +532,7 @@ mod tests {
 
     #[test]
     fn a_command_seen_again_by_a_replayed_watch_is_not_claimed_twice() {
-        let mut book = CommandBook::new("n1");
+        let mut book = CommandBook::new("n1", "me");
         assert_eq!(
             book.handle(seen("c1", CommandKind::Ping, NOW + 5000), NOW)
                 .len(),
@@ -493,6 +545,7 @@ mod tests {
             Input::Claimed {
                 id: "c1".into(),
                 won: true,
+                found: None,
             },
             NOW,
         );
@@ -504,7 +557,8 @@ mod tests {
             .handle(
                 Input::Claimed {
                     id: "c1".into(),
-                    won: true
+                    won: true,
+                    found: None
                 },
                 NOW
             )
@@ -513,11 +567,12 @@ mod tests {
 
     #[test]
     fn a_restarted_agent_runs_nothing_that_has_a_result_and_marks_a_running_one_interrupted() {
-        let mut book = CommandBook::new("n1");
+        let mut book = CommandBook::new("n1", "me");
         let done = Input::Recorded {
             id: "c1".into(),
             state: ResultState::Ok,
             command: "ping".into(),
+            revision: 5,
         };
         assert!(book.handle(done, NOW).is_empty());
         assert!(book
@@ -527,15 +582,22 @@ mod tests {
             id: "c2".into(),
             state: ResultState::Running,
             command: "stop".into(),
+            revision: 7,
         };
         let effects = book.handle(running, NOW);
         let [Effect::Record {
             result,
-            delete: None,
+            delete: Some(key),
+            only_if: Some(7),
         }] = effects.as_slice()
         else {
-            panic!("one record: {effects:?}");
+            panic!("one record replacing exactly that claim: {effects:?}");
         };
+        assert_eq!(
+            key,
+            command_key("n1", "c2").as_bytes(),
+            "its command goes too"
+        );
         assert_eq!(
             (result.state, result.command.as_str()),
             (ResultState::Interrupted, "stop")
@@ -547,13 +609,14 @@ mod tests {
 
     #[test]
     fn a_lost_claim_means_an_earlier_agent_handled_it_and_nothing_runs() {
-        let mut book = CommandBook::new("n1");
+        let mut book = CommandBook::new("n1", "me");
         book.handle(seen("c1", CommandKind::Ping, NOW + 5000), NOW);
         assert!(book
             .handle(
                 Input::Claimed {
                     id: "c1".into(),
-                    won: false
+                    won: false,
+                    found: None,
                 },
                 NOW
             )
@@ -562,8 +625,57 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_retried_after_its_answer_was_lost_finds_itself_and_runs() {
+        let mut book = CommandBook::new("n1", "me");
+        let effects = book.handle(seen("c1", CommandKind::Ping, NOW + 5000), NOW);
+        let [Effect::Claim { result }] = effects.as_slice() else {
+            panic!("{effects:?}");
+        };
+        assert_eq!(result.claimer, "me");
+        // The first write applied but its answer was lost; the retry finds that claim.
+        let found = Some((result.clone(), 9));
+        let effects = book.handle(
+            Input::Claimed {
+                id: "c1".into(),
+                won: false,
+                found,
+            },
+            NOW,
+        );
+        assert!(
+            matches!(effects.as_slice(), [Effect::Run { .. }]),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
+    fn a_claim_that_finds_a_dead_agents_claim_records_it_interrupted() {
+        let mut book = CommandBook::new("n1", "me");
+        let effects = book.handle(seen("c1", CommandKind::Ping, NOW + 5000), NOW);
+        let [Effect::Claim { result }] = effects.as_slice() else {
+            panic!("{effects:?}");
+        };
+        let theirs = CommandResult {
+            claimer: "an earlier agent".into(),
+            ..result.clone()
+        };
+        let effects = book.handle(
+            Input::Claimed {
+                id: "c1".into(),
+                won: false,
+                found: Some((theirs, 11)),
+            },
+            NOW,
+        );
+        assert!(
+            matches!(effects.as_slice(), [Effect::Record { result, only_if: Some(11), delete: Some(_) }] if result.state == ResultState::Interrupted),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
     fn an_expired_command_is_recorded_expired_and_never_run() {
-        let mut book = CommandBook::new("n1");
+        let mut book = CommandBook::new("n1", "me");
         let effects = book.handle(seen("c1", CommandKind::Stop, NOW), NOW);
         assert_eq!(
             claim_state(&effects),
@@ -573,18 +685,19 @@ mod tests {
             Input::Claimed {
                 id: "c1".into(),
                 won: true,
+                found: None,
             },
             NOW,
         );
         // Its key is deleted with the same (final) result; nothing runs.
         assert!(
-            matches!(effects.as_slice(), [Effect::Record { result, delete: Some(_) }] if result.state == ResultState::Expired)
+            matches!(effects.as_slice(), [Effect::Record { result, delete: Some(_), .. }] if result.state == ResultState::Expired)
         );
     }
 
     #[test]
     fn a_malformed_command_gets_a_failed_result_naming_why_and_the_book_goes_on() {
-        let mut book = CommandBook::new("n1");
+        let mut book = CommandBook::new("n1", "me");
         let junk = Input::Seen {
             key: command_key("n1", "bad").into_bytes(),
             value: b"\xc1 not msgpack".to_vec(),
@@ -617,7 +730,7 @@ mod tests {
 
     #[test]
     fn a_command_for_every_node_keeps_its_key_and_a_failed_write_is_retried_on_the_tick() {
-        let mut book = CommandBook::new("n1");
+        let mut book = CommandBook::new("n1", "me");
         let all = Input::Seen {
             key: format!("{ALL_COMMANDS_PREFIX}c1").into_bytes(),
             value: encode(&command("c1", CommandKind::Ping, NOW + 100)).unwrap(),
@@ -639,6 +752,7 @@ mod tests {
             Input::Claimed {
                 id: "c1".into(),
                 won: true,
+                found: None,
             },
             NOW,
         );
@@ -651,7 +765,7 @@ mod tests {
             NOW + 3,
         );
         assert!(
-            matches!(effects.as_slice(), [Effect::Record { result, delete: None }] if result.state == ResultState::Failed)
+            matches!(effects.as_slice(), [Effect::Record { result, delete: None, .. }] if result.state == ResultState::Failed)
         );
         book.handle(Input::WriteFailed { id: "c1".into() }, NOW);
         assert_eq!(book.handle(Input::Tick, NOW + 4), effects);

@@ -143,9 +143,9 @@ pub struct Load {
     pub host_available_bytes: u64,
     /// Messages per second handled by the node's actors, sent locally.
     pub local_msgs_per_sec: Option<f64>,
-    /// Messages per second received over the network (tells, asks and replies).
+    /// Messages per second received over the network (tells and asks; replies are not counted).
     pub remote_in_per_sec: Option<f64>,
-    /// Messages per second sent over the network.
+    /// Messages per second sent over the network (tells and asks).
     pub remote_out_per_sec: Option<f64>,
     /// Remote ask round trips over the period: median, in microseconds (none without asks).
     pub ask_p50_us: Option<u64>,
@@ -383,4 +383,8 @@ pub struct CommandResult {
     /// When it finished (ms since the epoch; 0 while running).
     #[serde(default)]
     pub finished_ms: u64,
+    /// The agent instance that claimed it (a token drawn at the agent's start): tells this
+    /// agent's own claim from an earlier agent's.
+    #[serde(default)]
+    pub claimer: String,
 }
