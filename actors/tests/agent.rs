@@ -145,6 +145,17 @@ async fn cluster_ttl(ttl_ms: u64) -> Cluster {
     }
 }
 
+/// Waits until `node` reports the state `normal`.
+async fn reports_normal(kv: &Kv, node: &str) {
+    eventually_within(&format!("{node} reports normal"), T, || async {
+        statuses(kv)
+            .await
+            .iter()
+            .any(|r| r.node == node && r.state == RunState::Normal)
+    })
+    .await;
+}
+
 async fn statuses(kv: &Kv) -> Vec<StatusRecord> {
     agent::statuses(kv).await.unwrap_or_default()
 }
@@ -244,13 +255,7 @@ fn commands_run_once_with_a_result_and_bad_ones_get_an_error_that_says_why() {
     run(async {
         let c = cluster().await;
         let kv = c.store.kv();
-        eventually_within("w1 reports normal", T, || async {
-            statuses(&kv)
-                .await
-                .iter()
-                .any(|r| r.node == "w1" && r.state == RunState::Normal)
-        })
-        .await;
+        reports_normal(&kv, "w1").await;
 
         let r = command(&kv, "w1", CommandKind::Ping).await;
         assert_eq!(
@@ -385,13 +390,7 @@ fn a_command_given_while_the_agent_restarts_runs_exactly_once() {
     run(async {
         let c = cluster().await;
         let kv = c.store.kv();
-        eventually_within("w1 reports normal", T, || async {
-            statuses(&kv)
-                .await
-                .iter()
-                .any(|r| r.node == "w1" && r.state == RunState::Normal)
-        })
-        .await;
+        reports_normal(&kv, "w1").await;
         let custom = CommandKind::Custom {
             name: "count".into(),
             args: vec![],

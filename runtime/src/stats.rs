@@ -37,13 +37,21 @@ const METRICS: usize = 4;
 pub const BUCKETS: usize = 252;
 
 struct Local {
+    /// Unique among the threads of the process (an address can be reused).
+    #[cfg(test)]
+    id: u64,
     counts: [AtomicU64; METRICS],
     asks: [AtomicU64; BUCKETS],
 }
 
+#[cfg(test)]
+static IDS: AtomicU64 = AtomicU64::new(0);
+
 impl Local {
     fn new() -> Self {
         Local {
+            #[cfg(test)]
+            id: IDS.fetch_add(1, Relaxed),
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             asks: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -281,21 +289,20 @@ mod tests {
 
     #[test]
     fn the_counts_of_a_thread_that_ended_stay_and_its_counters_go() {
-        let threads = || ALL.lock().len();
         let before = snapshot();
-        let live_before = threads();
-        std::thread::spawn(|| add(Metric::LocalSent, 1_000))
-            .join()
-            .unwrap();
+        let gone = std::thread::spawn(|| {
+            add(Metric::LocalSent, 1_000);
+            LOCAL.with(|h| h.0.id)
+        })
+        .join()
+        .unwrap();
         let after = snapshot();
+        let counted = after
+            .get(Metric::LocalSent)
+            .wrapping_sub(before.get(Metric::LocalSent));
+        assert!(counted >= 1_000, "{counted}");
         assert!(
-            after
-                .get(Metric::LocalSent)
-                .wrapping_sub(before.get(Metric::LocalSent))
-                >= 1_000
-        );
-        assert!(
-            threads() <= live_before,
+            !ALL.lock().iter().any(|l| l.id == gone),
             "the ended thread's counters are gone from the list"
         );
         // A gauge read while an instance's start and end are counted on different threads.

@@ -339,12 +339,7 @@ impl Actor for WatchInbox {
 
     /// Ends (normally) once its stream is dropped, instead of lingering until the node stops.
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let tx = self.tx.clone();
-        ctx.spawn(
-            async move { tx.closed().await }
-                .into_actor(self)
-                .map(|(), _, ctx| ctx.stop()),
-        );
+        super::watch::stop_with_receiver(self.tx.clone(), self, ctx);
     }
 }
 

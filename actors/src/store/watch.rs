@@ -30,12 +30,7 @@ impl Actor for Inbox {
 
     /// Ends (normally) once its watch is dropped, instead of lingering until the node stops.
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let tx = self.tx.clone();
-        ctx.spawn(
-            async move { tx.closed().await }
-                .into_actor(self)
-                .map(|(), _, ctx| ctx.stop()),
-        );
+        stop_with_receiver(self.tx.clone(), self, ctx);
     }
 }
 
@@ -47,6 +42,20 @@ impl Handler<WatchEvents> for Inbox {
             Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
         }
     }
+}
+
+/// Stops `actor` (normally) once the receiver of `tx` is dropped: for an inbox that hands what
+/// it gets to a stream its owner reads.
+pub(crate) fn stop_with_receiver<A, T>(tx: mpsc::Sender<T>, actor: &A, ctx: &mut Context<A>)
+where
+    A: Actor<Context = Context<A>>,
+    T: Send + 'static,
+{
+    ctx.spawn(
+        async move { tx.closed().await }
+            .into_actor(actor)
+            .map(|(), _, ctx| ctx.stop()),
+    );
 }
 
 /// A watch of the keys under a prefix of one shard.
