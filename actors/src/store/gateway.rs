@@ -17,8 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use cadre_cluster::members::MemberState;
 use cadre_cluster::store::{
-    routing, Compare, DeleteRequest, LeaseId, Op, RangeRequest, RangeResponse, Request, Response,
-    Revision, WatchUpdate,
+    routing, LeaseId, RangeRequest, RangeResponse, Request, Response, Revision, WatchUpdate,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -142,81 +141,11 @@ impl RemoteMessage for KvCompact {
     const TAG: &'static str = "kv.compact";
 }
 
-/// The shards a prefix touches: its group's, or all when it is shorter than a group.
-pub fn shards_of_prefix(prefix: &[u8], shards: u16) -> Vec<u16> {
-    let slashes = prefix.iter().filter(|b| **b == b'/').count();
-    if slashes >= 2 || (slashes == 1 && !prefix.ends_with(b"/")) {
-        vec![routing::shard_of(prefix, shards)]
-    } else {
-        (0..shards).collect()
-    }
-}
+pub use cadre_cluster::store::routing::{shard_of_request, shards_of_prefix};
 
-fn one_shard(keys: &[&[u8]], shards: u16) -> Result<u16, KvError> {
-    let mut found: Option<u16> = None;
-    for key in keys {
-        let s = routing::shard_of(key, shards);
-        if found.is_some_and(|f| f != s) {
-            return Err(KvError::Invalid(
-                "the keys of one transaction must be in one shard (one group: the same first two \
-                 `/` segments)"
-                    .into(),
-            ));
-        }
-        found = Some(s);
-    }
-    found.ok_or_else(|| KvError::Invalid("a transaction needs at least one key".into()))
-}
-
-/// The shard a write goes to.
-///
-/// # Errors
-/// [`KvError::Invalid`] when it cannot go to one shard.
-pub fn shard_of_request(request: &Request, shards: u16) -> Result<u16, KvError> {
-    match request {
-        Request::Put(p) => Ok(routing::shard_of(&p.key, shards)),
-        Request::Delete(DeleteRequest { key, prefix, .. }) => {
-            let touched = if *prefix {
-                shards_of_prefix(key, shards)
-            } else {
-                vec![routing::shard_of(key, shards)]
-            };
-            match touched[..] {
-                [s] => Ok(s),
-                _ => Err(KvError::Invalid(format!(
-                    "a prefix delete must stay within one group (two `/` segments, e.g. \
-                     `nodes/n1/`): `{}` spans every shard",
-                    String::from_utf8_lossy(key)
-                ))),
-            }
-        }
-        Request::Txn(t) => {
-            let mut keys: Vec<&[u8]> = t
-                .compare
-                .iter()
-                .map(|c: &Compare| c.key.as_slice())
-                .collect();
-            for op in t.success.iter().chain(&t.failure) {
-                keys.push(match op {
-                    Op::Put(p) => &p.key,
-                    Op::Delete(d) => &d.key,
-                    Op::Range(r) => &r.key,
-                });
-            }
-            one_shard(&keys, shards)
-        }
-        Request::LeaseGrant { id, .. } | Request::LeaseRevoke { id } => {
-            let s = routing::shard_of_lease(*id);
-            if s >= shards {
-                return Err(KvError::Invalid(format!(
-                    "lease {id} names shard {s}, beyond the {shards} shards"
-                )));
-            }
-            Ok(s)
-        }
-        Request::Compact { .. } => Err(KvError::Invalid(
-            "compaction is per shard: not served by key".into(),
-        )),
+impl From<routing::RouteError> for KvError {
+    fn from(e: routing::RouteError) -> Self {
+        KvError::Invalid(e.to_string())
     }
 }
 
@@ -330,37 +259,17 @@ impl Handler<KvRead> for StoreGateway {
             } else {
                 vec![routing::shard_of(&m.range.key, shards)]
             };
-            let mut merged = RangeResponse {
-                kvs: Vec::new(),
-                count: 0,
-                more: false,
-                revision: 0,
-            };
+            let mut answers = Vec::with_capacity(targets.len());
             for shard in &targets {
-                let r = c.read(*shard, m.range.clone(), !m.serializable).await?;
-                merged.kvs.extend(r.kvs);
-                merged.count += r.count;
-                // One shard: its revision; several: none is meaningful for all.
-                merged.revision = if targets.len() == 1 { r.revision } else { 0 };
+                answers.push(c.read(*shard, m.range.clone(), !m.serializable).await?);
             }
-            merged.kvs.sort_by(|a, b| a.key.cmp(&b.key));
-            if m.range.limit > 0 && merged.kvs.len() > m.range.limit {
-                merged.kvs.truncate(m.range.limit);
-            }
-            merged.more = merged.count > merged.kvs.len();
-            Ok(merged)
+            Ok(routing::merge_ranges(answers, m.range.limit))
         })
     }
 }
 
 fn lease_shard(id: LeaseId, shards: u16) -> Result<u16, KvError> {
-    let s = routing::shard_of_lease(id);
-    if s >= shards {
-        return Err(KvError::Invalid(format!(
-            "lease {id} names shard {s}, beyond the {shards} shards"
-        )));
-    }
-    Ok(s)
+    Ok(routing::shard_of_lease_checked(id, shards)?)
 }
 
 /// A write's outcome: the state machine's refusal is an error.
