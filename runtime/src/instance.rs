@@ -176,6 +176,49 @@ impl Drop for Enter {
     }
 }
 
+/// Whether this thread is running an actor instance now (inside its poll or its drop).
+pub(crate) fn in_instance() -> bool {
+    CURRENT
+        .try_with(|c| c.try_borrow().is_ok_and(|c| c.is_some()))
+        .unwrap_or(false)
+}
+
+/// Installs, once per process, a panic hook that reports a panic inside a supervised actor
+/// (which the runtime catches and turns into the actor's exit) as one `error` line, and leaves
+/// every other panic to the hook that was there before. `CADRE_PANIC_BACKTRACE=1` (or
+/// `RUST_BACKTRACE` set to anything but `0`) keeps the previous hook for actors too.
+pub(crate) fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let verbose = |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0");
+        if verbose("CADRE_PANIC_BACKTRACE") || verbose("RUST_BACKTRACE") {
+            return;
+        }
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !in_instance() {
+                return previous(info);
+            }
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            tracing::error!(
+                panic = %message,
+                %location,
+                "an actor panicked; its supervisor handles the exit \
+                 (CADRE_PANIC_BACKTRACE=1 prints the backtrace)"
+            );
+        }));
+    });
+}
+
 fn with_current<R>(f: impl FnOnce(&Rc<InstanceCtl>) -> R) -> Option<R> {
     CURRENT
         .try_with(|c| c.borrow().as_ref().map(f))

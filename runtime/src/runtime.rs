@@ -44,7 +44,14 @@ impl fmt::Debug for Runtime {
 
 impl Runtime {
     /// A runtime for the node called `node` (the name appears in every actor's tracing span).
+    ///
+    /// The first runtime of a process installs a panic hook: a panic inside an actor, which
+    /// the runtime catches and turns into that actor's abnormal exit, is logged as one `error`
+    /// line (message and location) instead of a message and a backtrace on stderr; any other
+    /// panic goes to the hook that was installed before. `CADRE_PANIC_BACKTRACE=1` (or
+    /// `RUST_BACKTRACE`) keeps the previous hook for every panic.
     pub fn new(node: impl Into<Arc<str>>) -> Self {
+        crate::instance::install_panic_hook();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Runtime {
             inner: Arc::new(Inner {
