@@ -63,10 +63,10 @@ pub enum KvError {
     },
     /// The write may or may not have been applied (its answer was lost): read what it wrote
     /// before repeating it, unless repeating it is safe.
-    #[error("shard {shard}: the outcome is unknown ({detail}): read the keys before repeating the write")]
+    #[error("{}the outcome is unknown ({detail}): read the keys before repeating the write", shard.map(|s| format!("shard {s}: ")).unwrap_or_default())]
     Uncertain {
-        /// The shard.
-        shard: u16,
+        /// The shard, when known (not when the node the write went through did not answer).
+        shard: Option<u16>,
         /// What happened.
         detail: String,
     },
@@ -105,7 +105,10 @@ impl From<super::StoreClientError> for KvError {
                 attempts,
                 last,
             },
-            E::Uncertain { shard, detail } => KvError::Uncertain { shard, detail },
+            E::Uncertain { shard, detail } => KvError::Uncertain {
+                shard: Some(shard),
+                detail,
+            },
             E::Refused { shard, detail } => KvError::Refused { shard, detail },
         }
     }
@@ -143,6 +146,27 @@ impl Kv {
             .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
+    /// As [`Kv::call`], for a write: a request that may have reached the gateway and got no
+    /// answer (a timeout, a connection dropped while waiting, a handler that failed) may have
+    /// been applied, so it is [`KvError::Uncertain`]; only one that was certainly not taken
+    /// (no such actor, a full queue, not encodable) is [`KvError::Unavailable`].
+    async fn call_write<M>(&self, msg: M) -> Result<M::Result, KvError>
+    where
+        M: crate::RemoteMessage,
+        M::Result: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        use crate::RemoteAskError as E;
+        self.gateway.ask(msg, PATIENCE).await.map_err(|e| match e {
+            E::NoSuchActor(_) | E::QueueFull(_) | E::Encode(_) => {
+                KvError::Unavailable(e.to_string())
+            }
+            other => KvError::Uncertain {
+                shard: None,
+                detail: format!("no answer from the node the write went through: {other}"),
+            },
+        })
+    }
+
     /// Applies a write (put, delete, transaction, lease grant or revoke). A write the state
     /// machine refused (a lease that does not exist, a lease id taken) is an error,
     /// [`KvError::Refused`], never an `Ok` carrying the refusal. A transaction whose comparisons
@@ -151,7 +175,7 @@ impl Kv {
     /// # Errors
     /// [`KvError`].
     pub async fn write(&self, request: Request) -> Result<Applied, KvError> {
-        self.call(KvWrite(request)).await?
+        self.call_write(KvWrite(request)).await?
     }
 
     /// Puts `key`; returns the shard's revision after it.
@@ -175,7 +199,7 @@ impl Kv {
     /// [`KvError`]: among them a revision beyond the shard's, or before its last compaction.
     pub async fn compact(&self, key: &[u8], revision: Revision) -> Result<(), KvError> {
         let applied = self
-            .call(KvCompact {
+            .call_write(KvCompact {
                 key: key.to_vec(),
                 revision,
             })
