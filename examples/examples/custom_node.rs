@@ -136,7 +136,7 @@ fn main() -> anyhow::Result<()> {
         // A command through the store, for this node, answered by the chain handler above.
         let kv = node.kv();
         let me = Target::Node(node.name().into());
-        let greet = CommandKind::parse("greet", &["world".into()]).map_err(anyhow::Error::msg)?;
+        let greet = CommandKind::parse("greet", &["world".into()])?;
         let command = agent::issue(&kv, &me, greet, Duration::from_secs(30), "example").await?;
         let result =
             agent::wait_result(&kv, node.name(), &command.id, Duration::from_secs(30)).await?;

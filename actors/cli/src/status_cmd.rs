@@ -261,7 +261,7 @@ fn run_command(conn: &Conn, timing: Timing, target: &str, kind: CommandKind) -> 
 }
 
 pub(crate) fn cmd(opts: CmdOptions) -> anyhow::Result<()> {
-    let kind = CommandKind::parse(&opts.command, &opts.args).map_err(|e| anyhow!(e))?;
+    let kind = CommandKind::parse(&opts.command, &opts.args)?;
     run_command(&opts.conn, opts.timing, &opts.target, kind)
 }
 

@@ -564,7 +564,7 @@ async fn list(
 fn put(key: Vec<u8>, result: &CommandResult) -> Result<Op, String> {
     Ok(Op::Put(PutRequest {
         key,
-        value: records::encode(result)?,
+        value: records::encode(result).map_err(|e| e.to_string())?,
         lease: None,
         prev_kv: false,
     }))
@@ -606,7 +606,7 @@ async fn report(
             record.load.workers_idle = size.saturating_sub(held);
         }
     }
-    let value = records::encode(&record).map_err(|e| (e, false))?;
+    let value = records::encode(&record).map_err(|e| (e.to_string(), false))?;
     let put = PutRequest {
         key: records::status_key(&record.node).into_bytes(),
         value,

@@ -159,9 +159,9 @@ pub async fn statuses(kv: &Kv) -> Result<Vec<StatusRecord>, CommandError> {
         if records::node_of_status_key(&kv.key).is_none() {
             continue;
         }
-        let record = records::decode(&kv.value).map_err(|reason| CommandError::Malformed {
+        let record = records::decode(&kv.value).map_err(|e| CommandError::Malformed {
             key: String::from_utf8_lossy(&kv.key).into_owned(),
-            reason,
+            reason: e.to_string(),
         })?;
         out.push(record);
     }
@@ -194,9 +194,9 @@ pub async fn issue(
         Target::Node(node) => records::command_key(node, &command.id),
         Target::All => records::all_command_key(&command.id),
     };
-    let value = records::encode(&command).map_err(|reason| CommandError::Malformed {
+    let value = records::encode(&command).map_err(|e| CommandError::Malformed {
         key: key.clone(),
-        reason,
+        reason: e.to_string(),
     })?;
     let put = PutRequest {
         key: key.into_bytes(),
@@ -221,9 +221,9 @@ pub async fn wait_result(
 ) -> Result<CommandResult, CommandError> {
     let key = records::result_key(node, id);
     let decode = |value: &[u8]| {
-        records::decode::<CommandResult>(value).map_err(|reason| CommandError::Malformed {
+        records::decode::<CommandResult>(value).map_err(|e| CommandError::Malformed {
             key: key.clone(),
-            reason,
+            reason: e.to_string(),
         })
     };
     let wait = async {

@@ -781,9 +781,11 @@ mod tests {
         );
         assert!(CommandKind::parse("scale-workers", &args(&["four"]))
             .unwrap_err()
+            .0
             .contains("`four` is not a number"));
         assert!(CommandKind::parse("log-level", &[])
             .unwrap_err()
+            .0
             .starts_with("usage: log-level"));
         assert!(CommandKind::parse("ping", &args(&["x"])).is_err());
         assert_eq!(

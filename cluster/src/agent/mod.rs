@@ -82,21 +82,38 @@ pub fn id_of_command_key(key: &[u8]) -> Option<&str> {
     (!id.is_empty()).then_some(id)
 }
 
+/// A record that could not be encoded or decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The record does not serialize (never for the types of this module).
+    #[error("the record does not encode: {0}")]
+    Encode(String),
+    /// The bytes are not such a record: the message says what did not fit. Nothing of it is
+    /// used; an agent records a command that does not decode as failed.
+    #[error("{0}")]
+    Decode(String),
+}
+
 /// Encodes a record as a MessagePack map (field names included).
 ///
 /// # Errors
-/// The record does not serialize (never for the types of this module).
-pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, String> {
-    rmp_serde::to_vec_named(record).map_err(|e| e.to_string())
+/// [`RecordError::Encode`] (never for the types of this module).
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, RecordError> {
+    rmp_serde::to_vec_named(record).map_err(|e| RecordError::Encode(e.to_string()))
 }
 
 /// Decodes a record written by [`encode`].
 ///
 /// # Errors
-/// The bytes are not such a record; the message says what did not fit.
-pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
-    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+/// [`RecordError::Decode`]: the bytes are not such a record.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, RecordError> {
+    rmp_serde::from_slice(bytes).map_err(|e| RecordError::Decode(e.to_string()))
 }
+
+/// A command's words that do not make a command: the message gives its usage.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandParseError(pub String);
 
 /// A node's run state, as its agent reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,9 +299,13 @@ impl CommandKind {
     /// chain handler; a node without one answers that it does not know it).
     ///
     /// # Errors
-    /// A built-in command with missing, extra or malformed arguments; the message gives its
-    /// usage.
-    pub fn parse(name: &str, args: &[String]) -> Result<CommandKind, String> {
+    /// [`CommandParseError`]: a built-in command with missing, extra or malformed arguments;
+    /// the message gives its usage.
+    pub fn parse(name: &str, args: &[String]) -> Result<CommandKind, CommandParseError> {
+        Self::parse_words(name, args).map_err(CommandParseError)
+    }
+
+    fn parse_words(name: &str, args: &[String]) -> Result<CommandKind, String> {
         let usage = |u: &str| format!("usage: {u}");
         let none = |kind: CommandKind| {
             if args.is_empty() {
