@@ -118,6 +118,9 @@ pub(crate) fn table(records: &[StatusRecord], now_ms: u64) -> String {
         } else {
             format!("{}/{}", l.workers_busy, l.workers_busy + l.workers_idle)
         };
+        // A record older than three periods: the node stopped reporting (its lease has not run
+        // out yet). Its last state is shown as such.
+        let stale = r.period_ms > 0 && now_ms.saturating_sub(r.reported_ms) > 3 * r.period_ms;
         rows.push([
             r.node.clone(),
             if r.roles.is_empty() {
@@ -125,7 +128,11 @@ pub(crate) fn table(records: &[StatusRecord], now_ms: u64) -> String {
             } else {
                 r.roles.join(",")
             },
-            r.state.as_str().into(),
+            if stale {
+                format!("{} (stale)", r.state.as_str())
+            } else {
+                r.state.as_str().into()
+            },
             format!("{:.1}%", l.process_cpu_percent),
             mib(l.rss_bytes),
             msgs,
@@ -301,16 +308,25 @@ mod tests {
             node: "worker-long-name".into(),
             state: cadre_cluster::agent::RunState::Normal,
             reported_ms: 9_500,
+            period_ms: 1_000,
+            ..StatusRecord::default()
+        };
+        let c = StatusRecord {
+            node: "gone".into(),
+            state: cadre_cluster::agent::RunState::Normal,
+            reported_ms: 5_000,
+            period_ms: 1_000,
             ..StatusRecord::default()
         };
         b.load.workers_busy = 1;
         b.load.workers_idle = 3;
         b.load.ask_p99_us = Some(120);
-        let out = table(&[a, b], 10_000);
+        let out = table(&[a, b, c], 10_000);
         let expected = "\
-NODE              ROLES  STATE     CPU   MEMORY  MSGS/S  ASK P99  WORKERS  AGE
-s0                store  starting  2.2%  30 MiB  -       -        -        1.0s
-worker-long-name  -      normal    0.0%  0 MiB   -       120 µs   1/4      0.5s
+NODE              ROLES  STATE           CPU   MEMORY  MSGS/S  ASK P99  WORKERS  AGE
+s0                store  starting        2.2%  30 MiB  -       -        -        1.0s
+worker-long-name  -      normal          0.0%  0 MiB   -       120 µs   1/4      0.5s
+gone              -      normal (stale)  0.0%  0 MiB   -       -        -        5.0s
 ";
         assert_eq!(out, expected);
     }
