@@ -6,32 +6,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{temp_home, NodeProc, T};
+use common::{cadre, ok, temp_home, NodeProc, T};
 
 const PERIOD_MS: &str = "300";
 const TTL_MS: u64 = 4_000;
-
-fn cadre(args: &[&str], home: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cadre"))
-        .args(args)
-        .env("CADRE_SECRET", "process-test-secret")
-        .env("HOME", home)
-        .output()
-        .expect("cadre runs")
-}
-
-fn ok(args: &[&str], home: &std::path::Path) -> String {
-    let out = cadre(args, home);
-    assert!(
-        out.status.success(),
-        "cadre {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// The nodes `cadre status --json` lists, with their states.
 fn statuses(addr: &str, home: &std::path::Path) -> Vec<(String, String)> {

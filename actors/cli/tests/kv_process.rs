@@ -6,30 +6,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{temp_home, Guard, NodeProc, T};
-
-fn cadre(args: &[&str], home: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cadre"))
-        .args(args)
-        .env("CADRE_SECRET", "process-test-secret")
-        .env("HOME", home)
-        .output()
-        .expect("cadre runs")
-}
-
-fn ok(args: &[&str], home: &std::path::Path) -> String {
-    let out = cadre(args, home);
-    assert!(
-        out.status.success(),
-        "cadre {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{cadre, ok, temp_home, Guard, NodeProc, T};
 
 #[test]
 fn three_store_processes_serve_kv_round_trips_and_watches() {

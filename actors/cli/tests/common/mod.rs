@@ -183,3 +183,24 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// Runs `cadre ARGS` (with the tests' secret and `home`) and returns what it did.
+pub fn cadre(args: &[&str], home: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cadre"))
+        .args(args)
+        .env("CADRE_SECRET", "process-test-secret")
+        .env("HOME", home)
+        .output()
+        .expect("cadre runs")
+}
+
+/// Runs `cadre ARGS`, which must succeed; returns its standard output.
+pub fn ok(args: &[&str], home: &std::path::Path) -> String {
+    let out = cadre(args, home);
+    assert!(
+        out.status.success(),
+        "cadre {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
