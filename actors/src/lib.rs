@@ -16,8 +16,28 @@
 //! - [`store`]: the status store's shard replicas (openraft over redb).
 //! - [`agent`]: the node agent: status under a lease, commands through the store, the event
 //!   handler chain; and the client side ([`agent::issue`], [`agent::statuses`]).
-//! - [`node`]: a node process's [`NodeConfig`](node::NodeConfig) (file, environment, flags)
-//!   and where its cluster secret comes from.
+//! - [`node`]: the node itself: [`ClusterNode`](node::ClusterNode) and
+//!   [`NodeBuilder`](node::NodeBuilder) (the node as a library), its root supervisor and the
+//!   view (directory, topics); a node process's [`NodeConfig`](node::NodeConfig) (file,
+//!   environment, flags) and where its cluster secret comes from.
+//!
+//! # The node's supervision tree
+//! ```text
+//! node (root, one-for-one)
+//! ├── transport        pool of connections, redialer, listener
+//! ├── gossip           the membership actor (SWIM over UDP)
+//! ├── view             members, service directory, topics
+//! ├── store            (role `store`) one replica actor per shard
+//! ├── workers          (with task workers) the pool and the node's task actor
+//! ├── app              the program's own actors (NodeBuilder::actor)
+//! ├── gateway          the store's front door on this node
+//! ├── store-bootstrap  (role `store`) forms the groups once, restarted only after a failure
+//! ├── store-tracker    (role `store`) follows the store nodes for placement
+//! └── agent            status, commands, the event handler chain
+//! ```
+//! Children start top to bottom and stop bottom to top; an escalation from any of them
+//! reaches the root, which restarts that part (one for one) or, past its intensity (3 restarts
+//! within 5 s), ends the node.
 //!
 //! # Wire format and guarantees
 //! Frames are a `u32` big-endian length and a MessagePack body; every connection starts with
