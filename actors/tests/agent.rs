@@ -13,12 +13,11 @@ use cadre_actors::tasks::{Task, TaskRegistry, WorkerConfig};
 use cadre_cluster::agent::{
     command_key, CommandKind, CommandResult, ResultState, RunState, StatusRecord,
 };
-use cadre_cluster::membership::Profile;
 use cadre_cluster::store::{PutRequest, Request};
 use cadre_cluster::wire::Secret;
 use cadre_runtime::testkit::run;
 use cadre_runtime::Runtime;
-use common::{eventually_within, TempDir};
+use common::{eventually_within, node_config, TempDir};
 use parking_lot::Mutex;
 
 mod common;
@@ -45,18 +44,9 @@ fn config_ttl(
     ttl_ms: u64,
 ) -> NodeConfig {
     NodeConfig {
-        name: Some(name.into()),
-        cluster: "agent".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        seeds,
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        profile: Profile::LocalTest,
-        data_dir: Some(dir.0.join(name)),
-        store_shards: 2,
-        bootstrap_expect: 1,
         status_period_ms: PERIOD_MS,
         status_ttl_ms: ttl_ms,
-        ..NodeConfig::default()
+        ..node_config("agent", name, dir, roles, seeds)
     }
 }
 

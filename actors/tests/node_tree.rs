@@ -10,11 +10,10 @@ use cadre_actors::agent;
 use cadre_actors::node::{ClusterNode, NodeBuilder, NodeConfig, Subscription};
 use cadre_actors::tasks::{Task, TaskRegistry, WorkerConfig};
 use cadre_cluster::discovery::Service;
-use cadre_cluster::membership::Profile;
 use cadre_cluster::wire::Secret;
 use cadre_runtime::testkit::run;
 use cadre_runtime::{ChildSpec, Intensity, Runtime};
-use common::{eventually_within, TempDir};
+use common::{eventually_within, node_config, TempDir};
 use counter::{Counter, Incr};
 
 mod common;
@@ -28,20 +27,7 @@ fn config(
     roles: &[&str],
     seeds: Vec<std::net::SocketAddr>,
 ) -> NodeConfig {
-    NodeConfig {
-        name: Some(name.into()),
-        cluster: "tree".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        seeds,
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        profile: Profile::LocalTest,
-        data_dir: Some(dir.0.join(name)),
-        store_shards: 2,
-        bootstrap_expect: 1,
-        status_period_ms: 200,
-        status_ttl_ms: 1_000,
-        ..NodeConfig::default()
-    }
+    node_config("tree", name, dir, roles, seeds)
 }
 
 struct Noop;

@@ -3,14 +3,11 @@
 //! their agents off (`CADRE_AGENT=false`, the baseline), then with them on; the CPU time each
 //! cluster's processes use over the same window once formed, from `/proc/<pid>/stat`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 
-use crate::child::ChildGuard;
+use crate::child::NodeChild;
 
 /// `cadre bench agent`'s options.
 #[derive(clap::Args)]
@@ -25,76 +22,40 @@ pub(crate) struct Options {
 
 const SECRET: &str = "bench-agent-secret";
 
-struct Node {
-    proc: ChildGuard,
-    lines: mpsc::Receiver<String>,
-}
-
 fn start(
     name: &str,
     store: bool,
     seed: Option<&str>,
     dir: &std::path::Path,
     agent: bool,
-) -> anyhow::Result<(Node, String)> {
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args([
-        "node",
+) -> anyhow::Result<NodeChild> {
+    let data = dir.join(name);
+    let data = data
+        .to_str()
+        .context("a data directory's path is not UTF-8")?;
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--name",
         name,
         "--cluster",
         "bench-agent",
-    ])
-    .arg("--data-dir")
-    .arg(dir.join(name))
-    .env("CADRE_SECRET", SECRET)
-    .env("CADRE_AGENT", agent.to_string())
-    .env("CADRE_LOG", "info,openraft=error")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+        "--data-dir",
+        data,
+    ];
     if store {
-        cmd.args(["--roles", "store"]);
+        args.extend(["--roles", "store"]);
     }
     if let Some(seed) = seed {
-        cmd.args(["--seed", seed]);
+        args.extend(["--seed", seed]);
     }
-    let mut child = cmd.spawn().context("could not start a node")?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut node = Node {
-        proc: ChildGuard(child),
-        lines,
-    };
-    let addr = wait_line(&mut node, "node listening")?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .map(|a| a.trim_matches('"').to_string())
-        .ok_or_else(|| anyhow!("no address in the node's log"))?;
-    Ok((node, addr))
-}
-
-fn wait_line(node: &mut Node, what: &str) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = node
-            .lines
-            .recv_timeout(left)
-            .map_err(|_| anyhow!("no `{what}` from a node within 60 s"))?;
-        if line.contains(what) {
-            return Ok(line);
-        }
-    }
+    let agent = agent.to_string();
+    let env = [
+        ("CADRE_SECRET", SECRET),
+        ("CADRE_AGENT", agent.as_str()),
+        ("CADRE_LOG", "info,openraft=error"),
+    ];
+    NodeChild::start(&args, &env)
 }
 
 /// User and system CPU time of process `pid` so far.
@@ -122,16 +83,17 @@ fn measure(agent: bool, window: Duration) -> anyhow::Result<f64> {
         agent
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let (mut s0, seed) = start("s0", true, None, &dir, agent)?;
+    let mut s0 = start("s0", true, None, &dir, agent)?;
+    let seed = s0.addr.clone();
     let mut nodes = Vec::new();
     for (name, store) in [("s1", true), ("s2", true), ("n3", false), ("n4", false)] {
-        nodes.push(start(name, store, Some(&seed), &dir, agent)?.0);
+        nodes.push(start(name, store, Some(&seed), &dir, agent)?);
     }
-    wait_line(&mut s0, "store groups formed")?;
+    s0.wait_line("store groups formed")?;
     nodes.push(s0);
     if agent {
         for n in &mut nodes {
-            wait_line(n, "reporting this node's status to the store")?;
+            n.wait_line("reporting this node's status to the store")?;
         }
     }
     let pids: Vec<u32> = nodes.iter().map(|n| n.proc.0.id()).collect();

@@ -7,11 +7,8 @@
 //! disk (its commits per second in total bound the commits of all three stores together).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use actix::System;
@@ -23,7 +20,7 @@ use cadre_cluster::store::WatchUpdate;
 use cadre_cluster::wire::Secret;
 use cadre_runtime::Runtime;
 
-use crate::child::ChildGuard;
+use crate::child::NodeChild;
 
 /// `cadre bench kv`'s options.
 #[derive(clap::Args)]
@@ -41,65 +38,38 @@ pub(crate) struct Options {
 
 const SECRET_ENV: &str = "CADRE_SECRET";
 
-/// Starts a store node; returns it, its address, and its stderr lines.
+/// Starts a store node.
 fn store_node(
     name: &str,
     seed: Option<&str>,
     dir: &std::path::Path,
     secret: &str,
-) -> anyhow::Result<(ChildGuard, String, mpsc::Receiver<String>)> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "node",
+) -> anyhow::Result<NodeChild> {
+    let data = dir.join(name);
+    let data = data
+        .to_str()
+        .context("a data directory's path is not UTF-8")?;
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--name",
         name,
         "--roles",
         "store",
-    ])
-    .args(["--profile", "local_test", "--cluster", "bench-kv"])
-    .arg("--data-dir")
-    .arg(dir.join(name))
-    .env(SECRET_ENV, secret)
-    .env("CADRE_LOG", "info,openraft=error")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+        "--profile",
+        "local_test",
+        "--cluster",
+        "bench-kv",
+        "--data-dir",
+        data,
+    ];
     if let Some(seed) = seed {
-        cmd.args(["--seed", seed]);
+        args.extend(["--seed", seed]);
     }
-    let mut child = cmd.spawn().context("could not start a store node")?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let proc = ChildGuard(child);
-    let addr = wait_line(&rx, "node listening")?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .map(|a| a.trim_matches('"').to_string())
-        .ok_or_else(|| anyhow!("no address in the node's log"))?;
-    Ok((proc, addr, rx))
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, what: &str) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .map_err(|_| anyhow!("no `{what}` from a store node within 30 s"))?;
-        if line.contains(what) {
-            return Ok(line);
-        }
-    }
+    NodeChild::start(
+        &args,
+        &[(SECRET_ENV, secret), ("CADRE_LOG", "info,openraft=error")],
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -156,10 +126,11 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
 
 fn bench(opts: &Options, dir: &std::path::Path) -> anyhow::Result<()> {
     let secret = crate::demo::random_secret()?;
-    let (s0, seed, rx0) = store_node("s0", None, dir, &secret)?;
-    let (s1, _, _rx1) = store_node("s1", Some(&seed), dir, &secret)?;
-    let (s2, _, _rx2) = store_node("s2", Some(&seed), dir, &secret)?;
-    wait_line(&rx0, "store groups formed")?;
+    let mut s0 = store_node("s0", None, dir, &secret)?;
+    let seed = s0.addr.clone();
+    let s1 = store_node("s1", Some(&seed), dir, &secret)?;
+    let s2 = store_node("s2", Some(&seed), dir, &secret)?;
+    s0.wait_line("store groups formed")?;
     let _procs = [s0, s1, s2];
     let baseline = raw_commits(&dir.join("baseline.redb"), 500)?;
     let shared = raw_commits_shared(dir, 300)?;

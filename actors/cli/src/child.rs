@@ -73,3 +73,63 @@ pub(crate) async fn until_stdin_closes() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A `cadre node` process started by a bench, its stderr lines on a channel; killed on drop.
+pub(crate) struct NodeChild {
+    pub(crate) proc: ChildGuard,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Its address, from its "node listening" line.
+    pub(crate) addr: String,
+}
+
+impl NodeChild {
+    /// Starts `cadre node ARGS` (this binary) with `env` and waits for it to listen.
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<NodeChild> {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("node")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("could not start a node")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = NodeChild {
+            proc: ChildGuard(child),
+            lines,
+            addr: String::new(),
+        };
+        node.addr = node
+            .wait_line("node listening")?
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .map(|a| a.trim_matches('"').to_string())
+            .context("no address in the node's log")?;
+        Ok(node)
+    }
+
+    /// Waits (at most 60 s) for a line of its log containing `what`; returns it.
+    pub(crate) fn wait_line(&mut self, what: &str) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| anyhow::anyhow!("no `{what}` from a node within 60 s"))?;
+            if line.contains(what) {
+                return Ok(line);
+            }
+        }
+    }
+}

@@ -48,3 +48,26 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A node of an in-process test cluster called `cluster`: [`NodeConfig::local`] with its data
+/// under `dir`, two shards, and a status reported every 200 ms under a 1 s lease.
+///
+/// [`NodeConfig::local`]: cadre_actors::node::NodeConfig::local
+pub fn node_config(
+    cluster: &str,
+    name: &str,
+    dir: &TempDir,
+    roles: &[&str],
+    seeds: Vec<std::net::SocketAddr>,
+) -> cadre_actors::node::NodeConfig {
+    cadre_actors::node::NodeConfig {
+        cluster: cluster.into(),
+        seeds,
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        data_dir: Some(dir.0.join(name)),
+        store_shards: 2,
+        status_period_ms: 200,
+        status_ttl_ms: 1_000,
+        ..cadre_actors::node::NodeConfig::local(name)
+    }
+}

@@ -469,6 +469,15 @@ mod tests {
         }
     }
 
+    /// The answer to a claim of `id`, with nothing read back.
+    fn claimed(id: &str, won: bool) -> Input {
+        Input::Claimed {
+            id: id.into(),
+            won,
+            found: None,
+        }
+    }
+
     fn claim_state(effects: &[Effect]) -> Vec<(String, ResultState)> {
         effects
             .iter()
@@ -489,14 +498,7 @@ mod tests {
         );
         // Nothing runs before the claim is acknowledged.
         assert_eq!(book.in_progress(), 1);
-        let effects = book.handle(
-            Input::Claimed {
-                id: "c1".into(),
-                won: true,
-                found: None,
-            },
-            NOW + 1,
-        );
+        let effects = book.handle(claimed("c1", true), NOW + 1);
         assert_eq!(
             effects,
             vec![Effect::Run {
@@ -541,28 +543,12 @@ mod tests {
         assert!(book
             .handle(seen("c1", CommandKind::Ping, NOW + 5000), NOW)
             .is_empty());
-        book.handle(
-            Input::Claimed {
-                id: "c1".into(),
-                won: true,
-                found: None,
-            },
-            NOW,
-        );
+        book.handle(claimed("c1", true), NOW);
         assert!(book
             .handle(seen("c1", CommandKind::Ping, NOW + 5000), NOW)
             .is_empty());
         // A second claim answer (a retried write) runs nothing more.
-        assert!(book
-            .handle(
-                Input::Claimed {
-                    id: "c1".into(),
-                    won: true,
-                    found: None
-                },
-                NOW
-            )
-            .is_empty());
+        assert!(book.handle(claimed("c1", true), NOW).is_empty());
     }
 
     #[test]
@@ -611,16 +597,7 @@ mod tests {
     fn a_lost_claim_means_an_earlier_agent_handled_it_and_nothing_runs() {
         let mut book = CommandBook::new("n1", "me");
         book.handle(seen("c1", CommandKind::Ping, NOW + 5000), NOW);
-        assert!(book
-            .handle(
-                Input::Claimed {
-                    id: "c1".into(),
-                    won: false,
-                    found: None,
-                },
-                NOW
-            )
-            .is_empty());
+        assert!(book.handle(claimed("c1", false), NOW).is_empty());
         assert_eq!(book.in_progress(), 0);
     }
 
@@ -681,14 +658,7 @@ mod tests {
             claim_state(&effects),
             vec![("c1".into(), ResultState::Expired)]
         );
-        let effects = book.handle(
-            Input::Claimed {
-                id: "c1".into(),
-                won: true,
-                found: None,
-            },
-            NOW,
-        );
+        let effects = book.handle(claimed("c1", true), NOW);
         // Its key is deleted with the same (final) result; nothing runs.
         assert!(
             matches!(effects.as_slice(), [Effect::Record { result, delete: Some(_), .. }] if result.state == ResultState::Expired)
@@ -748,14 +718,7 @@ mod tests {
             book.handle(Input::Tick, NOW + 2).is_empty(),
             "once per failure"
         );
-        book.handle(
-            Input::Claimed {
-                id: "c1".into(),
-                won: true,
-                found: None,
-            },
-            NOW,
-        );
+        book.handle(claimed("c1", true), NOW);
         let effects = book.handle(
             Input::Finished {
                 id: "c1".into(),
