@@ -61,14 +61,18 @@ impl ExitReason {
     }
 
     pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
-        let msg: Arc<str> = if let Some(s) = payload.downcast_ref::<&'static str>() {
-            (*s).into()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.as_str().into()
-        } else {
-            "panic with a non-string payload".into()
-        };
-        ExitReason::Panic(msg)
+        ExitReason::Panic(panic_message(payload).into())
+    }
+}
+
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!` makes them).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".into()
     }
 }
 

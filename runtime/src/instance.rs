@@ -199,12 +199,7 @@ pub(crate) fn install_panic_hook() {
             if !in_instance() {
                 return previous(info);
             }
-            let message = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
+            let message = crate::exit::panic_message(info.payload());
             let location = info
                 .location()
                 .map(|l| format!("{}:{}", l.file(), l.line()))

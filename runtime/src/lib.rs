@@ -130,7 +130,7 @@ pub mod testkit;
 pub use actor_ref::{spawn, ActorRef};
 pub use error::{AskError, TellError};
 pub use events::{EventKind, SupervisionEvent};
-pub use exit::ExitReason;
+pub use exit::{panic_message, ExitReason};
 pub use instance::{defer_start, ContextExt, StartGate};
 pub use lane::{AskOutcome, Feed};
 pub use registry::{NameTaken, Registry};

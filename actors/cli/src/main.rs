@@ -48,8 +48,8 @@ enum Command {
     /// The status store's leases: grant, keepalive, revoke, ttl.
     Lease(kv_cmd::LeaseOptions),
     /// Every node's status as its agent reports it: roles, state, CPU, memory, messages per
-    /// second and ask latency (`-` where not measured yet), task workers busy of all, and the
-    /// age of its last report.
+    /// second into its actors and remote ask latency (`-` where not measured), task workers
+    /// busy of all, and the age of its last report.
     ///
     /// Example: `cadre status --node 127.0.0.1:7370 --watch`
     Status(status_cmd::StatusOptions),

@@ -1,10 +1,10 @@
 //! `cadre status` (every node's status from the store) and `cadre cmd` with its shortcuts
 //! (`drain`, `scale`, `log-level`): management commands through the store.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use cadre_actors::agent::{self, Target};
+use cadre_actors::agent::{self, now_ms, Target};
 use cadre_cluster::agent::{CommandKind, CommandResult, ResultState, StatusRecord};
 
 use crate::kv_cmd::{with_kv, Conn};
@@ -83,13 +83,6 @@ pub(crate) struct DrainOptions {
     target: String,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -102,25 +95,17 @@ pub(crate) fn table(records: &[StatusRecord], now_ms: u64) -> String {
     .map(String::from)];
     for r in records {
         let l = &r.load;
-        let msgs = match (
-            l.local_msgs_per_sec,
-            l.remote_in_per_sec,
-            l.remote_out_per_sec,
-        ) {
-            (None, None, None) => "-".to_string(),
-            (a, b, c) => format!(
-                "{:.0}",
-                a.unwrap_or(0.0) + b.unwrap_or(0.0) + c.unwrap_or(0.0)
-            ),
-        };
+        // Messages into the node's actors, those that came over the network included (they
+        // are delivered into local mailboxes too): adding the remote rates would count twice.
+        let msgs = l
+            .local_msgs_per_sec
+            .map_or("-".to_string(), |m| format!("{m:.0}"));
         let workers = if l.workers_busy + l.workers_idle == 0 {
             "-".to_string()
         } else {
             format!("{}/{}", l.workers_busy, l.workers_busy + l.workers_idle)
         };
-        // A record older than three periods: the node stopped reporting (its lease has not run
-        // out yet). Its last state is shown as such.
-        let stale = r.period_ms > 0 && now_ms.saturating_sub(r.reported_ms) > 3 * r.period_ms;
+        let stale = r.is_stale(now_ms);
         rows.push([
             r.node.clone(),
             if r.roles.is_empty() {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use cadre_cluster::agent::commands::{self, CommandBook};
@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 use super::chain::{AgentEvent, Chain, ChainCx, Reply};
 use super::handlers::{AuditLog, Board, CommandExecutor, FaultReporter, StatusHandler};
 use super::load::{hostname, HostSampler};
-use super::AgentDeps;
+use super::{now_ms, AgentDeps};
 use crate::node::view::ClusterEvent;
 use crate::store::{Kv, KvError};
 
@@ -32,13 +32,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// How long the goodbye (the `stopping` record and the lease's revocation) may take.
 pub(crate) const FAREWELL: Duration = Duration::from_secs(3);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
 
 /// What reaches the agent from its subscriptions.
 #[derive(Message)]
@@ -98,6 +91,8 @@ pub(crate) struct Agent {
     counters: (cadre_runtime::stats::Snapshot, Instant),
     /// The command watches of the current round (cancelled when a new round starts).
     watches: Vec<SpawnHandle>,
+    /// The host's name, read once.
+    hostname: String,
 }
 
 impl Agent {
@@ -147,6 +142,7 @@ impl Agent {
             reached: false,
             counters: (cadre_runtime::stats::snapshot(), Instant::now()),
             watches: Vec::new(),
+            hostname: hostname(),
             deps,
         }
     }
@@ -284,7 +280,7 @@ impl Agent {
             admin_addr: None,
             services: Vec::new(),
             roles: self.deps.config.roles.clone(),
-            hostname: hostname(),
+            hostname: self.hostname.clone(),
             pid: std::process::id(),
             cadre_version: crate::VERSION.into(),
             state,
@@ -525,16 +521,14 @@ impl Agent {
                 ctx.cancel_future(handle);
             }
             for watch in [own_watch, all_watch] {
-                let updates = futures_util::stream::unfold(watch, |mut w| async move {
-                    w.next().await.map(|u| (u, w))
-                })
-                .map(move |u| Incoming::Watch {
-                    round,
-                    update: u.update,
-                })
-                .chain(futures_util::stream::once(async move {
-                    Incoming::WatchEnded { round }
-                }));
+                let updates = watch
+                    .map(move |u| Incoming::Watch {
+                        round,
+                        update: u.update,
+                    })
+                    .chain(futures_util::stream::once(async move {
+                        Incoming::WatchEnded { round }
+                    }));
                 act.watches.push(ctx.add_stream(updates));
             }
             if !act.synced {
@@ -574,7 +568,6 @@ fn put(key: Vec<u8>, result: &CommandResult) -> Result<Op, String> {
 fn succeeded(applied: Result<crate::store::storage::Applied, KvError>) -> Result<bool, String> {
     match applied.map_err(|e| e.to_string())?.response {
         Some(Response::Write { succeeded, .. }) => Ok(succeeded),
-        Some(Response::Error(e)) => Err(e.to_string()),
         other => Err(format!("unexpected answer {other:?}")),
     }
 }
@@ -598,9 +591,8 @@ async fn report(
         .map(|s| (s.name, s.addr))
         .collect();
     if let Some(workers) = &deps.workers {
-        if let Some((held, _capacity)) = workers.load().await {
-            let size = workers.size().await as u64;
-            let held = held as u64;
+        if let Some((size, held)) = workers.usage().await {
+            let (size, held) = (size as u64, held as u64);
             record.load.tasks_held = held;
             record.load.workers_busy = held.min(size);
             record.load.workers_idle = size.saturating_sub(held);

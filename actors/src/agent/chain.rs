@@ -170,14 +170,6 @@ impl std::fmt::Debug for Chain {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
 impl Chain {
     /// A chain of handlers built by `factories`, in order.
     pub fn new(factories: &[HandlerFactory]) -> Chain {
@@ -219,7 +211,7 @@ impl Chain {
                 Ok(Flow::Pass) => {}
                 Ok(Flow::Stop) => break,
                 Err(payload) => {
-                    let message = panic_message(payload.as_ref());
+                    let message = cadre_runtime::panic_message(payload.as_ref());
                     slot.panics
                         .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
                     slot.panics.push(now);

@@ -136,7 +136,9 @@ pub enum CommandError {
     },
 }
 
-fn now_ms() -> u64 {
+/// The wall clock in milliseconds since the epoch, as the agent's records take it (0 before
+/// the epoch).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

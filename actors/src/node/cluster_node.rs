@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::Actor;
 use cadre_cluster::agent::RunState;
@@ -240,10 +240,7 @@ impl ClusterNode {
             addr,
             roles: cluster_roles.clone(),
             version: crate::VERSION.into(),
-            started_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default(),
+            started_ms: crate::agent::now_ms(),
         };
         let started_ms = me.started_ms;
         let exchange_every = match config.profile {
@@ -432,9 +429,11 @@ impl ClusterNode {
         };
         let agent = ChildSpec::new("agent", move || Agent::new(deps.clone()));
         let agent_ref = agent.actor_ref();
-        cluster.app.start_child(agent, LOCAL).await.map_err(|e| {
-            ClusterNodeError::Start(cadre_runtime::ExitReason::error(e.to_string()))
-        })?;
+        cluster
+            .app
+            .start_child(agent, LOCAL)
+            .await
+            .map_err(start_failed)?;
         let _ = cluster.agent.set(agent_ref);
         Ok(cluster)
     }

@@ -300,12 +300,7 @@ impl ClusterView {
     /// a restarted instance.
     fn push_mine(&self) {
         self.save();
-        let mine: Vec<NodeRecord> = self
-            .directory
-            .newer_than(&Digest::new())
-            .into_iter()
-            .filter(|r| r.node == self.me.name)
-            .collect();
+        let mine = vec![self.directory.own_record()];
         for name in self.members.up() {
             let _ = self
                 .node
@@ -580,14 +575,7 @@ pub struct LocalServices;
 impl Handler<LocalServices> for ClusterView {
     type Result = MessageResult<LocalServices>;
     fn handle(&mut self, _: LocalServices, _: &mut Context<Self>) -> Self::Result {
-        let mine = self
-            .directory
-            .newer_than(&Digest::new())
-            .into_iter()
-            .filter(|r| r.node == self.me.name)
-            .flat_map(|r| r.services)
-            .collect();
-        MessageResult(mine)
+        MessageResult(self.directory.own_record().services)
     }
 }
 

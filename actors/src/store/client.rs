@@ -20,9 +20,6 @@ use super::storage::Applied;
 use super::watch::StoreWatch;
 use crate::{Node, RemoteAskError};
 
-/// The last failure of a request that found no replica of its shard to try.
-pub(crate) const NO_REPLICA: &str = "no replica known";
-
 /// Why a store request failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreClientError {
@@ -35,6 +32,13 @@ pub enum StoreClientError {
         attempts: u32,
         /// The last failure.
         last: String,
+    },
+    /// No replica of the shard is known: no store node is among the members (none runs, or
+    /// the store has not formed yet). Nothing was sent.
+    #[error("shard {shard}: no replica known")]
+    NoReplica {
+        /// The shard.
+        shard: u16,
     },
     /// The write may or may not have been applied (its reply was lost).
     #[error("shard {shard}: the outcome is unknown: {detail}")]
@@ -124,9 +128,12 @@ impl StoreClient {
     /// # Errors
     /// [`StoreClientError`].
     pub async fn write(&self, shard: u16, request: Request) -> Result<Applied, StoreClientError> {
-        let mut last = String::from(NO_REPLICA);
+        let mut last = String::new();
         for n in 0..self.attempts {
             let Some(node) = self.target(shard, n) else {
+                if n == 0 {
+                    return Err(StoreClientError::NoReplica { shard });
+                }
                 break;
             };
             if !self.transport.is_reachable(&node) {
@@ -274,9 +281,12 @@ impl StoreClient {
         M: crate::RemoteMessage<Result = Result<T, ReplicaError>>,
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
-        let mut last = String::from(NO_REPLICA);
+        let mut last = String::new();
         for n in 0..self.attempts {
             let Some(node) = self.target(shard, n) else {
+                if n == 0 {
+                    return Err(StoreClientError::NoReplica { shard });
+                }
                 break;
             };
             let replica = self.transport.actor(&node, &replica_name(shard));

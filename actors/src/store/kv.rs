@@ -88,13 +88,9 @@ impl From<super::StoreClientError> for KvError {
     fn from(e: super::StoreClientError) -> Self {
         use super::StoreClientError as E;
         match e {
-            E::NoLeader {
+            E::NoReplica { shard } => KvError::NoStore {
                 shard,
-                attempts,
-                last,
-            } if last == super::client::NO_REPLICA => KvError::NoStore {
-                shard,
-                detail: format!("no store node among this node's members after {attempts} looks"),
+                detail: "no store node among this node's members".into(),
             },
             E::NoLeader {
                 shard,

@@ -238,11 +238,7 @@ impl Disk {
                 // replica fails with it (see the replica's fatal watch), up the node's tree.
                 let run = std::panic::AssertUnwindSafe(|| writer(w, rx, c));
                 if let Err(panic) = std::panic::catch_unwind(run) {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let message = cadre_runtime::panic_message(panic.as_ref());
                     tracing::error!(panic = %message, "the store's writer thread panicked: the store on this node fails");
                 }
             })

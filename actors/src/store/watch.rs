@@ -122,15 +122,12 @@ impl StoreWatch {
                 .actor(&node, &replica_name(self.shard))
                 .tell(WatchCancel(id));
         }
-        let mut last = String::from(super::client::NO_REPLICA);
+        if self.replicas.is_empty() {
+            return Err(StoreClientError::NoReplica { shard: self.shard });
+        }
+        let mut last = String::new();
         for _ in 0..40 {
-            let Some(node) = self
-                .replicas
-                .get(self.turn % self.replicas.len().max(1))
-                .cloned()
-            else {
-                break; // no replica known: nothing to try
-            };
+            let node = self.replicas[self.turn % self.replicas.len()].clone();
             self.turn += 1;
             if !self.transport.is_reachable(&node) {
                 last = format!("{node} unreachable");

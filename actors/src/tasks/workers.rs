@@ -124,6 +124,12 @@ impl TaskWorkers {
         self.stats().await.map_or(0, |s| s.workers)
     }
 
+    /// The workers in the pool and the tasks the node holds now (queued or running), from one
+    /// question to the task actor.
+    pub async fn usage(&self) -> Option<(usize, usize)> {
+        self.stats().await.map(|s| (s.workers, s.held))
+    }
+
     /// How many tasks the node holds now (queued or running), and at most.
     pub async fn load(&self) -> Option<(usize, usize)> {
         self.stats().await.map(|s| (s.held, s.capacity))

@@ -223,6 +223,14 @@ pub struct StatusRecord {
     pub load: Load,
 }
 
+impl StatusRecord {
+    /// Whether the record is over three report periods old at `now_ms` (the reader's wall
+    /// clock): the node stopped reporting, and its lease has not run out yet.
+    pub fn is_stale(&self, now_ms: u64) -> bool {
+        self.period_ms > 0 && now_ms.saturating_sub(self.reported_ms) > 3 * self.period_ms
+    }
+}
+
 /// A management command, as written under a node's (or every node's) commands prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
